@@ -1,0 +1,276 @@
+//! A plain, owned copy of a stats file, parsed from bytes. This is how the sidecar reads stats
+//! files: `std::fs::read` then [`Snapshot::parse`], so a hostile, truncated or foreign file can
+//! only produce an error, never a crash or a misread.
+
+use crate::layout::*;
+use std::mem::offset_of;
+
+/// Why a stats file could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SnapshotError {
+    TooShort { len: usize },
+    BadMagic,
+    /// Not yet initialized by its creator (all zero): try again later.
+    Uninitialized,
+    WrongVersion { found: u32 },
+    WrongSize { found: u32 },
+    BadPath,
+}
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooShort { len } => write!(f, "stats file is {len} bytes, a version-{VERSION} file is {REGION_SIZE}: truncated or not a walwatch file"),
+            Self::BadMagic => f.write_str("not a walwatch stats file (bad magic); remove it"),
+            Self::Uninitialized => f.write_str("stats file is still being created"),
+            Self::WrongVersion { found } => write!(f, "stats file has layout version {found}, this build reads version {VERSION}; upgrade walwatch or remove the file once no process uses it"),
+            Self::WrongSize { found } => write!(f, "stats file declares size {found}, version {VERSION} is {REGION_SIZE} bytes; remove the file"),
+            Self::BadPath => f.write_str("stats file names no valid database path; remove it"),
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+/// Traffic on one lock slot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotSnapshot {
+    pub acquired: [u64; 2],
+    pub busy: [u64; 2],
+    pub hold_buckets: [u64; BUCKETS],
+    pub hold_sum_ns: u64,
+}
+
+/// Checkpoints of one mode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModeSnapshot {
+    pub outcomes: [u64; 3],
+    pub frames_backfilled: u64,
+    pub duration_buckets: [u64; BUCKETS],
+    pub duration_sum_ns: u64,
+}
+
+/// One recent checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointSnapshot {
+    pub seq: u64,
+    pub started_unix_ns: u64,
+    pub duration_ns: u64,
+    pub pid: u32,
+    /// Index into [`CHECKPOINT_MODE_NAMES`].
+    pub mode: usize,
+    /// Index into [`OUTCOME_NAMES`].
+    pub outcome: usize,
+    /// Lock slot that was busy, if any.
+    pub blocked_slot: Option<usize>,
+    pub blocked_read_mark: u32,
+    pub wal_frames: u32,
+    pub backfilled_frames: u32,
+    pub frames_moved: u32,
+}
+
+/// A connection holding a READ lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReaderSnapshot {
+    pub pid: u32,
+    /// READ index 0..=4 (lock slot `SLOT_READ0 + read_index`).
+    pub read_index: usize,
+    pub read_mark: u32,
+    pub since_unix_ns: u64,
+}
+
+/// Everything a stats file holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub db_path: Vec<u8>,
+    pub created_unix_ns: u64,
+    pub wal_bytes: u64,
+    pub wal_write_bytes: u64,
+    pub db_write_bytes: u64,
+    pub fsyncs: [u64; 3],
+    pub busy_sleeps: u64,
+    pub busy_sleep_us: u64,
+    pub wal_truncations: u64,
+    pub checkpoints: u64,
+    pub reader_table_overflows: u64,
+    pub page_size: u32,
+    pub locks: Vec<SlotSnapshot>,
+    pub modes: Vec<ModeSnapshot>,
+    /// Recent checkpoints, newest first.
+    pub recent: Vec<CheckpointSnapshot>,
+    /// Connections holding a READ lock (entries whose pid may be dead: the caller checks).
+    pub readers: Vec<ReaderSnapshot>,
+}
+
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn u32(&self, off: usize) -> u32 {
+        u32::from_ne_bytes(self.0[off..off + 4].try_into().expect("4 bytes"))
+    }
+    fn u64(&self, off: usize) -> u64 {
+        u64::from_ne_bytes(self.0[off..off + 8].try_into().expect("8 bytes"))
+    }
+    fn u64s<const N: usize>(&self, off: usize) -> [u64; N] {
+        std::array::from_fn(|i| self.u64(off + 8 * i))
+    }
+}
+
+impl Snapshot {
+    /// Parses a whole stats file.
+    pub fn parse(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        if bytes.len() < REGION_SIZE {
+            return Err(SnapshotError::TooShort { len: bytes.len() });
+        }
+        let b = Bytes(bytes);
+        let magic = &bytes[offset_of!(Header, magic)..][..8];
+        if magic != MAGIC {
+            return Err(if magic == [0; 8] { SnapshotError::Uninitialized } else { SnapshotError::BadMagic });
+        }
+        let version = b.u32(offset_of!(Header, version));
+        if version != VERSION {
+            return Err(SnapshotError::WrongVersion { found: version });
+        }
+        let size = b.u32(offset_of!(Header, size));
+        if size as usize != REGION_SIZE {
+            return Err(SnapshotError::WrongSize { found: size });
+        }
+        let path_len = b.u32(offset_of!(Header, db_path_len)) as usize;
+        if path_len == 0 || path_len > MAX_PATH {
+            return Err(SnapshotError::BadPath);
+        }
+        let db_path = bytes[offset_of!(Header, db_path)..][..path_len].to_vec();
+
+        let io = offset_of!(Region, io);
+        let mut snap = Snapshot {
+            db_path,
+            created_unix_ns: b.u64(offset_of!(Header, created_unix_ns)),
+            wal_bytes: b.u64(io + offset_of!(IoCounters, wal_bytes)),
+            wal_write_bytes: b.u64(io + offset_of!(IoCounters, wal_write_bytes)),
+            db_write_bytes: b.u64(io + offset_of!(IoCounters, db_write_bytes)),
+            fsyncs: b.u64s(io + offset_of!(IoCounters, fsyncs)),
+            busy_sleeps: b.u64(io + offset_of!(IoCounters, busy_sleeps)),
+            busy_sleep_us: b.u64(io + offset_of!(IoCounters, busy_sleep_us)),
+            wal_truncations: b.u64(io + offset_of!(IoCounters, wal_truncations)),
+            checkpoints: b.u64(io + offset_of!(IoCounters, checkpoints)),
+            reader_table_overflows: b.u64(io + offset_of!(IoCounters, reader_table_overflows)),
+            page_size: b.u32(io + offset_of!(IoCounters, page_size)),
+            ..Default::default()
+        };
+
+        for slot in 0..SLOTS {
+            let at = offset_of!(Region, locks) + slot * std::mem::size_of::<SlotCounters>();
+            snap.locks.push(SlotSnapshot {
+                acquired: b.u64s(at + offset_of!(SlotCounters, acquired)),
+                busy: b.u64s(at + offset_of!(SlotCounters, busy)),
+                hold_buckets: b.u64s(at + offset_of!(SlotCounters, hold_buckets)),
+                hold_sum_ns: b.u64(at + offset_of!(SlotCounters, hold_sum_ns)),
+            });
+        }
+        for mode in 0..CHECKPOINT_MODE_NAMES.len() {
+            let at = offset_of!(Region, checkpoints) + mode * std::mem::size_of::<CheckpointCounters>();
+            snap.modes.push(ModeSnapshot {
+                outcomes: b.u64s(at + offset_of!(CheckpointCounters, outcomes)),
+                frames_backfilled: b.u64(at + offset_of!(CheckpointCounters, frames_backfilled)),
+                duration_buckets: b.u64s(at + offset_of!(CheckpointCounters, duration_buckets)),
+                duration_sum_ns: b.u64(at + offset_of!(CheckpointCounters, duration_sum_ns)),
+            });
+        }
+        for i in 0..RECENT {
+            let at = offset_of!(Region, recent) + i * std::mem::size_of::<CheckpointRecord>();
+            let seq = b.u64(at + offset_of!(CheckpointRecord, seq));
+            let mode = b.u32(at + offset_of!(CheckpointRecord, mode)) as usize;
+            let outcome = b.u32(at + offset_of!(CheckpointRecord, outcome)) as usize;
+            // A hostile or torn record is skipped rather than trusted.
+            if seq == 0 || mode >= CHECKPOINT_MODE_NAMES.len() || outcome >= OUTCOME_NAMES.len() {
+                continue;
+            }
+            let blocked = b.u32(at + offset_of!(CheckpointRecord, blocked_slot)) as usize;
+            snap.recent.push(CheckpointSnapshot {
+                seq,
+                started_unix_ns: b.u64(at + offset_of!(CheckpointRecord, started_unix_ns)),
+                duration_ns: b.u64(at + offset_of!(CheckpointRecord, duration_ns)),
+                pid: b.u32(at + offset_of!(CheckpointRecord, pid)),
+                mode,
+                outcome,
+                blocked_slot: (blocked < SLOTS).then_some(blocked),
+                blocked_read_mark: b.u32(at + offset_of!(CheckpointRecord, blocked_read_mark)),
+                wal_frames: b.u32(at + offset_of!(CheckpointRecord, wal_frames)),
+                backfilled_frames: b.u32(at + offset_of!(CheckpointRecord, backfilled_frames)),
+                frames_moved: b.u32(at + offset_of!(CheckpointRecord, frames_moved)),
+            });
+        }
+        snap.recent.sort_by(|a, b| b.seq.cmp(&a.seq));
+        for i in 0..READERS {
+            let at = offset_of!(Region, readers) + i * std::mem::size_of::<ReaderEntry>();
+            let pid = b.u32(at + offset_of!(ReaderEntry, pid));
+            let slot = b.u32(at + offset_of!(ReaderEntry, read_slot)) as usize;
+            if pid == 0 || slot == 0 || slot > crate::wal_index::READ_MARKS {
+                continue;
+            }
+            snap.readers.push(ReaderSnapshot {
+                pid,
+                read_index: slot - 1,
+                read_mark: b.u32(at + offset_of!(ReaderEntry, read_mark)),
+                since_unix_ns: b.u64(at + offset_of!(ReaderEntry, since_unix_ns)),
+            });
+        }
+        Ok(snap)
+    }
+
+    /// Database path as text (lossy for non-UTF-8 paths).
+    pub fn db_path_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.db_path).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blank() -> Vec<u8> {
+        let mut bytes = vec![0u8; REGION_SIZE];
+        bytes[..8].copy_from_slice(&MAGIC);
+        bytes[offset_of!(Header, version)..][..4].copy_from_slice(&VERSION.to_ne_bytes());
+        bytes[offset_of!(Header, size)..][..4].copy_from_slice(&(REGION_SIZE as u32).to_ne_bytes());
+        bytes[offset_of!(Header, db_path_len)..][..4].copy_from_slice(&7u32.to_ne_bytes());
+        bytes[offset_of!(Header, db_path)..][..7].copy_from_slice(b"/tmp/db");
+        bytes
+    }
+
+    #[test]
+    fn parses_a_blank_file() {
+        let snap = Snapshot::parse(&blank()).unwrap();
+        assert_eq!(snap.db_path, b"/tmp/db");
+        assert_eq!(snap.locks.len(), SLOTS);
+        assert!(snap.readers.is_empty() && snap.recent.is_empty());
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_trust() {
+        assert_eq!(Snapshot::parse(&[0u8; 100]), Err(SnapshotError::TooShort { len: 100 }));
+        assert_eq!(Snapshot::parse(&vec![0u8; REGION_SIZE]), Err(SnapshotError::Uninitialized));
+        let mut foreign = blank();
+        foreign[..8].copy_from_slice(b"SQLite f");
+        assert_eq!(Snapshot::parse(&foreign), Err(SnapshotError::BadMagic));
+        let mut v2 = blank();
+        v2[offset_of!(Header, version)] = 2;
+        assert_eq!(Snapshot::parse(&v2), Err(SnapshotError::WrongVersion { found: 2 }));
+        let mut long_path = blank();
+        long_path[offset_of!(Header, db_path_len)..][..4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert_eq!(Snapshot::parse(&long_path), Err(SnapshotError::BadPath));
+    }
+
+    #[test]
+    fn skips_hostile_records() {
+        let mut bytes = blank();
+        let rec = offset_of!(Region, recent);
+        bytes[rec..][..8].copy_from_slice(&1u64.to_ne_bytes());
+        bytes[rec + offset_of!(CheckpointRecord, mode)..][..4].copy_from_slice(&99u32.to_ne_bytes());
+        let reader = offset_of!(Region, readers);
+        bytes[reader..][..4].copy_from_slice(&42u32.to_ne_bytes());
+        bytes[reader + 4..][..4].copy_from_slice(&77u32.to_ne_bytes());
+        let snap = Snapshot::parse(&bytes).unwrap();
+        assert!(snap.recent.is_empty() && snap.readers.is_empty());
+    }
+}

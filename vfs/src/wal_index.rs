@@ -1,0 +1,170 @@
+//! The wal-index header at the start of `-shm` region 0, as described in SQLite's
+//! `walformat.html` and `wal.c`: two copies of the 48-byte `WalIndexHdr`, then `WalCkptInfo`.
+//! All fields are in native byte order.
+//!
+//! [`WalIndex::parse`] reads a byte copy (the sidecar `pread`s the `-shm` file); the shim reads
+//! the live mapping through [`WalIndex::read_live`], the way SQLite itself does.
+
+use std::sync::atomic::{fence, AtomicU32, Ordering};
+
+/// Bytes of the header that walwatch reads (through `nBackfillAttempted`).
+pub const HEADER_BYTES: usize = 136;
+const HDR_COPY: usize = 48;
+const OFF_IS_INIT: usize = 12;
+const OFF_PAGE_SIZE: usize = 14;
+const OFF_MX_FRAME: usize = 16;
+const OFF_N_PAGE: usize = 20;
+const OFF_N_BACKFILL: usize = 96;
+const OFF_READ_MARKS: usize = 100;
+const OFF_N_BACKFILL_ATTEMPTED: usize = 128;
+
+/// Number of reader slots (READ0..READ4).
+pub const READ_MARKS: usize = 5;
+/// An unused read mark (`READMARK_NOT_USED` in `wal.c`).
+pub const READ_MARK_NOT_USED: u32 = 0xffff_ffff;
+
+/// What walwatch needs from the wal-index header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalIndex {
+    /// Database page size in bytes.
+    pub page_size: u32,
+    /// Index of the last valid frame in the WAL (frames in the log).
+    pub mx_frame: u32,
+    /// Database size in pages after the last commit.
+    pub n_page: u32,
+    /// Frames already copied back into the database.
+    pub n_backfill: u32,
+    /// Frames a checkpoint has tried to copy (may lead `n_backfill` briefly).
+    pub n_backfill_attempted: u32,
+    /// `aReadMark[0..5]`.
+    pub read_marks: [u32; READ_MARKS],
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum WalIndexError {
+    /// Fewer than [`HEADER_BYTES`] bytes: the `-shm` file is empty or truncated.
+    TooShort(usize),
+    /// `isInit` is 0: no connection has built the wal-index yet.
+    NotInitialized,
+    /// The two header copies differ: a writer was updating it; read again.
+    Torn,
+}
+
+impl std::fmt::Display for WalIndexError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooShort(n) => write!(f, "-shm holds {n} bytes, fewer than the {HEADER_BYTES}-byte wal-index header"),
+            Self::NotInitialized => f.write_str("the wal-index header is not initialized yet"),
+            Self::Torn => f.write_str("the two copies of the wal-index header differ (a write was in progress)"),
+        }
+    }
+}
+
+impl std::error::Error for WalIndexError {}
+
+fn u32_at(bytes: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(bytes[off..off + 4].try_into().expect("4 bytes"))
+}
+
+impl WalIndex {
+    /// Parses a copy of the first [`HEADER_BYTES`] of `-shm`.
+    pub fn parse(bytes: &[u8]) -> Result<Self, WalIndexError> {
+        if bytes.len() < HEADER_BYTES {
+            return Err(WalIndexError::TooShort(bytes.len()));
+        }
+        if bytes[..HDR_COPY] != bytes[HDR_COPY..2 * HDR_COPY] {
+            return Err(WalIndexError::Torn);
+        }
+        if bytes[OFF_IS_INIT] == 0 {
+            return Err(WalIndexError::NotInitialized);
+        }
+        // szPage is a u16; 1 encodes 65536 (see walIndexReadHdr).
+        let raw_page = u16::from_ne_bytes([bytes[OFF_PAGE_SIZE], bytes[OFF_PAGE_SIZE + 1]]) as u32;
+        let page_size = (raw_page & 0xfe00) + ((raw_page & 0x0001) << 16);
+        let mut read_marks = [0; READ_MARKS];
+        for (i, mark) in read_marks.iter_mut().enumerate() {
+            *mark = u32_at(bytes, OFF_READ_MARKS + 4 * i);
+        }
+        Ok(Self {
+            page_size,
+            mx_frame: u32_at(bytes, OFF_MX_FRAME),
+            n_page: u32_at(bytes, OFF_N_PAGE),
+            n_backfill: u32_at(bytes, OFF_N_BACKFILL),
+            n_backfill_attempted: u32_at(bytes, OFF_N_BACKFILL_ATTEMPTED),
+            read_marks,
+        })
+    }
+
+    /// Reads the live header from a mapped `-shm` region 0, as SQLite does: first copy, memory
+    /// barrier, second copy, compare; retried a few times while a writer is mid-update.
+    ///
+    /// # Safety
+    /// `shm` must point to at least [`HEADER_BYTES`] mapped, 4-byte aligned bytes (SQLite's
+    /// region 0 is 32 KiB and page aligned) that stay mapped for the duration of the call.
+    pub unsafe fn read_live(shm: *const u8) -> Result<Self, WalIndexError> {
+        let mut copy = [0u8; HEADER_BYTES];
+        let mut last = Err(WalIndexError::Torn);
+        for _ in 0..4 {
+            for word in 0..HEADER_BYTES / 4 {
+                if word == HDR_COPY / 4 {
+                    fence(Ordering::SeqCst);
+                }
+                // SAFETY: in bounds and aligned per the caller's contract; other processes write
+                // this memory concurrently, so it is read through atomics, never plain loads.
+                let value = unsafe { AtomicU32::from_ptr(shm.add(word * 4) as *mut u32) }.load(Ordering::Relaxed);
+                copy[word * 4..word * 4 + 4].copy_from_slice(&value.to_ne_bytes());
+            }
+            last = Self::parse(&copy);
+            if last != Err(WalIndexError::Torn) {
+                break;
+            }
+        }
+        last
+    }
+
+    /// Frames in the WAL not yet copied into the database.
+    pub fn frames_pending(&self) -> u32 {
+        self.mx_frame.saturating_sub(self.n_backfill)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(mx_frame: u32, n_backfill: u32) -> Vec<u8> {
+        let mut b = vec![0u8; HEADER_BYTES];
+        b[OFF_IS_INIT] = 1;
+        b[OFF_PAGE_SIZE..OFF_PAGE_SIZE + 2].copy_from_slice(&4096u16.to_ne_bytes());
+        b[OFF_MX_FRAME..OFF_MX_FRAME + 4].copy_from_slice(&mx_frame.to_ne_bytes());
+        let (first, second) = b.split_at_mut(HDR_COPY);
+        second[..HDR_COPY].copy_from_slice(first);
+        b[OFF_N_BACKFILL..OFF_N_BACKFILL + 4].copy_from_slice(&n_backfill.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn parses_frames_and_page_size() {
+        let idx = WalIndex::parse(&header(1031, 2)).unwrap();
+        assert_eq!((idx.page_size, idx.mx_frame, idx.n_backfill), (4096, 1031, 2));
+        assert_eq!(idx.frames_pending(), 1029);
+    }
+
+    #[test]
+    fn page_size_one_means_64k() {
+        let mut b = header(1, 0);
+        for off in [OFF_PAGE_SIZE, HDR_COPY + OFF_PAGE_SIZE] {
+            b[off..off + 2].copy_from_slice(&1u16.to_ne_bytes());
+        }
+        assert_eq!(WalIndex::parse(&b).unwrap().page_size, 65536);
+    }
+
+    #[test]
+    fn rejects_torn_short_and_uninitialized() {
+        let mut torn = header(5, 0);
+        torn[OFF_MX_FRAME] = 9;
+        assert_eq!(WalIndex::parse(&torn), Err(WalIndexError::Torn));
+        assert_eq!(WalIndex::parse(&[0u8; 10]), Err(WalIndexError::TooShort(10)));
+        assert_eq!(WalIndex::parse(&[0u8; HEADER_BYTES]), Err(WalIndexError::NotInitialized));
+    }
+}

@@ -45,8 +45,11 @@ pub type sqlite3_syscall_ptr = Option<unsafe extern "C" fn()>;
 pub struct sqlite3_io_methods {
     pub iVersion: c_int,
     pub xClose: Option<unsafe extern "C" fn(*mut sqlite3_file) -> c_int>,
-    pub xRead: Option<unsafe extern "C" fn(*mut sqlite3_file, *mut c_void, c_int, sqlite3_int64) -> c_int>,
-    pub xWrite: Option<unsafe extern "C" fn(*mut sqlite3_file, *const c_void, c_int, sqlite3_int64) -> c_int>,
+    pub xRead:
+        Option<unsafe extern "C" fn(*mut sqlite3_file, *mut c_void, c_int, sqlite3_int64) -> c_int>,
+    pub xWrite: Option<
+        unsafe extern "C" fn(*mut sqlite3_file, *const c_void, c_int, sqlite3_int64) -> c_int,
+    >,
     pub xTruncate: Option<unsafe extern "C" fn(*mut sqlite3_file, sqlite3_int64) -> c_int>,
     pub xSync: Option<unsafe extern "C" fn(*mut sqlite3_file, c_int) -> c_int>,
     pub xFileSize: Option<unsafe extern "C" fn(*mut sqlite3_file, *mut sqlite3_int64) -> c_int>,
@@ -57,13 +60,18 @@ pub struct sqlite3_io_methods {
     pub xSectorSize: Option<unsafe extern "C" fn(*mut sqlite3_file) -> c_int>,
     pub xDeviceCharacteristics: Option<unsafe extern "C" fn(*mut sqlite3_file) -> c_int>,
     // iVersion >= 2
-    pub xShmMap: Option<unsafe extern "C" fn(*mut sqlite3_file, c_int, c_int, c_int, *mut *mut c_void) -> c_int>,
+    pub xShmMap: Option<
+        unsafe extern "C" fn(*mut sqlite3_file, c_int, c_int, c_int, *mut *mut c_void) -> c_int,
+    >,
     pub xShmLock: Option<unsafe extern "C" fn(*mut sqlite3_file, c_int, c_int, c_int) -> c_int>,
     pub xShmBarrier: Option<unsafe extern "C" fn(*mut sqlite3_file)>,
     pub xShmUnmap: Option<unsafe extern "C" fn(*mut sqlite3_file, c_int) -> c_int>,
     // iVersion >= 3
-    pub xFetch: Option<unsafe extern "C" fn(*mut sqlite3_file, sqlite3_int64, c_int, *mut *mut c_void) -> c_int>,
-    pub xUnfetch: Option<unsafe extern "C" fn(*mut sqlite3_file, sqlite3_int64, *mut c_void) -> c_int>,
+    pub xFetch: Option<
+        unsafe extern "C" fn(*mut sqlite3_file, sqlite3_int64, c_int, *mut *mut c_void) -> c_int,
+    >,
+    pub xUnfetch:
+        Option<unsafe extern "C" fn(*mut sqlite3_file, sqlite3_int64, *mut c_void) -> c_int>,
 }
 
 #[repr(C)]
@@ -74,29 +82,51 @@ pub struct sqlite3_vfs {
     pub pNext: *mut sqlite3_vfs,
     pub zName: *const c_char,
     pub pAppData: *mut c_void,
-    pub xOpen: Option<unsafe extern "C" fn(*mut sqlite3_vfs, *const c_char, *mut sqlite3_file, c_int, *mut c_int) -> c_int>,
+    pub xOpen: Option<
+        unsafe extern "C" fn(
+            *mut sqlite3_vfs,
+            *const c_char,
+            *mut sqlite3_file,
+            c_int,
+            *mut c_int,
+        ) -> c_int,
+    >,
     pub xDelete: Option<unsafe extern "C" fn(*mut sqlite3_vfs, *const c_char, c_int) -> c_int>,
-    pub xAccess: Option<unsafe extern "C" fn(*mut sqlite3_vfs, *const c_char, c_int, *mut c_int) -> c_int>,
-    pub xFullPathname: Option<unsafe extern "C" fn(*mut sqlite3_vfs, *const c_char, c_int, *mut c_char) -> c_int>,
+    pub xAccess:
+        Option<unsafe extern "C" fn(*mut sqlite3_vfs, *const c_char, c_int, *mut c_int) -> c_int>,
+    pub xFullPathname:
+        Option<unsafe extern "C" fn(*mut sqlite3_vfs, *const c_char, c_int, *mut c_char) -> c_int>,
     pub xDlOpen: Option<unsafe extern "C" fn(*mut sqlite3_vfs, *const c_char) -> *mut c_void>,
     pub xDlError: Option<unsafe extern "C" fn(*mut sqlite3_vfs, c_int, *mut c_char)>,
-    pub xDlSym: Option<unsafe extern "C" fn(*mut sqlite3_vfs, *mut c_void, *const c_char) -> Option<unsafe extern "C" fn()>>,
+    pub xDlSym: Option<
+        unsafe extern "C" fn(
+            *mut sqlite3_vfs,
+            *mut c_void,
+            *const c_char,
+        ) -> Option<unsafe extern "C" fn()>,
+    >,
     pub xDlClose: Option<unsafe extern "C" fn(*mut sqlite3_vfs, *mut c_void)>,
     pub xRandomness: Option<unsafe extern "C" fn(*mut sqlite3_vfs, c_int, *mut c_char) -> c_int>,
     pub xSleep: Option<unsafe extern "C" fn(*mut sqlite3_vfs, c_int) -> c_int>,
     pub xCurrentTime: Option<unsafe extern "C" fn(*mut sqlite3_vfs, *mut f64) -> c_int>,
     pub xGetLastError: Option<unsafe extern "C" fn(*mut sqlite3_vfs, c_int, *mut c_char) -> c_int>,
     // iVersion >= 2
-    pub xCurrentTimeInt64: Option<unsafe extern "C" fn(*mut sqlite3_vfs, *mut sqlite3_int64) -> c_int>,
+    pub xCurrentTimeInt64:
+        Option<unsafe extern "C" fn(*mut sqlite3_vfs, *mut sqlite3_int64) -> c_int>,
     // iVersion >= 3
-    pub xSetSystemCall: Option<unsafe extern "C" fn(*mut sqlite3_vfs, *const c_char, sqlite3_syscall_ptr) -> c_int>,
-    pub xGetSystemCall: Option<unsafe extern "C" fn(*mut sqlite3_vfs, *const c_char) -> sqlite3_syscall_ptr>,
-    pub xNextSystemCall: Option<unsafe extern "C" fn(*mut sqlite3_vfs, *const c_char) -> *const c_char>,
+    pub xSetSystemCall:
+        Option<unsafe extern "C" fn(*mut sqlite3_vfs, *const c_char, sqlite3_syscall_ptr) -> c_int>,
+    pub xGetSystemCall:
+        Option<unsafe extern "C" fn(*mut sqlite3_vfs, *const c_char) -> sqlite3_syscall_ptr>,
+    pub xNextSystemCall:
+        Option<unsafe extern "C" fn(*mut sqlite3_vfs, *const c_char) -> *const c_char>,
 }
 
 pub type VfsFindFn = unsafe extern "C" fn(*const c_char) -> *mut sqlite3_vfs;
 pub type VfsRegisterFn = unsafe extern "C" fn(*mut sqlite3_vfs, c_int) -> c_int;
 pub type LogFn = unsafe extern "C" fn(c_int, *const c_char, ...);
+pub type MallocFn = unsafe extern "C" fn(c_int) -> *mut c_void;
+pub type FreeFn = unsafe extern "C" fn(*mut c_void);
 pub type ScalarFn = unsafe extern "C" fn(*mut sqlite3_context, c_int, *mut *mut sqlite3_value);
 pub type DestructorFn = unsafe extern "C" fn(*mut c_void);
 
@@ -111,14 +141,20 @@ type Unused = *const c_void;
 /// below.
 #[repr(C)]
 pub struct sqlite3_api_routines {
-    _unused_0_66: [Unused; 67],
+    _unused_0_57: [Unused; 58],
+    pub free: Option<FreeFn>, // 58
+    _unused_59_66: [Unused; 8],
     pub libversion_number: Option<unsafe extern "C" fn() -> c_int>, // 67
-    _unused_68_79: [Unused; 12],
+    pub malloc: Option<MallocFn>,                                   // 68
+    _unused_69_79: [Unused; 11],
     pub result_error: Option<unsafe extern "C" fn(*mut sqlite3_context, *const c_char, c_int)>, // 80
     _unused_81_84: [Unused; 4],
-    pub result_text: Option<unsafe extern "C" fn(*mut sqlite3_context, *const c_char, c_int, Option<DestructorFn>)>, // 85
+    pub result_text: Option<
+        unsafe extern "C" fn(*mut sqlite3_context, *const c_char, c_int, Option<DestructorFn>),
+    >, // 85
     _unused_86_126: [Unused; 41],
-    pub file_control: Option<unsafe extern "C" fn(*mut sqlite3, *const c_char, c_int, *mut c_void) -> c_int>, // 127
+    pub file_control:
+        Option<unsafe extern "C" fn(*mut sqlite3, *const c_char, c_int, *mut c_void) -> c_int>, // 127
     _unused_128_140: [Unused; 13],
     pub vfs_find: Option<VfsFindFn>,         // 141
     pub vfs_register: Option<VfsRegisterFn>, // 142
@@ -148,7 +184,9 @@ pub struct sqlite3_api_routines {
 const PTR: usize = std::mem::size_of::<*const c_void>();
 const _: () = {
     use std::mem::offset_of;
+    assert!(offset_of!(sqlite3_api_routines, free) == 58 * PTR);
     assert!(offset_of!(sqlite3_api_routines, libversion_number) == 67 * PTR);
+    assert!(offset_of!(sqlite3_api_routines, malloc) == 68 * PTR);
     assert!(offset_of!(sqlite3_api_routines, result_error) == 80 * PTR);
     assert!(offset_of!(sqlite3_api_routines, result_text) == 85 * PTR);
     assert!(offset_of!(sqlite3_api_routines, file_control) == 127 * PTR);

@@ -22,7 +22,9 @@ pub const VERSION: u32 = 1;
 pub const MAX_PATH: usize = 4096;
 
 /// `-shm` lock slots, as `xShmLock` numbers them.
-pub const SLOT_NAMES: [&str; SLOTS] = ["WRITE", "CKPT", "RECOVER", "READ0", "READ1", "READ2", "READ3", "READ4"];
+pub const SLOT_NAMES: [&str; SLOTS] = [
+    "WRITE", "CKPT", "RECOVER", "READ0", "READ1", "READ2", "READ3", "READ4",
+];
 pub const SLOTS: usize = 8;
 pub const SLOT_WRITE: usize = 0;
 pub const SLOT_CKPT: usize = 1;
@@ -35,13 +37,23 @@ pub const EXCLUSIVE: usize = 1;
 
 /// Upper bounds (nanoseconds) of the duration histogram buckets shared by lock hold times and
 /// checkpoint durations: 10µs, 100µs, 1ms, 10ms, 100ms, 1s, 10s; the last bucket is +Inf.
-pub const BUCKET_BOUNDS_NS: [u64; BUCKETS - 1] =
-    [10_000, 100_000, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000, 10_000_000_000];
+pub const BUCKET_BOUNDS_NS: [u64; BUCKETS - 1] = [
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+    10_000_000_000,
+];
 pub const BUCKETS: usize = 8;
 
 /// Index of the histogram bucket a duration falls in (non-cumulative buckets).
 pub fn bucket_index(ns: u64) -> usize {
-    BUCKET_BOUNDS_NS.iter().position(|&bound| ns <= bound).unwrap_or(BUCKETS - 1)
+    BUCKET_BOUNDS_NS
+        .iter()
+        .position(|&bound| ns <= bound)
+        .unwrap_or(BUCKETS - 1)
 }
 
 /// Checkpoint modes, as inferred from the locks a checkpoint takes (see `shim::checkpoint`).

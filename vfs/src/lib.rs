@@ -1,5 +1,89 @@
+//! # walwatch VFS shim
+//!
+//! A SQLite VFS named `walwatch` that wraps the default VFS (`unix`), forwards every call, and
+//! records what happens to each database's WAL: its size, bytes written, fsyncs, every `-shm`
+//! lock per slot (WRITE, CKPT, RECOVER, READ0..READ4; acquired, busy, hold time), busy-handler
+//! sleeps, every checkpoint (mode, outcome, frames backfilled, duration, what blocked it), and
+//! which process holds which READ slot since when. The records go to a small stats file per
+//! database in `$WALWATCH_DIR` (default `/dev/shm/walwatch`), shared through `mmap` by every
+//! process that uses the shim, where the `walwatch` sidecar reads them.
+//!
+//! ## Loading it
+//! - sqlite3 shell: `.load ./target/release/libwalwatch` then `.open app.db`
+//!   (databases opened *after* loading are watched); `SELECT walwatch_stats();`
+//! - Python: `c = sqlite3.connect(":memory:"); c.enable_load_extension(True);
+//!   c.load_extension("./target/release/libwalwatch")`, then `sqlite3.connect("app.db")`.
+//! - Rust, in process: [`register`] (or the `walwatch-rusqlite` crate for rusqlite programs).
+//!
+//! Loading makes `walwatch` the default VFS for the rest of the process and adds the SQL
+//! function `walwatch_stats()` to every connection opened afterwards.
+//!
+//! ## Guarantees
+//! - The shim never changes what SQLite sees: results, errors and file contents are the wrapped
+//!   VFS's. Its own problems (stats directory missing or read-only, a corrupt or foreign stats
+//!   file) are reported once through `sqlite3_log` and the database goes unrecorded.
+//! - The extension calls SQLite only through the `sqlite3_api_routines` it is handed and links
+//!   no SQLite (`nm -D --defined-only libwalwatch.so` shows one `sqlite3_` symbol: the entry
+//!   point).
+//! - On the I/O path: no allocation, no syscall, no lock; a few relaxed atomic adds and, for
+//!   `-shm` locks, a read of the (vDSO) clock.
+//!
+//! ## Limitations
+//! - Mode inference: a RESTART or TRUNCATE checkpoint blocked before its restart step takes the
+//!   same locks as FULL and is recorded as `full` (see `shim/recorder.rs`).
+//! - A process that truncates a stats file while others have it mapped makes their next update
+//!   fault (SIGBUS), as with any shared mapping: keep the stats directory writable only by the
+//!   users that run the databases.
+//! - Pids in the reader table are those of the writer's pid namespace.
+//! - `PRAGMA locking_mode=EXCLUSIVE` keeps the wal-index in heap memory: no `-shm` locks to see.
+
 pub mod ffi;
 pub mod layout;
 pub mod paths;
 pub mod snapshot;
 pub mod wal_index;
+
+mod extension;
+mod host;
+mod json;
+mod region;
+mod shim;
+
+pub use host::Host;
+pub use json::stats_json;
+pub use shim::{RegisterError, VFS_NAME};
+
+/// Registers the `walwatch` VFS around the current default VFS and makes it the default, using
+/// the SQLite functions in `host`. For programs that link SQLite themselves; loadable-extension
+/// users get this from `sqlite3_walwatch_init`. Calling it again is harmless.
+pub fn register(host: Host) -> Result<(), RegisterError> {
+    let host = host::set(host);
+    shim::register(host, true)
+}
+
+/// `walwatch_stats()` for a database file: the JSON stats of the database behind `file` (the
+/// main database's `sqlite3_file*`, from `SQLITE_FCNTL_FILE_POINTER`), or `None` if that file
+/// was not opened through the shim or has no stats region.
+pub fn stats_json_for_file(file: *mut ffi::sqlite3_file) -> Option<String> {
+    let shim_file = shim::as_shim_file(file)?;
+    let (region, wal) = shim_file.stats_view()?;
+    let snap = region::snapshot(region);
+    Some(stats_json(
+        &snap,
+        wal.as_ref(),
+        shim::unix_now_ns(),
+        process_alive,
+    ))
+}
+
+/// Whether a process with this pid exists (in our pid namespace).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission; it sends nothing.
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+}

@@ -36,14 +36,22 @@ pub fn stats_file_name(db_path: &[u8]) -> String {
     let readable: String = base
         .iter()
         .take(48)
-        .map(|&b| if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_' { b as char } else { '_' })
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_' {
+                b as char
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{readable}.{:016x}{SUFFIX}", fnv1a64(db_path))
 }
 
 /// FNV-1a, 64-bit: stable across versions and platforms, unlike `std`'s hasher.
 fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -57,6 +65,9 @@ mod tests {
         assert!(a.starts_with("app.db.") && a.ends_with(SUFFIX));
         assert_ne!(a, b);
         assert_eq!(a, stats_file_name(b"/srv/a/app.db"));
-        assert_eq!(stats_file_name(b"/x/we ird\n.db"), format!("we_ird_.db.{:016x}{SUFFIX}", fnv1a64(b"/x/we ird\n.db")));
+        assert_eq!(
+            stats_file_name(b"/x/we ird\n.db"),
+            format!("we_ird_.db.{:016x}{SUFFIX}", fnv1a64(b"/x/we ird\n.db"))
+        );
     }
 }

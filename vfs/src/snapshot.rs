@@ -8,12 +8,18 @@ use std::mem::offset_of;
 /// Why a stats file could not be read.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SnapshotError {
-    TooShort { len: usize },
+    TooShort {
+        len: usize,
+    },
     BadMagic,
     /// Not yet initialized by its creator (all zero): try again later.
     Uninitialized,
-    WrongVersion { found: u32 },
-    WrongSize { found: u32 },
+    WrongVersion {
+        found: u32,
+    },
+    WrongSize {
+        found: u32,
+    },
     BadPath,
 }
 
@@ -125,7 +131,11 @@ impl Snapshot {
         let b = Bytes(bytes);
         let magic = &bytes[offset_of!(Header, magic)..][..8];
         if magic != MAGIC {
-            return Err(if magic == [0; 8] { SnapshotError::Uninitialized } else { SnapshotError::BadMagic });
+            return Err(if magic == [0; 8] {
+                SnapshotError::Uninitialized
+            } else {
+                SnapshotError::BadMagic
+            });
         }
         let version = b.u32(offset_of!(Header, version));
         if version != VERSION {
@@ -168,7 +178,8 @@ impl Snapshot {
             });
         }
         for mode in 0..CHECKPOINT_MODE_NAMES.len() {
-            let at = offset_of!(Region, checkpoints) + mode * std::mem::size_of::<CheckpointCounters>();
+            let at =
+                offset_of!(Region, checkpoints) + mode * std::mem::size_of::<CheckpointCounters>();
             snap.modes.push(ModeSnapshot {
                 outcomes: b.u64s(at + offset_of!(CheckpointCounters, outcomes)),
                 frames_backfilled: b.u64(at + offset_of!(CheckpointCounters, frames_backfilled)),
@@ -200,7 +211,7 @@ impl Snapshot {
                 frames_moved: b.u32(at + offset_of!(CheckpointRecord, frames_moved)),
             });
         }
-        snap.recent.sort_by(|a, b| b.seq.cmp(&a.seq));
+        snap.recent.sort_by_key(|c| std::cmp::Reverse(c.seq));
         for i in 0..READERS {
             let at = offset_of!(Region, readers) + i * std::mem::size_of::<ReaderEntry>();
             let pid = b.u32(at + offset_of!(ReaderEntry, pid));
@@ -248,14 +259,23 @@ mod tests {
 
     #[test]
     fn rejects_what_it_cannot_trust() {
-        assert_eq!(Snapshot::parse(&[0u8; 100]), Err(SnapshotError::TooShort { len: 100 }));
-        assert_eq!(Snapshot::parse(&vec![0u8; REGION_SIZE]), Err(SnapshotError::Uninitialized));
+        assert_eq!(
+            Snapshot::parse(&[0u8; 100]),
+            Err(SnapshotError::TooShort { len: 100 })
+        );
+        assert_eq!(
+            Snapshot::parse(&vec![0u8; REGION_SIZE]),
+            Err(SnapshotError::Uninitialized)
+        );
         let mut foreign = blank();
         foreign[..8].copy_from_slice(b"SQLite f");
         assert_eq!(Snapshot::parse(&foreign), Err(SnapshotError::BadMagic));
         let mut v2 = blank();
         v2[offset_of!(Header, version)] = 2;
-        assert_eq!(Snapshot::parse(&v2), Err(SnapshotError::WrongVersion { found: 2 }));
+        assert_eq!(
+            Snapshot::parse(&v2),
+            Err(SnapshotError::WrongVersion { found: 2 })
+        );
         let mut long_path = blank();
         long_path[offset_of!(Header, db_path_len)..][..4].copy_from_slice(&u32::MAX.to_ne_bytes());
         assert_eq!(Snapshot::parse(&long_path), Err(SnapshotError::BadPath));
@@ -266,7 +286,8 @@ mod tests {
         let mut bytes = blank();
         let rec = offset_of!(Region, recent);
         bytes[rec..][..8].copy_from_slice(&1u64.to_ne_bytes());
-        bytes[rec + offset_of!(CheckpointRecord, mode)..][..4].copy_from_slice(&99u32.to_ne_bytes());
+        bytes[rec + offset_of!(CheckpointRecord, mode)..][..4]
+            .copy_from_slice(&99u32.to_ne_bytes());
         let reader = offset_of!(Region, readers);
         bytes[reader..][..4].copy_from_slice(&42u32.to_ne_bytes());
         bytes[reader + 4..][..4].copy_from_slice(&77u32.to_ne_bytes());

@@ -53,9 +53,14 @@ pub enum WalIndexError {
 impl std::fmt::Display for WalIndexError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::TooShort(n) => write!(f, "-shm holds {n} bytes, fewer than the {HEADER_BYTES}-byte wal-index header"),
+            Self::TooShort(n) => write!(
+                f,
+                "-shm holds {n} bytes, fewer than the {HEADER_BYTES}-byte wal-index header"
+            ),
             Self::NotInitialized => f.write_str("the wal-index header is not initialized yet"),
-            Self::Torn => f.write_str("the two copies of the wal-index header differ (a write was in progress)"),
+            Self::Torn => f.write_str(
+                "the two copies of the wal-index header differ (a write was in progress)",
+            ),
         }
     }
 }
@@ -111,7 +116,8 @@ impl WalIndex {
                 }
                 // SAFETY: in bounds and aligned per the caller's contract; other processes write
                 // this memory concurrently, so it is read through atomics, never plain loads.
-                let value = unsafe { AtomicU32::from_ptr(shm.add(word * 4) as *mut u32) }.load(Ordering::Relaxed);
+                let value = unsafe { AtomicU32::from_ptr(shm.add(word * 4) as *mut u32) }
+                    .load(Ordering::Relaxed);
                 copy[word * 4..word * 4 + 4].copy_from_slice(&value.to_ne_bytes());
             }
             last = Self::parse(&copy);
@@ -146,7 +152,10 @@ mod tests {
     #[test]
     fn parses_frames_and_page_size() {
         let idx = WalIndex::parse(&header(1031, 2)).unwrap();
-        assert_eq!((idx.page_size, idx.mx_frame, idx.n_backfill), (4096, 1031, 2));
+        assert_eq!(
+            (idx.page_size, idx.mx_frame, idx.n_backfill),
+            (4096, 1031, 2)
+        );
         assert_eq!(idx.frames_pending(), 1029);
     }
 
@@ -164,7 +173,13 @@ mod tests {
         let mut torn = header(5, 0);
         torn[OFF_MX_FRAME] = 9;
         assert_eq!(WalIndex::parse(&torn), Err(WalIndexError::Torn));
-        assert_eq!(WalIndex::parse(&[0u8; 10]), Err(WalIndexError::TooShort(10)));
-        assert_eq!(WalIndex::parse(&[0u8; HEADER_BYTES]), Err(WalIndexError::NotInitialized));
+        assert_eq!(
+            WalIndex::parse(&[0u8; 10]),
+            Err(WalIndexError::TooShort(10))
+        );
+        assert_eq!(
+            WalIndex::parse(&[0u8; HEADER_BYTES]),
+            Err(WalIndexError::NotInitialized)
+        );
     }
 }

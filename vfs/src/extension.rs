@@ -1,0 +1,196 @@
+//! The loadable-extension entry point and the `walwatch_stats()` SQL function: the only place
+//! where SQLite's `sqlite3_api_routines` are read.
+
+use crate::ffi::*;
+use crate::Host;
+use std::ffi::{c_char, c_int, c_void, CString};
+
+/// The entry point SQLite looks up for `libwalwatch.so` (`sqlite3_` + `walwatch` + `_init`).
+///
+/// Registers the shim as the default VFS, arranges for `walwatch_stats()` to exist on every
+/// connection opened from now on, and asks SQLite to keep the library loaded
+/// (`SQLITE_OK_LOAD_PERMANENTLY`): a VFS must outlive the connection that loaded it.
+///
+/// # Safety
+/// Called by SQLite's extension loader with a valid connection and API routines.
+#[no_mangle]
+pub unsafe extern "C" fn sqlite3_walwatch_init(
+    db: *mut sqlite3,
+    err: *mut *mut c_char,
+    api: *const sqlite3_api_routines,
+) -> c_int {
+    // SAFETY: SQLite passes its own API routines, valid for the life of the process.
+    match unsafe { api.as_ref() } {
+        Some(api) => init(db, err, api).unwrap_or_else(|rc| rc),
+        None => SQLITE_ERROR,
+    }
+}
+
+fn init(
+    db: *mut sqlite3,
+    err: *mut *mut c_char,
+    api: &sqlite3_api_routines,
+) -> Result<c_int, c_int> {
+    let missing = |what: &str| {
+        set_error(
+            api,
+            err,
+            &format!("walwatch: this SQLite lacks {what}; walwatch needs SQLite 3.22 or newer"),
+        );
+        SQLITE_ERROR
+    };
+    let host = Host {
+        vfs_find: api.vfs_find.ok_or_else(|| missing("sqlite3_vfs_find"))?,
+        vfs_register: api
+            .vfs_register
+            .ok_or_else(|| missing("sqlite3_vfs_register"))?,
+        log: api.log.ok_or_else(|| missing("sqlite3_log"))?,
+        malloc: api.malloc.ok_or_else(|| missing("sqlite3_malloc"))?,
+        free: api.free.ok_or_else(|| missing("sqlite3_free"))?,
+    };
+    crate::register(host).map_err(|e| {
+        set_error(api, err, &format!("walwatch: {e}"));
+        SQLITE_ERROR
+    })?;
+    API.get_or_init(|| ApiPtr(api as *const sqlite3_api_routines));
+    // The auto-extension runs for every connection opened later, so they get the SQL function.
+    if let Some(auto_extension) = api.auto_extension {
+        // SAFETY: `auto_init` has the signature SQLite calls auto-extensions with; registering
+        // the same function twice is a no-op in SQLite.
+        unsafe {
+            auto_extension(Some(std::mem::transmute::<
+                AutoInitFn,
+                unsafe extern "C" fn(),
+            >(auto_init)))
+        };
+    }
+    create_stats_function(db, api)?;
+    Ok(SQLITE_OK_LOAD_PERMANENTLY)
+}
+
+type AutoInitFn =
+    unsafe extern "C" fn(*mut sqlite3, *mut *mut c_char, *const sqlite3_api_routines) -> c_int;
+
+struct ApiPtr(*const sqlite3_api_routines);
+// SAFETY: the API routines are a static table inside SQLite, read-only and process-wide.
+unsafe impl Send for ApiPtr {}
+// SAFETY: as above.
+unsafe impl Sync for ApiPtr {}
+/// The API routines of the SQLite that loaded us (one SQLite per process).
+static API: std::sync::OnceLock<ApiPtr> = std::sync::OnceLock::new();
+
+fn loaded_api() -> Option<&'static sqlite3_api_routines> {
+    // SAFETY: API holds SQLite's API routines table, which lives as long as the process.
+    API.get().and_then(|p| unsafe { p.0.as_ref() })
+}
+
+/// Runs for each new connection: adds `walwatch_stats()`. Must return `SQLITE_OK` (any other
+/// value makes SQLite fail the open), so a failure here only leaves the function missing.
+unsafe extern "C" fn auto_init(
+    db: *mut sqlite3,
+    _err: *mut *mut c_char,
+    api: *const sqlite3_api_routines,
+) -> c_int {
+    // SAFETY: SQLite passes its API routines to auto-extensions (or null on very old
+    // versions, in which case we use the ones from the original load).
+    if let Some(api) = unsafe { api.as_ref() }.or_else(loaded_api) {
+        let _ = create_stats_function(db, api);
+    }
+    SQLITE_OK
+}
+
+fn create_stats_function(db: *mut sqlite3, api: &sqlite3_api_routines) -> Result<(), c_int> {
+    let Some(create) = api.create_function_v2 else {
+        return Ok(());
+    };
+    // SAFETY: `db` is the live connection being initialized; the name is a static C string.
+    let rc = unsafe {
+        create(
+            db,
+            c"walwatch_stats".as_ptr(),
+            0,
+            SQLITE_UTF8,
+            std::ptr::null_mut(),
+            Some(stats_function),
+            None,
+            None,
+            None,
+        )
+    };
+    if rc == SQLITE_OK {
+        Ok(())
+    } else {
+        Err(rc)
+    }
+}
+
+/// `walwatch_stats()`: the stats of the connection's main database as JSON.
+unsafe extern "C" fn stats_function(
+    ctx: *mut sqlite3_context,
+    _argc: c_int,
+    _argv: *mut *mut sqlite3_value,
+) {
+    let Some(api) = loaded_api() else { return };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stats_for(ctx, api)));
+    let (Some(result_text), Some(result_error)) = (api.result_text, api.result_error) else {
+        return;
+    };
+    match outcome {
+        Ok(Ok(json)) => {
+            let text = CString::new(json).unwrap_or_default();
+            // SAFETY: SQLITE_TRANSIENT makes SQLite copy the text before `text` is dropped.
+            unsafe { result_text(ctx, text.as_ptr(), -1, sqlite_transient()) };
+        }
+        Ok(Err(message)) => {
+            let text = CString::new(message).unwrap_or_default();
+            // SAFETY: -1 length with a NUL-terminated message; SQLite copies it.
+            unsafe { result_error(ctx, text.as_ptr(), -1) };
+        }
+        // SAFETY: static NUL-terminated message.
+        Err(_) => unsafe { result_error(ctx, c"walwatch_stats: internal error".as_ptr(), -1) },
+    }
+}
+
+fn stats_for(ctx: *mut sqlite3_context, api: &sqlite3_api_routines) -> Result<String, String> {
+    let (Some(db_handle), Some(file_control)) = (api.context_db_handle, api.file_control) else {
+        return Err("walwatch_stats: this SQLite lacks sqlite3_file_control".into());
+    };
+    // SAFETY: ctx is the live function context.
+    let db = unsafe { db_handle(ctx) };
+    let mut file: *mut sqlite3_file = std::ptr::null_mut();
+    // SAFETY: SQLITE_FCNTL_FILE_POINTER writes the main database's sqlite3_file* into `file`.
+    let rc = unsafe {
+        file_control(
+            db,
+            c"main".as_ptr(),
+            SQLITE_FCNTL_FILE_POINTER,
+            &mut file as *mut _ as *mut c_void,
+        )
+    };
+    if rc != SQLITE_OK || file.is_null() {
+        return Err(
+            "walwatch_stats: the main database has no file (in-memory or temporary database)"
+                .into(),
+        );
+    }
+    crate::stats_json_for_file(file).ok_or_else(|| {
+        "walwatch_stats: this database was not opened through the walwatch VFS; load the extension before opening it (in the sqlite3 shell: .load first, then .open), or check SQLite's log for a stats-directory problem".into()
+    })
+}
+
+fn set_error(api: &sqlite3_api_routines, err: *mut *mut c_char, message: &str) {
+    if err.is_null() {
+        return;
+    }
+    let Some(malloc) = api.malloc else { return };
+    let bytes = message.as_bytes();
+    // SAFETY: sqlite3_malloc returns null or enough bytes; SQLite frees *err with sqlite3_free.
+    unsafe {
+        let out = malloc(bytes.len() as c_int + 1) as *mut u8;
+        if !out.is_null() {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), out, bytes.len());
+            *out.add(bytes.len()) = 0;
+            *err = out.cast();
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! `walwatch_stats()` output: one database's stats as a JSON object. Hand-written (numbers,
+//! names and one escaped path) to keep the extension free of dependencies.
+
+use crate::layout::*;
+use crate::snapshot::Snapshot;
+use crate::wal_index::{WalIndex, READ_MARK_NOT_USED};
+use std::fmt::Write;
+
+/// Renders `snap` (and the live wal-index header, when the database has one mapped).
+/// `alive` tells whether a reader's pid still exists; `now_ns` is the current Unix time.
+pub fn stats_json(
+    snap: &Snapshot,
+    wal: Option<&WalIndex>,
+    now_ns: u64,
+    alive: impl Fn(u32) -> bool,
+) -> String {
+    let mut out = String::with_capacity(4096);
+    let w = &mut out;
+    let wal = wal.copied().unwrap_or_default();
+    let _ = write!(w, "{{\"db\":{}", quote(&snap.db_path_lossy()));
+    let _ = write!(
+        w,
+        ",\"wal_bytes\":{},\"wal_frames\":{},\"wal_backfilled_frames\":{}",
+        snap.wal_bytes, wal.mx_frame, wal.n_backfill
+    );
+    let _ = write!(
+        w,
+        ",\"page_size\":{}",
+        if wal.page_size > 0 {
+            wal.page_size
+        } else {
+            snap.page_size
+        }
+    );
+    let marks: Vec<String> = wal
+        .read_marks
+        .iter()
+        .map(|&m| {
+            if m == READ_MARK_NOT_USED {
+                "null".into()
+            } else {
+                m.to_string()
+            }
+        })
+        .collect();
+    let _ = write!(w, ",\"read_marks\":[{}]", marks.join(","));
+    let _ = write!(
+        w,
+        ",\"wal_write_bytes\":{},\"db_write_bytes\":{},\"wal_truncations\":{}",
+        snap.wal_write_bytes, snap.db_write_bytes, snap.wal_truncations
+    );
+    let _ = write!(
+        w,
+        ",\"fsyncs\":{{{}}}",
+        join(
+            FSYNC_FILE_NAMES
+                .iter()
+                .zip(snap.fsyncs)
+                .map(|(n, v)| format!("\"{n}\":{v}"))
+        )
+    );
+    let _ = write!(
+        w,
+        ",\"busy_sleeps\":{},\"busy_sleep_seconds\":{}",
+        snap.busy_sleeps,
+        snap.busy_sleep_us as f64 / 1e6
+    );
+
+    let slots = SLOT_NAMES.iter().zip(&snap.locks).map(|(name, s)| {
+        let hold_count: u64 = s.hold_buckets.iter().sum();
+        format!(
+            "\"{name}\":{{\"shared\":{{\"acquired\":{},\"busy\":{}}},\"exclusive\":{{\"acquired\":{},\"busy\":{}}},\"hold_count\":{hold_count},\"hold_seconds\":{}}}",
+            s.acquired[SHARED], s.busy[SHARED], s.acquired[EXCLUSIVE], s.busy[EXCLUSIVE], s.hold_sum_ns as f64 / 1e9
+        )
+    });
+    let _ = write!(w, ",\"shm_locks\":{{{}}}", join(slots));
+
+    let modes = CHECKPOINT_MODE_NAMES
+        .iter()
+        .zip(&snap.modes)
+        .map(|(name, m)| {
+            let outcomes = join(
+                OUTCOME_NAMES
+                    .iter()
+                    .zip(m.outcomes)
+                    .map(|(o, v)| format!("\"{o}\":{v}")),
+            );
+            format!(
+                "\"{name}\":{{{outcomes},\"frames_backfilled\":{},\"seconds\":{}}}",
+                m.frames_backfilled,
+                m.duration_sum_ns as f64 / 1e9
+            )
+        });
+    let recent = snap.recent.iter().map(|c| {
+        let blocked = c.blocked_slot.map_or("null".to_string(), |s| format!("\"{}\"", SLOT_NAMES[s]));
+        format!(
+            "{{\"seq\":{},\"mode\":\"{}\",\"outcome\":\"{}\",\"pid\":{},\"wal_frames\":{},\"backfilled_frames\":{},\"frames_moved\":{},\"blocked_slot\":{blocked},\"blocked_read_mark\":{},\"seconds\":{},\"age_seconds\":{}}}",
+            c.seq,
+            CHECKPOINT_MODE_NAMES[c.mode],
+            OUTCOME_NAMES[c.outcome],
+            c.pid,
+            c.wal_frames,
+            c.backfilled_frames,
+            c.frames_moved,
+            c.blocked_read_mark,
+            c.duration_ns as f64 / 1e9,
+            now_ns.saturating_sub(c.started_unix_ns) as f64 / 1e9
+        )
+    });
+    let _ = write!(
+        w,
+        ",\"checkpoints\":{{\"total\":{},\"by_mode\":{{{}}},\"recent\":[{}]}}",
+        snap.checkpoints,
+        join(modes),
+        join(recent)
+    );
+
+    let readers = snap.readers.iter().filter(|r| alive(r.pid)).map(|r| {
+        format!(
+            "{{\"pid\":{},\"slot\":\"READ{}\",\"read_mark\":{},\"age_seconds\":{}}}",
+            r.pid,
+            r.read_index,
+            r.read_mark,
+            now_ns.saturating_sub(r.since_unix_ns) as f64 / 1e9
+        )
+    });
+    let _ = write!(w, ",\"readers\":[{}]}}", join(readers));
+    out
+}
+
+fn join(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(",")
+}
+
+/// A JSON string literal.
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_hostile_paths() {
+        assert_eq!(quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\u000ad\"");
+    }
+
+    #[test]
+    fn renders_required_keys() {
+        let snap = Snapshot {
+            db_path: b"/tmp/x.db".to_vec(),
+            locks: vec![Default::default(); SLOTS],
+            modes: vec![Default::default(); 4],
+            ..Default::default()
+        };
+        let json = stats_json(&snap, None, 0, |_| true);
+        for key in [
+            "\"wal_bytes\"",
+            "\"wal_frames\"",
+            "\"checkpoints\"",
+            "\"shm_locks\"",
+            "\"readers\"",
+        ] {
+            assert!(json.contains(key), "{key} missing from {json}");
+        }
+    }
+}

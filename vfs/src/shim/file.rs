@@ -1,0 +1,432 @@
+//! The shim's `sqlite3_io_methods`: every method forwards to the wrapped VFS's file, then counts.
+//!
+//! Layout as in SQLite's vfsstat.c: our [`ShimFile`] comes first (its `base` member is what
+//! SQLite sees) and the wrapped VFS's file object follows it in the same allocation, so
+//! `szOsFile` is `size_of::<ShimFile>() + parent.szOsFile` and no allocation happens per file.
+//!
+//! Hot-path rule: after forwarding, a method does at most a few relaxed atomic adds on the
+//! mapped stats region (and, for `xShmLock`, reads the clock). No allocation, no syscall, no
+//! lock. Bookkeeping never changes the result SQLite gets.
+
+use super::recorder::{Recorder, ShmLock};
+use super::LAST_BUSY;
+use crate::ffi::*;
+use crate::host;
+use crate::layout::{Region, SLOTS};
+use crate::wal_index::WalIndex;
+use std::ffi::{c_int, c_void, CStr};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// What a file is to SQLite, decided once in `xOpen` from its open flags.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum FileKind {
+    MainDb = 0,
+    Wal = 1,
+    Other = 2,
+}
+
+#[repr(C)]
+pub(crate) struct ShimFile {
+    /// Must stay first: SQLite only knows this part.
+    base: sqlite3_file,
+    /// The wrapped VFS's file, right after this struct.
+    real: *mut sqlite3_file,
+    kind: FileKind,
+    region: Option<&'static Region>,
+    /// Main database only: what this connection does with the `-shm` locks.
+    recorder: Option<Recorder>,
+    /// Main database only: `-shm` region 0 (the wal-index header) once mapped.
+    shm0: *const u8,
+}
+
+impl ShimFile {
+    /// Prepares the memory SQLite gave `xOpen`: our part, pointing at the real file after it.
+    ///
+    /// # Safety
+    /// `file` must point to `size_of::<ShimFile>() + parent.szOsFile` writable bytes, aligned
+    /// for `ShimFile`.
+    pub(crate) unsafe fn init(file: *mut sqlite3_file, kind: FileKind) -> *mut sqlite3_file {
+        let shim = file as *mut ShimFile;
+        // SAFETY: per the contract the allocation holds a ShimFile followed by the real file;
+        // `add(1)` stays inside it, and ShimFile's size keeps the real file 8-byte aligned.
+        unsafe {
+            let real = shim.add(1) as *mut sqlite3_file;
+            (*real).pMethods = std::ptr::null();
+            shim.write(ShimFile {
+                base: sqlite3_file {
+                    pMethods: std::ptr::null(),
+                },
+                real,
+                kind,
+                region: None,
+                recorder: None,
+                shm0: std::ptr::null(),
+            });
+            real
+        }
+    }
+
+    /// Finishes `xOpen` once the real open succeeded (or left methods to close).
+    pub(crate) fn opened(&mut self, db_path: Option<&[u8]>) {
+        // SAFETY: `real` was set in `init` and the real open filled in its methods.
+        let real_methods = unsafe { (*self.real).pMethods };
+        if real_methods.is_null() {
+            return;
+        }
+        // SAFETY: non-null io-methods of the wrapped VFS live as long as its files.
+        let version = unsafe { (*real_methods).iVersion };
+        // SAFETY: as above.
+        let has_shm = unsafe { (*real_methods).xShmMap.is_some() };
+        self.base.pMethods = match version {
+            v if v >= 3 && has_shm => &METHODS_V3,
+            2 if has_shm => &METHODS_V2,
+            _ => &METHODS_V1,
+        };
+        let Some(path) = db_path else { return };
+        self.region = crate::region::for_database(path);
+        match self.kind {
+            FileKind::MainDb => self.recorder = self.region.map(Recorder::new),
+            FileKind::Wal => {
+                if let Some(region) = self.region {
+                    let mut size = 0;
+                    // SAFETY: the real file is open; xFileSize writes one i64.
+                    if unsafe { self.real_methods().xFileSize.unwrap()(self.real, &mut size) }
+                        == SQLITE_OK
+                    {
+                        region.io.wal_bytes.store(size.max(0) as u64, Relaxed);
+                    }
+                }
+            }
+            FileKind::Other => {}
+        }
+    }
+
+    /// # Safety
+    /// `file` must be a file our `xOpen` set up and that is not closed.
+    unsafe fn get<'a>(file: *mut sqlite3_file) -> &'a mut ShimFile {
+        // SAFETY: `base` is the first member of the repr(C) ShimFile, and SQLite serializes
+        // calls on one file, so no other reference to it is live.
+        unsafe { &mut *(file as *mut ShimFile) }
+    }
+
+    fn real_methods(&self) -> &sqlite3_io_methods {
+        // SAFETY: our methods are installed only when the real file's methods are non-null,
+        // and they stay valid until xClose.
+        unsafe { &*(*self.real).pMethods }
+    }
+
+    fn header(&self) -> Option<WalIndex> {
+        read_header(self.shm0)
+    }
+
+    /// Our own stats for the SQL function: the region, and the live wal-index header.
+    pub(crate) fn stats_view(&self) -> Option<(&'static Region, Option<WalIndex>)> {
+        self.region.map(|region| (region, self.header()))
+    }
+}
+
+/// The live wal-index header, given `-shm` region 0 as stored in [`ShimFile::shm0`].
+fn read_header(shm0: *const u8) -> Option<WalIndex> {
+    if shm0.is_null() {
+        return None;
+    }
+    // SAFETY: shm0 is region 0 as returned by the real xShmMap (at least 32 KiB, aligned),
+    // mapped until xShmUnmap, which clears it; callers run while the file is open.
+    unsafe { WalIndex::read_live(shm0) }.ok()
+}
+
+/// Whether `file` is one of ours (for `walwatch_stats()`).
+pub(crate) fn as_shim_file<'a>(file: *mut sqlite3_file) -> Option<&'a ShimFile> {
+    if file.is_null() {
+        return None;
+    }
+    // SAFETY: `file` is a live sqlite3_file from SQLITE_FCNTL_FILE_POINTER; reading pMethods is
+    // valid for any file.
+    let methods = unsafe { (*file).pMethods };
+    let ours = [&METHODS_V1, &METHODS_V2, &METHODS_V3]
+        .iter()
+        .any(|m| std::ptr::eq(*m, methods));
+    // SAFETY: only files whose methods are ours are ShimFiles.
+    ours.then(|| unsafe { &*(file as *const ShimFile) })
+}
+
+/// Runs bookkeeping so that a bug in it can never unwind into SQLite or fail the operation.
+fn record(f: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+}
+
+/// Forwards a call to the real file's method of the same name.
+macro_rules! forward {
+    ($file:expr, $method:ident ( $($arg:expr),* )) => {{
+        let file: &mut ShimFile = $file;
+        let real = file.real;
+        // SAFETY: SQLite only calls methods present in the table we installed, and we install
+        // a table no newer than the real file's, so the real method exists.
+        unsafe { (file.real_methods().$method.unwrap())(real $(, $arg)*) }
+    }};
+}
+
+unsafe extern "C" fn x_close(f: *mut sqlite3_file) -> c_int {
+    // SAFETY: SQLite calls xClose once on a file our xOpen set up.
+    let file = unsafe { ShimFile::get(f) };
+    if let Some(recorder) = &mut file.recorder {
+        record(|| recorder.close());
+    }
+    let rc = forward!(file, xClose());
+    file.base.pMethods = std::ptr::null();
+    rc
+}
+
+unsafe extern "C" fn x_read(f: *mut sqlite3_file, buf: *mut c_void, amt: c_int, off: i64) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    forward!(unsafe { ShimFile::get(f) }, xRead(buf, amt, off))
+}
+
+unsafe extern "C" fn x_write(
+    f: *mut sqlite3_file,
+    buf: *const c_void,
+    amt: c_int,
+    off: i64,
+) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    let file = unsafe { ShimFile::get(f) };
+    let rc = forward!(file, xWrite(buf, amt, off));
+    if let (SQLITE_OK, Some(region)) = (rc, file.region) {
+        let bytes = amt.max(0) as u64;
+        match file.kind {
+            FileKind::Wal => {
+                region.io.wal_write_bytes.fetch_add(bytes, Relaxed);
+                region
+                    .io
+                    .wal_bytes
+                    .fetch_max(off.max(0) as u64 + bytes, Relaxed);
+            }
+            FileKind::MainDb => {
+                region.io.db_write_bytes.fetch_add(bytes, Relaxed);
+            }
+            FileKind::Other => {}
+        }
+    }
+    rc
+}
+
+unsafe extern "C" fn x_truncate(f: *mut sqlite3_file, size: i64) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    let file = unsafe { ShimFile::get(f) };
+    let rc = forward!(file, xTruncate(size));
+    if let (SQLITE_OK, FileKind::Wal, Some(region)) = (rc, file.kind, file.region) {
+        region.io.wal_bytes.store(size.max(0) as u64, Relaxed);
+        if size == 0 {
+            region.io.wal_truncations.fetch_add(1, Relaxed);
+        }
+    }
+    rc
+}
+
+unsafe extern "C" fn x_sync(f: *mut sqlite3_file, flags: c_int) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    let file = unsafe { ShimFile::get(f) };
+    let rc = forward!(file, xSync(flags));
+    if let (SQLITE_OK, Some(region)) = (rc, file.region) {
+        region.io.fsyncs[file.kind as usize].fetch_add(1, Relaxed);
+    }
+    rc
+}
+
+unsafe extern "C" fn x_file_size(f: *mut sqlite3_file, size: *mut i64) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    forward!(unsafe { ShimFile::get(f) }, xFileSize(size))
+}
+
+unsafe extern "C" fn x_lock(f: *mut sqlite3_file, level: c_int) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    let file = unsafe { ShimFile::get(f) };
+    let rc = forward!(file, xLock(level));
+    if rc == SQLITE_BUSY {
+        LAST_BUSY.set(file.region);
+    }
+    rc
+}
+
+unsafe extern "C" fn x_unlock(f: *mut sqlite3_file, level: c_int) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    forward!(unsafe { ShimFile::get(f) }, xUnlock(level))
+}
+
+unsafe extern "C" fn x_check_reserved_lock(f: *mut sqlite3_file, out: *mut c_int) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    forward!(unsafe { ShimFile::get(f) }, xCheckReservedLock(out))
+}
+
+unsafe extern "C" fn x_file_control(f: *mut sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    let file = unsafe { ShimFile::get(f) };
+    let rc = forward!(file, xFileControl(op, arg));
+    if op == SQLITE_FCNTL_VFSNAME && (rc == SQLITE_OK || rc == SQLITE_NOTFOUND) {
+        // SAFETY: for VFSNAME, `arg` is a `char**` that receives a sqlite3_malloc'd string.
+        return unsafe { prepend_vfs_name(arg as *mut *mut std::ffi::c_char, rc) };
+    }
+    rc
+}
+
+/// Answers `SQLITE_FCNTL_VFSNAME` as SQLite's shims do: "walwatch/" before the wrapped VFS's
+/// answer, or before the wrapped VFS's name when it gave none (unix gives none).
+///
+/// # Safety
+/// `out` must be the `char**` argument of `SQLITE_FCNTL_VFSNAME`.
+unsafe fn prepend_vfs_name(out: *mut *mut std::ffi::c_char, rc: c_int) -> c_int {
+    let inner = if rc == SQLITE_OK {
+        // SAFETY: per the contract, `out` is a valid `char**`.
+        unsafe { *out }
+    } else {
+        std::ptr::null_mut()
+    };
+    let mut name = b"walwatch/".to_vec();
+    if inner.is_null() {
+        name.extend_from_slice(super::parent_name());
+    } else {
+        // SAFETY: the wrapped VFS returned a NUL-terminated string.
+        name.extend_from_slice(unsafe { CStr::from_ptr(inner) }.to_bytes());
+    }
+    let ours = host::sqlite_string(&name);
+    if ours.is_null() {
+        return rc; // out of memory: leave the wrapped VFS's answer untouched
+    }
+    host::sqlite_free(inner.cast());
+    // SAFETY: per the contract; SQLite frees it with sqlite3_free.
+    unsafe { *out = ours };
+    SQLITE_OK
+}
+
+unsafe extern "C" fn x_sector_size(f: *mut sqlite3_file) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    forward!(unsafe { ShimFile::get(f) }, xSectorSize())
+}
+
+unsafe extern "C" fn x_device_characteristics(f: *mut sqlite3_file) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    forward!(unsafe { ShimFile::get(f) }, xDeviceCharacteristics())
+}
+
+unsafe extern "C" fn x_shm_map(
+    f: *mut sqlite3_file,
+    region: c_int,
+    size: c_int,
+    extend: c_int,
+    pp: *mut *mut c_void,
+) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    let file = unsafe { ShimFile::get(f) };
+    let rc = forward!(file, xShmMap(region, size, extend, pp));
+    if rc == SQLITE_OK && region == 0 && !pp.is_null() && file.recorder.is_some() {
+        // SAFETY: on success the real xShmMap stored the region's address in *pp.
+        file.shm0 = unsafe { *pp } as *const u8;
+    }
+    rc
+}
+
+unsafe extern "C" fn x_shm_lock(
+    f: *mut sqlite3_file,
+    offset: c_int,
+    count: c_int,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    let file = unsafe { ShimFile::get(f) };
+    let lock = ShmLock {
+        offset: offset.clamp(0, SLOTS as c_int) as usize,
+        count: count.clamp(0, SLOTS as c_int) as usize,
+        exclusive: flags & SQLITE_SHM_EXCLUSIVE != 0,
+    };
+    let unlocking = flags & SQLITE_SHM_UNLOCK != 0;
+    let shm0 = file.shm0;
+    let header = move || read_header(shm0);
+    if unlocking {
+        if let Some(recorder) = &mut file.recorder {
+            record(|| recorder.unlocking(lock, header));
+        }
+    }
+    let rc = forward!(file, xShmLock(offset, count, flags));
+    if !unlocking {
+        if let Some(recorder) = &mut file.recorder {
+            match rc {
+                SQLITE_OK => record(|| recorder.locked(lock, header)),
+                SQLITE_BUSY => {
+                    LAST_BUSY.set(Some(recorder.region()));
+                    record(|| recorder.busy(lock, header));
+                }
+                _ => {}
+            }
+        }
+    }
+    rc
+}
+
+unsafe extern "C" fn x_shm_barrier(f: *mut sqlite3_file) {
+    // SAFETY: called by SQLite on an open file of ours.
+    forward!(unsafe { ShimFile::get(f) }, xShmBarrier())
+}
+
+unsafe extern "C" fn x_shm_unmap(f: *mut sqlite3_file, delete: c_int) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    let file = unsafe { ShimFile::get(f) };
+    file.shm0 = std::ptr::null();
+    forward!(file, xShmUnmap(delete))
+}
+
+unsafe extern "C" fn x_fetch(
+    f: *mut sqlite3_file,
+    off: i64,
+    amt: c_int,
+    pp: *mut *mut c_void,
+) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    forward!(unsafe { ShimFile::get(f) }, xFetch(off, amt, pp))
+}
+
+unsafe extern "C" fn x_unfetch(f: *mut sqlite3_file, off: i64, p: *mut c_void) -> c_int {
+    // SAFETY: called by SQLite on an open file of ours.
+    forward!(unsafe { ShimFile::get(f) }, xUnfetch(off, p))
+}
+
+/// Method tables by io-methods version: a file gets the newest one its real file supports, so
+/// SQLite never calls a method the wrapped file lacks.
+const fn methods(version: c_int) -> sqlite3_io_methods {
+    sqlite3_io_methods {
+        iVersion: version,
+        xClose: Some(x_close),
+        xRead: Some(x_read),
+        xWrite: Some(x_write),
+        xTruncate: Some(x_truncate),
+        xSync: Some(x_sync),
+        xFileSize: Some(x_file_size),
+        xLock: Some(x_lock),
+        xUnlock: Some(x_unlock),
+        xCheckReservedLock: Some(x_check_reserved_lock),
+        xFileControl: Some(x_file_control),
+        xSectorSize: Some(x_sector_size),
+        xDeviceCharacteristics: Some(x_device_characteristics),
+        xShmMap: if version >= 2 { Some(x_shm_map) } else { None },
+        xShmLock: if version >= 2 { Some(x_shm_lock) } else { None },
+        xShmBarrier: if version >= 2 {
+            Some(x_shm_barrier)
+        } else {
+            None
+        },
+        xShmUnmap: if version >= 2 {
+            Some(x_shm_unmap)
+        } else {
+            None
+        },
+        xFetch: if version >= 3 { Some(x_fetch) } else { None },
+        xUnfetch: if version >= 3 { Some(x_unfetch) } else { None },
+    }
+}
+
+static METHODS_V1: sqlite3_io_methods = methods(1);
+static METHODS_V2: sqlite3_io_methods = methods(2);
+static METHODS_V3: sqlite3_io_methods = methods(3);
+
+// SAFETY-free marker: the method tables hold only function pointers and are never written.
+// (sqlite3_io_methods contains no raw data pointers, so it is Sync automatically.)
+const _: () = assert!(std::mem::size_of::<ShimFile>() % 8 == 0);

@@ -1,0 +1,348 @@
+//! Everything known about one database after one collection ([`DbState`]), and the pure
+//! reasoning that turns raw facts (wal-index header, shim reader table, lock holders) into
+//! readers and blockers.
+//!
+//! `/metrics`, `/status` and `walwatch status` all render a `DbState`, so they never disagree.
+
+use serde::Serialize;
+use walwatch::layout::{CHECKPOINT_MODE_NAMES, OUTCOME_NAMES, SLOT_NAMES, SLOT_READ0};
+use walwatch::snapshot::{CheckpointSnapshot, ReaderSnapshot, Snapshot};
+use walwatch::wal_index::{WalIndex, READ_MARKS, READ_MARK_NOT_USED};
+
+use crate::sys::LockHolder;
+
+/// One database after one collection.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DbState {
+    /// Database path, as the shim recorded it or as given with `--db`.
+    pub path: String,
+    /// Whether the database could be read (exists, is in WAL mode, its files were readable).
+    pub up: bool,
+    /// Why `up` is false, or what else went wrong reading it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How walwatch knows about this database: `shim` (a stats file), `path` (`--db`), or both.
+    pub sources: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_bytes: Option<u64>,
+    /// Size of `-wal` from the file system (0 when there is no `-wal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_index: Option<WalIndexView>,
+    /// Connections holding a READ lock, from the shim's reader table and/or `F_GETLK`.
+    pub readers: Vec<Reader>,
+    /// Holders of the WRITE, CKPT and RECOVER locks, and exclusive holders of READ locks
+    /// (a RESTART/TRUNCATE checkpoint), from `F_GETLK`.
+    pub lock_holders: Vec<Holder>,
+    /// Frames are pending and a reader keeps a checkpoint from copying them all.
+    pub checkpoint_blocked: bool,
+    /// Who keeps the WAL from being checkpointed or reset, and why.
+    pub blockers: Vec<Blocker>,
+    /// Age of the oldest read transaction the shim knows of (0 when none).
+    pub oldest_reader_age_seconds: f64,
+    /// Recent checkpoints recorded by the shim, newest first.
+    pub recent_checkpoints: Vec<CheckpointView>,
+    /// Counters recorded by the shim (absent when only `--db` watches this database).
+    #[serde(skip)]
+    pub counters: Option<Snapshot>,
+}
+
+/// The wal-index header of `-shm`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WalIndexView {
+    pub page_size: u32,
+    /// `mxFrame`: frames in the WAL.
+    pub frames: u32,
+    /// `nBackfill`: frames already copied into the database.
+    pub backfilled_frames: u32,
+    pub backfill_attempted_frames: u32,
+    pub pending_frames: u32,
+    /// `aReadMark[0..5]`; `null` for an unused slot.
+    pub read_marks: [Option<u32>; READ_MARKS],
+}
+
+impl From<&WalIndex> for WalIndexView {
+    fn from(w: &WalIndex) -> Self {
+        Self {
+            page_size: w.page_size,
+            frames: w.mx_frame,
+            backfilled_frames: w.n_backfill,
+            backfill_attempted_frames: w.n_backfill_attempted,
+            pending_frames: w.frames_pending(),
+            read_marks: w.read_marks.map(|m| (m != READ_MARK_NOT_USED).then_some(m)),
+        }
+    }
+}
+
+/// A connection holding a READ lock.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Reader {
+    /// `READ0` … `READ4`.
+    pub slot: &'static str,
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    /// Last WAL frame this reader sees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_mark: Option<u32>,
+    /// How long the read transaction has been open (known only through the shim).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<f64>,
+    /// `shim` (reader table), `lock` (`F_GETLK`), or `shim+lock`.
+    pub seen_by: &'static str,
+    #[serde(skip)]
+    pub read_index: usize,
+}
+
+/// A holder of a lock slot found with `F_GETLK`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    pub slot: &'static str,
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    /// `shared` or `exclusive`.
+    pub mode: &'static str,
+}
+
+/// Why a checkpoint cannot finish.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Blocker {
+    pub slot: &'static str,
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_mark: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<f64>,
+    /// `backfill` (no checkpoint can copy the frames after `read_mark`), `wal_reset` (RESTART and
+    /// TRUNCATE cannot restart the WAL) or `write_lock` (FULL, RESTART and TRUNCATE wait for it).
+    pub blocks: &'static str,
+    pub reason: String,
+}
+
+/// One recent checkpoint, as the shim recorded it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CheckpointView {
+    pub seq: u64,
+    pub pid: u32,
+    pub mode: &'static str,
+    pub outcome: &'static str,
+    pub started_unix_seconds: f64,
+    pub duration_seconds: f64,
+    /// First lock slot found busy during the checkpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_slot: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_read_mark: Option<u32>,
+    pub wal_frames: u32,
+    pub backfilled_frames: u32,
+    pub frames_moved: u32,
+}
+
+impl From<&CheckpointSnapshot> for CheckpointView {
+    fn from(c: &CheckpointSnapshot) -> Self {
+        let blocked_slot = c.blocked_slot.map(|s| SLOT_NAMES[s]);
+        Self {
+            seq: c.seq,
+            pid: c.pid,
+            mode: CHECKPOINT_MODE_NAMES[c.mode],
+            outcome: OUTCOME_NAMES[c.outcome],
+            started_unix_seconds: c.started_unix_ns as f64 / 1e9,
+            duration_seconds: c.duration_ns as f64 / 1e9,
+            blocked_slot,
+            blocked_read_mark: c.blocked_slot.filter(|&s| s >= SLOT_READ0).map(|_| c.blocked_read_mark),
+            wal_frames: c.wal_frames,
+            backfilled_frames: c.backfilled_frames,
+            frames_moved: c.frames_moved,
+        }
+    }
+}
+
+/// Merges the shim's reader table (already stripped of dead pids) with the shared holders of
+/// READ slots found by `F_GETLK`. `holders` is indexed by lock slot (0..8).
+pub fn readers(
+    shim: &[ReaderSnapshot],
+    holders: &[Option<LockHolder>],
+    wal: Option<&WalIndex>,
+    now_unix_ns: u64,
+    name: &mut dyn FnMut(u32) -> Option<String>,
+) -> Vec<Reader> {
+    let mark_in_shm = |index: usize| wal.map(|w| w.read_marks[index]).filter(|&m| m != READ_MARK_NOT_USED);
+    let mut out: Vec<Reader> = shim
+        .iter()
+        .map(|r| Reader {
+            slot: SLOT_NAMES[SLOT_READ0 + r.read_index],
+            pid: r.pid,
+            process: None,
+            read_mark: Some(r.read_mark),
+            age_seconds: (r.since_unix_ns > 0).then(|| now_unix_ns.saturating_sub(r.since_unix_ns) as f64 / 1e9),
+            seen_by: "shim",
+            read_index: r.read_index,
+        })
+        .collect();
+    for index in 0..READ_MARKS {
+        let Some(holder) = holders.get(SLOT_READ0 + index).copied().flatten() else { continue };
+        if holder.exclusive {
+            continue; // a checkpointer or recovery, not a reader: listed in lock_holders
+        }
+        match out.iter_mut().find(|r| r.pid == holder.pid && r.read_index == index) {
+            Some(known) => known.seen_by = "shim+lock",
+            None => out.push(Reader {
+                slot: SLOT_NAMES[SLOT_READ0 + index],
+                pid: holder.pid,
+                process: None,
+                read_mark: mark_in_shm(index),
+                age_seconds: None,
+                seen_by: "lock",
+                read_index: index,
+            }),
+        }
+    }
+    for reader in &mut out {
+        reader.process = name(reader.pid);
+    }
+    out.sort_by(|a, b| (a.read_index, a.pid).cmp(&(b.read_index, b.pid)));
+    out
+}
+
+/// Lock holders that are not plain readers: WRITE, CKPT, RECOVER, and exclusive READ holders.
+pub fn lock_holders(holders: &[Option<LockHolder>], name: &mut dyn FnMut(u32) -> Option<String>) -> Vec<Holder> {
+    holders
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, h)| h.map(|h| (slot, h)))
+        .filter(|(slot, h)| *slot < SLOT_READ0 || h.exclusive)
+        .map(|(slot, h)| Holder {
+            slot: SLOT_NAMES[slot],
+            pid: h.pid,
+            process: name(h.pid),
+            mode: if h.exclusive { "exclusive" } else { "shared" },
+        })
+        .collect()
+}
+
+/// Who keeps the WAL from being checkpointed, following `walCheckpoint()` in `wal.c`:
+/// - a checkpoint copies frames only up to the smallest read mark of READ1..4 holders, so a
+///   reader whose mark is below `mxFrame` blocks the backfill of every later frame;
+/// - backfilling takes READ0 exclusive, so any READ0 holder blocks it while frames are pending;
+/// - RESTART and TRUNCATE must wait for every reader before the WAL starts over;
+/// - FULL, RESTART and TRUNCATE also wait for the WRITE lock.
+///
+/// Returns the blockers and whether the checkpoint is blocked (frames pending that no
+/// checkpoint can copy now).
+pub fn blockers(wal: Option<&WalIndex>, readers: &[Reader], holders: &[Holder]) -> (Vec<Blocker>, bool) {
+    let Some(wal) = wal else { return (Vec::new(), false) };
+    let pending = wal.frames_pending() > 0;
+    let mut out = Vec::new();
+    let mut blocked = false;
+    for r in readers {
+        let (blocks, reason) = match r.read_mark {
+            _ if r.read_index == 0 && pending => {
+                ("backfill", format!("reads the database without the WAL (READ0) while {} frames are pending: no checkpoint can copy them", wal.frames_pending()))
+            }
+            Some(mark) if r.read_index > 0 && mark < wal.mx_frame && pending => (
+                "backfill",
+                format!("read transaction sees WAL frames up to {mark} of {}: checkpoints cannot copy frames after {mark}", wal.mx_frame),
+            ),
+            _ if wal.mx_frame > 0 => ("wal_reset", "open read transaction: RESTART and TRUNCATE checkpoints cannot restart the WAL".to_owned()),
+            _ => continue,
+        };
+        blocked |= blocks == "backfill";
+        out.push(Blocker {
+            slot: r.slot,
+            pid: r.pid,
+            process: r.process.clone(),
+            read_mark: r.read_mark,
+            age_seconds: r.age_seconds,
+            blocks,
+            reason,
+        });
+    }
+    if pending {
+        for h in holders.iter().filter(|h| h.slot == SLOT_NAMES[0]) {
+            out.push(Blocker {
+                slot: h.slot,
+                pid: h.pid,
+                process: h.process.clone(),
+                read_mark: None,
+                age_seconds: None,
+                blocks: "write_lock",
+                reason: "holds the WRITE lock: FULL, RESTART and TRUNCATE checkpoints wait for it".to_owned(),
+            });
+        }
+    }
+    (out, blocked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal(mx_frame: u32, n_backfill: u32, marks: [u32; 5]) -> WalIndex {
+        WalIndex { page_size: 4096, mx_frame, n_page: 2, n_backfill, n_backfill_attempted: n_backfill, read_marks: marks }
+    }
+
+    fn holder(pid: u32, exclusive: bool) -> Option<LockHolder> {
+        Some(LockHolder { pid, exclusive })
+    }
+
+    fn no_name(_: u32) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn a_lock_only_reader_below_mx_frame_blocks_backfill() {
+        let w = wal(12, 3, [0, 7, READ_MARK_NOT_USED, READ_MARK_NOT_USED, READ_MARK_NOT_USED]);
+        let mut holders = [None; 8];
+        holders[SLOT_READ0 + 1] = holder(4242, false);
+        let readers = readers(&[], &holders, Some(&w), 0, &mut |pid| Some(format!("p{pid}")));
+        assert_eq!(readers.len(), 1);
+        assert_eq!((readers[0].slot, readers[0].pid, readers[0].read_mark, readers[0].seen_by), ("READ1", 4242, Some(7), "lock"));
+        assert_eq!(readers[0].process.as_deref(), Some("p4242"));
+        let (blockers, blocked) = blockers(Some(&w), &readers, &[]);
+        assert!(blocked);
+        assert_eq!(blockers[0].blocks, "backfill");
+    }
+
+    #[test]
+    fn shim_and_lock_views_merge_and_give_an_age() {
+        let w = wal(5, 5, [0, 5, 0, 0, 0]);
+        let shim = [ReaderSnapshot { pid: 7, read_index: 1, read_mark: 5, since_unix_ns: 1_000_000_000 }];
+        let mut holders = [None; 8];
+        holders[SLOT_READ0 + 1] = holder(7, false);
+        holders[0] = holder(9, true);
+        let readers = readers(&shim, &holders, Some(&w), 3_500_000_000, &mut no_name);
+        assert_eq!(readers.len(), 1);
+        assert_eq!(readers[0].seen_by, "shim+lock");
+        assert_eq!(readers[0].age_seconds, Some(2.5));
+        let holders = lock_holders(&holders, &mut no_name);
+        assert_eq!(holders, vec![Holder { slot: "WRITE", pid: 9, process: None, mode: "exclusive" }]);
+        // Everything is backfilled: the reader only keeps the WAL from being reset.
+        let (blockers, blocked) = blockers(Some(&w), &readers, &holders);
+        assert!(!blocked);
+        assert_eq!(blockers.len(), 1);
+        assert_eq!(blockers[0].blocks, "wal_reset");
+    }
+
+    #[test]
+    fn exclusive_read_locks_are_checkpointers_not_readers() {
+        let mut holders = [None; 8];
+        holders[SLOT_READ0 + 2] = holder(11, true);
+        assert!(readers(&[], &holders, None, 0, &mut no_name).is_empty());
+        assert_eq!(lock_holders(&holders, &mut no_name)[0].slot, "READ2");
+    }
+
+    #[test]
+    fn read0_blocks_backfill_only_while_frames_are_pending() {
+        let r = Reader { slot: "READ0", pid: 1, process: None, read_mark: Some(0), age_seconds: None, seen_by: "lock", read_index: 0 };
+        let (_, blocked) = blockers(Some(&wal(10, 4, [0; 5])), std::slice::from_ref(&r), &[]);
+        assert!(blocked);
+        let (b, blocked) = blockers(Some(&wal(0, 0, [0; 5])), &[r], &[]);
+        assert!(!blocked && b.is_empty());
+    }
+}

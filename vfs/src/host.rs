@@ -42,17 +42,20 @@ impl OnceFlag {
     }
 }
 
-/// Writes `message` to SQLite's error log (`sqlite3_log`, `SQLITE_WARNING`) unless `flag` was
-/// already raised.
-pub(crate) fn warn_once(flag: &OnceFlag, message: &str) {
+/// Writes `problem`, then `advice`, to SQLite's error log (`sqlite3_log`, `SQLITE_WARNING`)
+/// unless `flag` was already raised. Two messages, because sqlite3_log cuts each one at about
+/// 200 bytes.
+pub(crate) fn warn_once(flag: &OnceFlag, problem: &str, advice: &str) {
     if flag.0.swap(true, Ordering::Relaxed) {
         return;
     }
     let Some(host) = get() else { return };
-    let text = CString::new(format!("walwatch: {message}")).unwrap_or_default();
-    // SAFETY: `log` is the host's sqlite3_log; "%s" consumes exactly the one NUL-terminated
-    // string passed, which lives until the call returns.
-    unsafe { (host.log)(SQLITE_WARNING, c"%s".as_ptr(), text.as_ptr()) };
+    for message in [problem, advice] {
+        let text = CString::new(format!("walwatch: {message}")).unwrap_or_default();
+        // SAFETY: `log` is the host's sqlite3_log; "%s" consumes exactly the one NUL-terminated
+        // string passed, which lives until the call returns.
+        unsafe { (host.log)(SQLITE_WARNING, c"%s".as_ptr(), text.as_ptr()) };
+    }
 }
 
 /// Copies `bytes` into a NUL-terminated string allocated with `sqlite3_malloc`, for SQLite to

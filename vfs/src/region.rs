@@ -43,26 +43,16 @@ pub(crate) fn for_database(db_path: &[u8]) -> Option<&'static Region> {
             Some(region)
         }
         Err(Problem::Dir(err)) => {
-            warn_once(
-                &DIR_PROBLEM,
-                &format!(
-                    "stats directory {} is unusable ({err}); databases work but are not recorded. \
-                 Create it writable, or set WALWATCH_DIR to a writable directory.",
-                    dir.display()
-                ),
-            );
+            let problem = format!("stats directory {} unusable: {err}", dir.display());
+            let advice = "databases work but are not recorded; make the stats directory writable or set WALWATCH_DIR";
+            warn_once(&DIR_PROBLEM, &problem, advice);
             None
         }
         Err(Problem::File(file, err)) => {
-            warn_once(
-                &FILE_PROBLEM,
-                &format!(
-                    "stats file {} is unusable ({err}); {} works but is not recorded. \
-                 Remove the file once no process uses it.",
-                    file.display(),
-                    String::from_utf8_lossy(db_path)
-                ),
-            );
+            let problem = format!("stats file {} unusable: {err}", file.display());
+            let advice =
+                "the database works but is not recorded; Remove the file once no process uses it";
+            warn_once(&FILE_PROBLEM, &problem, advice);
             None
         }
     }

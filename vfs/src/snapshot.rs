@@ -26,12 +26,21 @@ pub enum SnapshotError {
 impl std::fmt::Display for SnapshotError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::TooShort { len } => write!(f, "stats file is {len} bytes, a version-{VERSION} file is {REGION_SIZE}: truncated or not a walwatch file"),
-            Self::BadMagic => f.write_str("not a walwatch stats file (bad magic); remove it"),
-            Self::Uninitialized => f.write_str("stats file is still being created"),
-            Self::WrongVersion { found } => write!(f, "stats file has layout version {found}, this build reads version {VERSION}; upgrade walwatch or remove the file once no process uses it"),
-            Self::WrongSize { found } => write!(f, "stats file declares size {found}, version {VERSION} is {REGION_SIZE} bytes; remove the file"),
-            Self::BadPath => f.write_str("stats file names no valid database path; remove it"),
+            Self::TooShort { len } => write!(
+                f,
+                "{len} bytes, not {REGION_SIZE}: truncated or not a walwatch file"
+            ),
+            Self::BadMagic => f.write_str("not a walwatch stats file (bad magic)"),
+            Self::Uninitialized => f.write_str("still being created"),
+            Self::WrongVersion { found } => write!(
+                f,
+                "layout version {found}, this walwatch reads version {VERSION}"
+            ),
+            Self::WrongSize { found } => write!(
+                f,
+                "declares {found} bytes, version {VERSION} has {REGION_SIZE}"
+            ),
+            Self::BadPath => f.write_str("names no valid database path"),
         }
     }
 }

@@ -1,0 +1,142 @@
+//! Shared helpers: where the extension is, a scratch directory per test, and runners for the
+//! sqlite3 shell and the Python worker (`tests/worker.py`).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// Path of the built extension without its `.so` suffix, as `.load` and Python take it.
+/// Prefers the build profile of this test binary.
+pub fn extension() -> PathBuf {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let profiles = if cfg!(debug_assertions) {
+        ["debug", "release"]
+    } else {
+        ["release", "debug"]
+    };
+    for profile in profiles {
+        let lib = target.join(profile).join("libwalwatch.so");
+        if lib.exists() {
+            return lib
+                .with_extension("")
+                .canonicalize()
+                .unwrap_or_else(|_| lib.with_extension(""));
+        }
+    }
+    panic!("target/{{release,debug}}/libwalwatch.so not found: run `cargo build --release` before the tests");
+}
+
+pub fn worker_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("worker.py")
+}
+
+/// A scratch directory with its own stats directory.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    pub stats_dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stats_dir = dir.path().join("stats");
+        Self { dir, stats_dir }
+    }
+
+    pub fn db(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs the Python worker; `extra` are extra arguments after the database.
+    pub fn python(&self, command: &str, db: &Path, extra: &[&str]) -> Output {
+        self.python_command(command, db, extra)
+            .output()
+            .expect("run /usr/bin/python3")
+    }
+
+    /// Starts the Python worker with piped stdin/stdout.
+    pub fn spawn_python(&self, command: &str, db: &Path, extra: &[&str]) -> Child {
+        self.python_command(command, db, extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn /usr/bin/python3")
+    }
+
+    pub fn python_command(&self, command: &str, db: &Path, extra: &[&str]) -> Command {
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(worker_script()).arg(command).arg(db).args(extra);
+        cmd.env("WALWATCH_EXT", extension())
+            .env("WALWATCH_DIR", &self.stats_dir);
+        cmd
+    }
+
+    /// Runs the `sqlite3` shell with `script` on stdin; returns (stdout, stderr).
+    pub fn shell(&self, script: &str) -> (String, String) {
+        self.shell_with_dir(script, &self.stats_dir)
+    }
+
+    pub fn shell_with_dir(&self, script: &str, stats_dir: &Path) -> (String, String) {
+        use std::io::Write;
+        let mut child = Command::new("sqlite3")
+            .env("WALWATCH_DIR", stats_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run sqlite3 (apt-get install sqlite3)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs a worker command with `--stats`: returns its output lines before the stats, and
+    /// `walwatch_stats()` as seen by that process just before it closed the database.
+    pub fn python_then_stats(
+        &self,
+        command: &str,
+        db: &Path,
+        extra: &[&str],
+    ) -> (Vec<String>, Value) {
+        let mut args = extra.to_vec();
+        args.push("--stats");
+        let out = self.python(command, db, &args);
+        assert_ok(&out);
+        let mut lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+        let stats = lines.pop().expect("a stats line");
+        (
+            lines,
+            serde_json::from_str(&stats).expect("walwatch_stats() is JSON"),
+        )
+    }
+}
+
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "process failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Reads one line from a child's stdout.
+pub fn read_line(reader: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read child stdout");
+    line.trim_end().to_string()
+}

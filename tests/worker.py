@@ -1,0 +1,124 @@
+"""One real SQLite client per invocation, for walwatch's end-to-end tests.
+
+Each subcommand opens the database through Python's sqlite3 module after loading the walwatch
+extension from $WALWATCH_EXT (unless --no-shim), does one job, and prints what the test checks.
+Run with Debian's /usr/bin/python3, whose sqlite3 module can load extensions.
+"""
+import argparse
+import json
+import os
+import random
+import sqlite3
+import sys
+
+
+def connect(args):
+    if not args.no_shim:
+        loader = sqlite3.connect(":memory:")
+        loader.enable_load_extension(True)
+        loader.load_extension(os.environ["WALWATCH_EXT"])
+        loader.close()  # the shim stays registered: the extension loads permanently
+    return sqlite3.connect(args.db, timeout=args.timeout, isolation_level=None)
+
+
+def say(*parts):
+    print(*parts, flush=True)
+
+
+def cmd_init(conn, args):
+    say(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, writer INT, seq INT, payload BLOB)"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS t_writer_seq ON t(writer, seq)")
+
+
+def cmd_write(conn, args):
+    for i in range(args.rows):
+        conn.execute("INSERT INTO t(writer, seq, payload) VALUES (0, ?, randomblob(100))", (i,))
+
+
+def cmd_hold_read(conn, args):
+    """Holds a read transaction until a line arrives on stdin."""
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM t").fetchone()
+    say("READING", os.getpid())
+    sys.stdin.readline()
+    conn.execute("COMMIT")
+    say("DONE")
+
+
+def cmd_checkpoint(conn, args):
+    say(json.dumps(conn.execute(f"PRAGMA wal_checkpoint({args.mode})").fetchone()))
+
+
+def cmd_write_checkpoint(conn, args):
+    """Writes --rows rows, then checkpoints with --mode, in one connection (a closing last
+    connection checkpoints by itself, so separate processes would hide the work)."""
+    cmd_write(conn, args)
+    cmd_checkpoint(conn, args)
+
+
+def cmd_stats(conn, args):
+    say(conn.execute("SELECT walwatch_stats()").fetchone()[0])
+
+
+def cmd_writer(conn, args):
+    """Commits rows (writer=id, seq=0..count) in transactions of random size; prints each
+    committed seq only after COMMIT returned: what is printed is acknowledged."""
+    conn.execute("PRAGMA synchronous=NORMAL")
+    rng = random.Random(args.id)
+    seq = 0
+    while seq < args.count:
+        batch = list(range(seq, min(args.count, seq + rng.randint(1, 20))))
+        conn.execute("BEGIN IMMEDIATE")
+        for s in batch:
+            conn.execute(
+                "INSERT INTO t(writer, seq, payload) VALUES (?, ?, randomblob(200))", (args.id, s)
+            )
+        conn.execute("COMMIT")
+        say("COMMITTED", args.id, batch[-1])
+        seq = batch[-1] + 1
+    say("FINISHED", args.id)
+
+
+def cmd_reader(conn, args):
+    for _ in range(args.count):
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*), max(seq) FROM t").fetchone()
+        conn.execute("SELECT payload FROM t WHERE writer = 1 AND seq = 5").fetchone()
+        conn.execute("COMMIT")
+    say("FINISHED reader")
+
+
+def cmd_verify(conn, args):
+    """Prints integrity_check, then one line 'writer max_seq count' per writer."""
+    say(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    for row in conn.execute("SELECT writer, max(seq), count(*) FROM t GROUP BY writer ORDER BY writer"):
+        say(*row)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command")
+    parser.add_argument("db")
+    parser.add_argument("--no-shim", action="store_true")
+    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--rows", type=int, default=100)
+    parser.add_argument("--mode", default="TRUNCATE")
+    parser.add_argument("--id", type=int, default=0)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="then print walwatch_stats() (before closing: the last close checkpoints and deletes the WAL)",
+    )
+    args = parser.parse_args()
+    conn = connect(args)
+    globals()["cmd_" + args.command.replace("-", "_")](conn, args)
+    if args.stats:
+        cmd_stats(conn, args)
+
+
+if __name__ == "__main__":
+    main()

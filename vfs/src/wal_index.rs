@@ -134,6 +134,44 @@ impl WalIndex {
     }
 }
 
+/// The live wal-index of a connection: `-shm` region 0 as mapped by SQLite, or nothing yet.
+#[derive(Clone, Copy, Debug)]
+pub struct LiveWalIndex(*const u8);
+
+impl LiveWalIndex {
+    /// No wal-index mapped (yet).
+    pub const NONE: Self = Self(std::ptr::null());
+
+    /// # Safety
+    /// `shm0` must be null or region 0 as returned by a successful `xShmMap` (at least 32 KiB,
+    /// page aligned), and must stay mapped while this value is used.
+    pub unsafe fn new(shm0: *const u8) -> Self {
+        Self(shm0)
+    }
+
+    /// The header, read as SQLite reads it ([`WalIndex::read_live`]).
+    pub fn header(self) -> Option<WalIndex> {
+        if self.0.is_null() {
+            return None;
+        }
+        // SAFETY: per `new`'s contract, a non-null pointer is a live, aligned region 0.
+        unsafe { WalIndex::read_live(self.0) }.ok()
+    }
+
+    /// `aReadMark[index]` alone: one load, for the start of every read transaction, when the
+    /// caller holds READ(index) so the mark cannot change under it.
+    pub fn read_mark(self, index: usize) -> Option<u32> {
+        if self.0.is_null() || index >= READ_MARKS {
+            return None;
+        }
+        // SAFETY: per `new`'s contract; offset 100 + 4*index < 120 is inside region 0 and
+        // 4-byte aligned; shared memory is read through an atomic.
+        let mark =
+            unsafe { AtomicU32::from_ptr(self.0.add(OFF_READ_MARKS + 4 * index) as *mut u32) };
+        Some(mark.load(Ordering::Relaxed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

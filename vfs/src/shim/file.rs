@@ -13,7 +13,7 @@ use super::LAST_BUSY;
 use crate::ffi::*;
 use crate::host;
 use crate::layout::{Region, SLOTS};
-use crate::wal_index::WalIndex;
+use crate::wal_index::{LiveWalIndex, WalIndex};
 use std::ffi::{c_int, c_void, CStr};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -115,24 +115,17 @@ impl ShimFile {
         unsafe { &*(*self.real).pMethods }
     }
 
-    fn header(&self) -> Option<WalIndex> {
-        read_header(self.shm0)
+    fn wal_index(&self) -> LiveWalIndex {
+        // SAFETY: shm0 is null or region 0 from the real xShmMap, mapped until xShmUnmap,
+        // which clears it; the value is used only within the current method call.
+        unsafe { LiveWalIndex::new(self.shm0) }
     }
 
     /// Our own stats for the SQL function: the region, and the live wal-index header.
     pub(crate) fn stats_view(&self) -> Option<(&'static Region, Option<WalIndex>)> {
-        self.region.map(|region| (region, self.header()))
+        self.region
+            .map(|region| (region, self.wal_index().header()))
     }
-}
-
-/// The live wal-index header, given `-shm` region 0 as stored in [`ShimFile::shm0`].
-fn read_header(shm0: *const u8) -> Option<WalIndex> {
-    if shm0.is_null() {
-        return None;
-    }
-    // SAFETY: shm0 is region 0 as returned by the real xShmMap (at least 32 KiB, aligned),
-    // mapped until xShmUnmap, which clears it; callers run while the file is open.
-    unsafe { WalIndex::read_live(shm0) }.ok()
 }
 
 /// Whether `file` is one of ours (for `walwatch_stats()`).
@@ -339,21 +332,20 @@ unsafe extern "C" fn x_shm_lock(
         exclusive: flags & SQLITE_SHM_EXCLUSIVE != 0,
     };
     let unlocking = flags & SQLITE_SHM_UNLOCK != 0;
-    let shm0 = file.shm0;
-    let header = move || read_header(shm0);
+    let wal = file.wal_index();
     if unlocking {
         if let Some(recorder) = &mut file.recorder {
-            record(|| recorder.unlocking(lock, header));
+            record(|| recorder.unlocking(lock, wal));
         }
     }
     let rc = forward!(file, xShmLock(offset, count, flags));
     if !unlocking {
         if let Some(recorder) = &mut file.recorder {
             match rc {
-                SQLITE_OK => record(|| recorder.locked(lock, header)),
+                SQLITE_OK => record(|| recorder.locked(lock, wal)),
                 SQLITE_BUSY => {
                     LAST_BUSY.set(Some(recorder.region()));
-                    record(|| recorder.busy(lock, header));
+                    record(|| recorder.busy(lock, wal));
                 }
                 _ => {}
             }

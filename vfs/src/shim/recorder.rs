@@ -1,6 +1,6 @@
 //! What the shim records about one connection's use of one database: `-shm` lock traffic, the
 //! reader table entry, and the checkpoints it runs. Safe code over the shared [`Region`]; the
-//! wal-index header comes from a closure so this logic does not touch raw memory.
+//! wal-index comes as a [`LiveWalIndex`], so this logic does not touch raw memory.
 //!
 //! # How a checkpoint is recognized (see `sqlite3WalCheckpoint` and `walCheckpoint` in wal.c)
 //! - Every checkpoint takes CKPT (slot 1) exclusive, alone (`ofst=1, n=1`); recovery takes
@@ -17,7 +17,7 @@
 //! restart step takes the same locks as FULL, and is recorded as `full`.
 
 use crate::layout::*;
-use crate::wal_index::WalIndex;
+use crate::wal_index::{LiveWalIndex, WalIndex};
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -109,14 +109,14 @@ impl Recorder {
     }
 
     /// A lock request was granted.
-    pub(crate) fn locked(&mut self, lock: ShmLock, header: impl Fn() -> Option<WalIndex>) {
+    pub(crate) fn locked(&mut self, lock: ShmLock, wal: LiveWalIndex) {
         let now = Instant::now();
         for slot in lock.slots() {
             self.region.locks[slot].acquired[lock.mode()].fetch_add(1, Relaxed);
             self.held_since[slot] = Some(now);
         }
         if lock.exclusive && lock.is(SLOT_CKPT, 1) {
-            let start = header();
+            let start = wal.header();
             if let Some(h) = start {
                 self.region.io.page_size.store(h.page_size, Relaxed);
             }
@@ -137,13 +137,13 @@ impl Recorder {
                 ckpt.mode = ckpt.mode.max(MODE_FULL);
             } else if lock.exclusive && lock.is(SLOT_READ1, 4) {
                 ckpt.mode = ckpt.mode.max(MODE_RESTART);
-                ckpt.at_restart = header();
+                ckpt.at_restart = wal.header();
             }
         }
         if !lock.exclusive && lock.count == 1 && (SLOT_READ0..SLOTS).contains(&lock.offset) {
             if let Some(entry) = self.reader_entry {
                 let read_index = lock.offset - SLOT_READ0;
-                let mark = header().map_or(0, |h| h.read_marks[read_index]);
+                let mark = wal.read_mark(read_index).unwrap_or(0);
                 entry.read_mark.store(mark, Relaxed);
                 entry.since_unix_ns.store(unix_now_ns(), Relaxed);
                 entry.read_slot.store(read_index as u32 + 1, Release);
@@ -152,7 +152,7 @@ impl Recorder {
     }
 
     /// A lock request returned `SQLITE_BUSY`.
-    pub(crate) fn busy(&mut self, lock: ShmLock, header: impl Fn() -> Option<WalIndex>) {
+    pub(crate) fn busy(&mut self, lock: ShmLock, wal: LiveWalIndex) {
         for slot in lock.slots() {
             self.region.locks[slot].busy[lock.mode()].fetch_add(1, Relaxed);
         }
@@ -172,17 +172,16 @@ impl Recorder {
         if ckpt.blocked_slot.is_none() {
             ckpt.blocked_slot = Some(lock.offset.min(SLOTS - 1));
             if lock.count == 1 && (SLOT_READ0..SLOTS).contains(&lock.offset) {
-                ckpt.blocked_read_mark =
-                    header().map_or(0, |h| h.read_marks[lock.offset - SLOT_READ0]);
+                ckpt.blocked_read_mark = wal.read_mark(lock.offset - SLOT_READ0).unwrap_or(0);
             }
         }
     }
 
     /// Called just before an unlock is forwarded (the lock is still held).
-    pub(crate) fn unlocking(&mut self, lock: ShmLock, header: impl Fn() -> Option<WalIndex>) {
+    pub(crate) fn unlocking(&mut self, lock: ShmLock, wal: LiveWalIndex) {
         if lock.slots().contains(&SLOT_CKPT) {
             if let Some(ckpt) = self.checkpoint.take() {
-                self.finish_checkpoint(ckpt, header());
+                self.finish_checkpoint(ckpt, wal.header());
             }
         }
         let now = Instant::now();

@@ -1,4 +1,183 @@
-//! walwatch sidecar (stub until the exporter lands).
-fn main() {
-    println!("walwatch {}", env!("CARGO_PKG_VERSION"));
+//! `walwatch`: the sidecar of the walwatch SQLite VFS shim.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use walwatch_exporter::config::{self, LogFormat, Overrides};
+use walwatch_exporter::{collect, discovery, server, status};
+
+/// Watch SQLite WAL files, -shm locks and checkpoints; export them to Prometheus.
+#[derive(Parser)]
+#[command(name = "walwatch", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve /metrics, /status, /healthz and a landing page over HTTP.
+    Serve(ServeArgs),
+    /// Print a one-shot report of databases (all those with a stats file when none is named).
+    Status(StatusArgs),
+    /// Print the metric catalogue as a Markdown table.
+    #[command(hide = true)]
+    Catalogue,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file (keys: listen, stats_dir, interval, databases, log_format, log_level).
+    #[arg(long, env = "WALWATCH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9866].
+    #[arg(long, env = "WALWATCH_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// Directory of the shim's stats files [default: the shim's, /dev/shm/walwatch].
+    #[arg(long, env = "WALWATCH_DIR", value_name = "DIR")]
+    stats_dir: Option<PathBuf>,
+    /// Also watch this database, with or without the shim (repeatable; adds to the config's).
+    #[arg(
+        long = "db",
+        env = "WALWATCH_DB",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    databases: Vec<PathBuf>,
+    /// Collection interval, e.g. 500ms, 5s, 1m [default: 5s].
+    #[arg(long, env = "WALWATCH_INTERVAL", value_name = "DURATION")]
+    interval: Option<String>,
+    /// Log format [default: human].
+    #[arg(long, env = "WALWATCH_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, tracing-subscriber syntax, e.g. info or walwatch_exporter=debug [default: info].
+    #[arg(long, env = "WALWATCH_LOG", value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Databases to report on.
+    #[arg(value_name = "DB")]
+    databases: Vec<PathBuf>,
+    /// Directory of the shim's stats files [default: the shim's, /dev/shm/walwatch].
+    #[arg(long, env = "WALWATCH_DIR", value_name = "DIR")]
+    stats_dir: Option<PathBuf>,
+    /// Print the same JSON as /status instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Status(args) => status_cmd(args),
+        Command::Catalogue => {
+            print!("{}", walwatch_exporter::metrics::catalogue_markdown());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("walwatch: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+            let parsed = config::parse_file(path, &text)?;
+            Some((path.clone(), text, parsed))
+        }
+        None => None,
+    };
+    let overrides = Overrides {
+        listen: args.listen,
+        stats_dir: args.stats_dir,
+        interval: args.interval,
+        databases: args.databases,
+        log_format: args.log_format,
+        log_level: args.log_level,
+    };
+    let settings = config::resolve(
+        file.as_ref()
+            .map(|(p, t, c)| (p.as_path(), t.as_str(), c.clone())),
+        overrides,
+    )?;
+    init_logging(settings.log_format, &settings.log_level)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(2)
+        .build()?;
+    runtime.block_on(server::serve(settings))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("invalid --log-level `{filter}`: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let stats_dir = args
+        .stats_dir
+        .unwrap_or_else(walwatch::paths::default_stats_dir);
+    let named: Vec<PathBuf> = args
+        .databases
+        .iter()
+        .map(|p| discovery::normalize(p))
+        .collect();
+    let mut collection = collect::collect(&stats_dir, &named);
+    if !named.is_empty() {
+        collection.dbs.retain(|d| {
+            named
+                .iter()
+                .any(|n| n.as_os_str() == std::ffi::OsStr::new(&d.path))
+        });
+    }
+    let all_up = collection.dbs.iter().all(|d| d.up);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&collection.dbs)?);
+    } else {
+        for b in &collection.bad_stats_files {
+            eprintln!(
+                "walwatch: skipping stats file {}: {}",
+                b.path.display(),
+                b.message
+            );
+        }
+        if collection.dbs.is_empty() {
+            println!(
+                "no databases: none named, and no stats file in {}",
+                stats_dir.display()
+            );
+        }
+        for (i, db) in collection.dbs.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print!("{}", status::report(db, collection.finished_unix_seconds));
+        }
+    }
+    Ok(if all_up {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

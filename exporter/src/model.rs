@@ -155,7 +155,10 @@ impl From<&CheckpointSnapshot> for CheckpointView {
             started_unix_seconds: c.started_unix_ns as f64 / 1e9,
             duration_seconds: c.duration_ns as f64 / 1e9,
             blocked_slot,
-            blocked_read_mark: c.blocked_slot.filter(|&s| s >= SLOT_READ0).map(|_| c.blocked_read_mark),
+            blocked_read_mark: c
+                .blocked_slot
+                .filter(|&s| s >= SLOT_READ0)
+                .map(|_| c.blocked_read_mark),
             wal_frames: c.wal_frames,
             backfilled_frames: c.backfilled_frames,
             frames_moved: c.frames_moved,
@@ -172,7 +175,10 @@ pub fn readers(
     now_unix_ns: u64,
     name: &mut dyn FnMut(u32) -> Option<String>,
 ) -> Vec<Reader> {
-    let mark_in_shm = |index: usize| wal.map(|w| w.read_marks[index]).filter(|&m| m != READ_MARK_NOT_USED);
+    let mark_in_shm = |index: usize| {
+        wal.map(|w| w.read_marks[index])
+            .filter(|&m| m != READ_MARK_NOT_USED)
+    };
     let mut out: Vec<Reader> = shim
         .iter()
         .map(|r| Reader {
@@ -180,17 +186,23 @@ pub fn readers(
             pid: r.pid,
             process: None,
             read_mark: Some(r.read_mark),
-            age_seconds: (r.since_unix_ns > 0).then(|| now_unix_ns.saturating_sub(r.since_unix_ns) as f64 / 1e9),
+            age_seconds: (r.since_unix_ns > 0)
+                .then(|| now_unix_ns.saturating_sub(r.since_unix_ns) as f64 / 1e9),
             seen_by: "shim",
             read_index: r.read_index,
         })
         .collect();
     for index in 0..READ_MARKS {
-        let Some(holder) = holders.get(SLOT_READ0 + index).copied().flatten() else { continue };
+        let Some(holder) = holders.get(SLOT_READ0 + index).copied().flatten() else {
+            continue;
+        };
         if holder.exclusive {
             continue; // a checkpointer or recovery, not a reader: listed in lock_holders
         }
-        match out.iter_mut().find(|r| r.pid == holder.pid && r.read_index == index) {
+        match out
+            .iter_mut()
+            .find(|r| r.pid == holder.pid && r.read_index == index)
+        {
             Some(known) => known.seen_by = "shim+lock",
             None => out.push(Reader {
                 slot: SLOT_NAMES[SLOT_READ0 + index],
@@ -211,7 +223,10 @@ pub fn readers(
 }
 
 /// Lock holders that are not plain readers: WRITE, CKPT, RECOVER, and exclusive READ holders.
-pub fn lock_holders(holders: &[Option<LockHolder>], name: &mut dyn FnMut(u32) -> Option<String>) -> Vec<Holder> {
+pub fn lock_holders(
+    holders: &[Option<LockHolder>],
+    name: &mut dyn FnMut(u32) -> Option<String>,
+) -> Vec<Holder> {
     holders
         .iter()
         .enumerate()
@@ -235,8 +250,14 @@ pub fn lock_holders(holders: &[Option<LockHolder>], name: &mut dyn FnMut(u32) ->
 ///
 /// Returns the blockers and whether the checkpoint is blocked (frames pending that no
 /// checkpoint can copy now).
-pub fn blockers(wal: Option<&WalIndex>, readers: &[Reader], holders: &[Holder]) -> (Vec<Blocker>, bool) {
-    let Some(wal) = wal else { return (Vec::new(), false) };
+pub fn blockers(
+    wal: Option<&WalIndex>,
+    readers: &[Reader],
+    holders: &[Holder],
+) -> (Vec<Blocker>, bool) {
+    let Some(wal) = wal else {
+        return (Vec::new(), false);
+    };
     let pending = wal.frames_pending() > 0;
     let mut out = Vec::new();
     let mut blocked = false;
@@ -272,7 +293,8 @@ pub fn blockers(wal: Option<&WalIndex>, readers: &[Reader], holders: &[Holder]) 
                 read_mark: None,
                 age_seconds: None,
                 blocks: "write_lock",
-                reason: "holds the WRITE lock: FULL, RESTART and TRUNCATE checkpoints wait for it".to_owned(),
+                reason: "holds the WRITE lock: FULL, RESTART and TRUNCATE checkpoints wait for it"
+                    .to_owned(),
             });
         }
     }
@@ -284,7 +306,14 @@ mod tests {
     use super::*;
 
     fn wal(mx_frame: u32, n_backfill: u32, marks: [u32; 5]) -> WalIndex {
-        WalIndex { page_size: 4096, mx_frame, n_page: 2, n_backfill, n_backfill_attempted: n_backfill, read_marks: marks }
+        WalIndex {
+            page_size: 4096,
+            mx_frame,
+            n_page: 2,
+            n_backfill,
+            n_backfill_attempted: n_backfill,
+            read_marks: marks,
+        }
     }
 
     fn holder(pid: u32, exclusive: bool) -> Option<LockHolder> {
@@ -297,12 +326,32 @@ mod tests {
 
     #[test]
     fn a_lock_only_reader_below_mx_frame_blocks_backfill() {
-        let w = wal(12, 3, [0, 7, READ_MARK_NOT_USED, READ_MARK_NOT_USED, READ_MARK_NOT_USED]);
+        let w = wal(
+            12,
+            3,
+            [
+                0,
+                7,
+                READ_MARK_NOT_USED,
+                READ_MARK_NOT_USED,
+                READ_MARK_NOT_USED,
+            ],
+        );
         let mut holders = [None; 8];
         holders[SLOT_READ0 + 1] = holder(4242, false);
-        let readers = readers(&[], &holders, Some(&w), 0, &mut |pid| Some(format!("p{pid}")));
+        let readers = readers(&[], &holders, Some(&w), 0, &mut |pid| {
+            Some(format!("p{pid}"))
+        });
         assert_eq!(readers.len(), 1);
-        assert_eq!((readers[0].slot, readers[0].pid, readers[0].read_mark, readers[0].seen_by), ("READ1", 4242, Some(7), "lock"));
+        assert_eq!(
+            (
+                readers[0].slot,
+                readers[0].pid,
+                readers[0].read_mark,
+                readers[0].seen_by
+            ),
+            ("READ1", 4242, Some(7), "lock")
+        );
         assert_eq!(readers[0].process.as_deref(), Some("p4242"));
         let (blockers, blocked) = blockers(Some(&w), &readers, &[]);
         assert!(blocked);
@@ -312,7 +361,12 @@ mod tests {
     #[test]
     fn shim_and_lock_views_merge_and_give_an_age() {
         let w = wal(5, 5, [0, 5, 0, 0, 0]);
-        let shim = [ReaderSnapshot { pid: 7, read_index: 1, read_mark: 5, since_unix_ns: 1_000_000_000 }];
+        let shim = [ReaderSnapshot {
+            pid: 7,
+            read_index: 1,
+            read_mark: 5,
+            since_unix_ns: 1_000_000_000,
+        }];
         let mut holders = [None; 8];
         holders[SLOT_READ0 + 1] = holder(7, false);
         holders[0] = holder(9, true);
@@ -321,7 +375,15 @@ mod tests {
         assert_eq!(readers[0].seen_by, "shim+lock");
         assert_eq!(readers[0].age_seconds, Some(2.5));
         let holders = lock_holders(&holders, &mut no_name);
-        assert_eq!(holders, vec![Holder { slot: "WRITE", pid: 9, process: None, mode: "exclusive" }]);
+        assert_eq!(
+            holders,
+            vec![Holder {
+                slot: "WRITE",
+                pid: 9,
+                process: None,
+                mode: "exclusive"
+            }]
+        );
         // Everything is backfilled: the reader only keeps the WAL from being reset.
         let (blockers, blocked) = blockers(Some(&w), &readers, &holders);
         assert!(!blocked);
@@ -339,7 +401,15 @@ mod tests {
 
     #[test]
     fn read0_blocks_backfill_only_while_frames_are_pending() {
-        let r = Reader { slot: "READ0", pid: 1, process: None, read_mark: Some(0), age_seconds: None, seen_by: "lock", read_index: 0 };
+        let r = Reader {
+            slot: "READ0",
+            pid: 1,
+            process: None,
+            read_mark: Some(0),
+            age_seconds: None,
+            seen_by: "lock",
+            read_index: 0,
+        };
         let (_, blocked) = blockers(Some(&wal(10, 4, [0; 5])), std::slice::from_ref(&r), &[]);
         assert!(blocked);
         let (b, blocked) = blockers(Some(&wal(0, 0, [0; 5])), &[r], &[]);

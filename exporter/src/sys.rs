@@ -26,7 +26,8 @@ pub struct LockHolder {
 /// `Ok(None)` when the byte is unlocked. An OFD lock (not SQLite's kind) reports no pid and is
 /// returned with pid 0.
 pub fn lock_holder(file: &std::fs::File, offset: u64) -> io::Result<Option<LockHolder>> {
-    let start = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let start =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
     let mut query: libc::flock = unsafe { std::mem::zeroed() };
     query.l_type = libc::F_WRLCK as libc::c_short;
@@ -35,7 +36,13 @@ pub fn lock_holder(file: &std::fs::File, offset: u64) -> io::Result<Option<LockH
     query.l_len = 1;
     // SAFETY: the fd is open for the lifetime of `file`; F_GETLK reads and writes only the
     // `flock` struct we pass, which lives on our stack for the duration of the call.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut query as *mut libc::flock) };
+    let rc = unsafe {
+        libc::fcntl(
+            file.as_raw_fd(),
+            libc::F_GETLK,
+            &mut query as *mut libc::flock,
+        )
+    };
     if rc == -1 {
         return Err(io::Error::last_os_error());
     }
@@ -51,7 +58,9 @@ pub fn lock_holder(file: &std::fs::File, offset: u64) -> io::Result<Option<LockH
 /// Whether a process with this pid exists (in our pid namespace). A pid we may not signal
 /// (`EPERM`) exists; only `ESRCH` means gone.
 pub fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
     if pid <= 0 {
         return false;
     }

@@ -1,0 +1,172 @@
+//! One collection: discover databases, then run the collectors on each (one per file):
+//! [`stats_file`] (the shim's counters and reader table), [`wal_files`] (database, `-wal` and
+//! `-shm` header), [`locks`] (`F_GETLK` on the `-shm` lock bytes), with [`proc`] naming pids.
+
+pub mod locks;
+pub mod proc;
+pub mod stats_file;
+pub mod wal_files;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::discovery::{self, Target};
+use crate::model::{self, CheckpointView, DbState, WalIndexView};
+
+/// Time spent in each collector during one collection.
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    pub stats_files: Duration,
+    pub wal_files: Duration,
+    pub locks: Duration,
+}
+
+/// A stats file that could not be used.
+#[derive(Clone, Debug)]
+pub struct BadStatsFile {
+    pub path: PathBuf,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Everything one collection found.
+#[derive(Clone, Debug, Default)]
+pub struct Collection {
+    pub dbs: Vec<DbState>,
+    pub bad_stats_files: Vec<BadStatsFile>,
+    /// The stats directory could not be listed.
+    pub stats_dir_error: Option<String>,
+    pub timings: Timings,
+    pub duration: Duration,
+    pub finished_unix_seconds: f64,
+}
+
+fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs one collection over the stats directory and the `--db` list (normalized paths).
+pub fn collect(stats_dir: &Path, explicit: &[PathBuf]) -> Collection {
+    let start = Instant::now();
+    let mut timings = Timings::default();
+    let scan = discovery::scan(stats_dir);
+    timings.stats_files += start.elapsed();
+    let bad_stats_files = scan
+        .errors
+        .iter()
+        .map(|(path, e)| BadStatsFile {
+            path: path.clone(),
+            reason: e.reason(),
+            message: e.to_string(),
+        })
+        .collect();
+    let stats_dir_error = scan
+        .dir_error
+        .as_ref()
+        .filter(|e| e.kind() != std::io::ErrorKind::NotFound || !explicit.is_empty())
+        .map(|e| format!("cannot list stats directory {}: {e}", stats_dir.display()));
+    let mut names = HashMap::new();
+    let dbs = discovery::targets(scan.found, explicit)
+        .into_iter()
+        .filter_map(|t| collect_db(t, &mut timings, &mut names))
+        .collect();
+    let now = SystemTime::now();
+    Collection {
+        dbs,
+        bad_stats_files,
+        stats_dir_error,
+        timings,
+        duration: start.elapsed(),
+        finished_unix_seconds: unix_ns(now) as f64 / 1e9,
+    }
+}
+
+/// Collects one database. Returns `None` for a database known only from a stats file whose
+/// database file is gone (a deleted database is dropped, not reported down).
+pub fn collect_db(
+    target: Target,
+    timings: &mut Timings,
+    names: &mut HashMap<u32, Option<String>>,
+) -> Option<DbState> {
+    let mut name = |pid: u32| names.entry(pid).or_insert_with(|| proc::name(pid)).clone();
+    let mut state = DbState {
+        path: target.path.to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    if target.stats.is_some() {
+        state.sources.push("shim");
+    }
+    if target.explicit {
+        state.sources.push("path");
+    }
+
+    let t = Instant::now();
+    let mut counters = target.stats.map(|found| {
+        state.stats_file = Some(found.stats_file.to_string_lossy().into_owned());
+        let mut snapshot = found.snapshot;
+        stats_file::drop_dead_readers(&mut snapshot, &mut proc::alive);
+        snapshot
+    });
+    timings.stats_files += t.elapsed();
+
+    let t = Instant::now();
+    let files = wal_files::read(&target.path);
+    timings.wal_files += t.elapsed();
+    let files = match files {
+        Ok(files) => files,
+        Err(wal_files::DbError::NotFound) if !target.explicit => return None,
+        Err(e) => {
+            state.error = Some(e.to_string());
+            state.counters = counters;
+            return Some(state);
+        }
+    };
+    state.up = true;
+    state.db_bytes = Some(files.db_bytes);
+    state.wal_bytes = Some(files.wal_bytes);
+    state.wal_index = files.wal_index.as_ref().map(WalIndexView::from);
+    state.error = files.shm_error.clone();
+
+    let t = Instant::now();
+    let holders = match files.shm.as_ref().map(locks::holders).transpose() {
+        Ok(h) => h.unwrap_or_default(),
+        Err(e) => {
+            state.error = Some(format!("cannot query -shm locks: {e}"));
+            Default::default()
+        }
+    };
+    timings.locks += t.elapsed();
+
+    let now = unix_ns(SystemTime::now());
+    let shim_readers = counters
+        .as_mut()
+        .map(|c| std::mem::take(&mut c.readers))
+        .unwrap_or_default();
+    state.readers = model::readers(
+        &shim_readers,
+        &holders,
+        files.wal_index.as_ref(),
+        now,
+        &mut name,
+    );
+    state.lock_holders = model::lock_holders(&holders, &mut name);
+    (state.blockers, state.checkpoint_blocked) = model::blockers(
+        files.wal_index.as_ref(),
+        &state.readers,
+        &state.lock_holders,
+    );
+    state.oldest_reader_age_seconds = state
+        .readers
+        .iter()
+        .filter_map(|r| r.age_seconds)
+        .fold(0.0, f64::max);
+    if let Some(c) = counters.as_mut() {
+        state.recent_checkpoints = c.recent.iter().map(CheckpointView::from).collect();
+        c.readers = shim_readers;
+    }
+    state.counters = counters;
+    Some(state)
+}

@@ -1,0 +1,328 @@
+//! Settings of `walwatch serve`: built-in defaults, then a TOML file (`--config`), then
+//! environment variables (`WALWATCH_*`) and flags, each overriding the one before. `--db`
+//! adds to the file's `databases`.
+//!
+//! ```toml
+//! listen = "127.0.0.1:9866"        # address of the HTTP server
+//! stats_dir = "/dev/shm/walwatch"  # where the shim writes stats files
+//! interval = "1s"                  # collection interval: "500ms", "5s", "1m"
+//! databases = ["/srv/app.db"]      # also watch these, with or without the shim
+//! log_format = "human"             # or "json"
+//! log_level = "info"               # tracing-subscriber EnvFilter syntax
+//! ```
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default listen address: loopback only; 9866 is walwatch's port (see the README).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9866";
+/// Default collection interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// Shortest interval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// The config file, as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub stats_dir: Option<PathBuf>,
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub databases: Vec<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+}
+
+/// What flags and the environment say (clap fills these; `None` = not given).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub stats_dir: Option<PathBuf>,
+    pub interval: Option<String>,
+    pub databases: Vec<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub stats_dir: PathBuf,
+    pub interval: Duration,
+    pub databases: Vec<PathBuf>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// A configuration error, with where it is when it comes from the file.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses a config file's text. Errors name the file, line, column and key.
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        let message = e.message().trim_end().to_owned();
+        match e.span() {
+            Some(span) => {
+                let (line, col) = line_col(text, span.start);
+                let key = key_of_line(text, line, &text[span.clone()]);
+                let key = key.map(|k| format!(", key `{k}`")).unwrap_or_default();
+                ConfigError(format!(
+                    "invalid config file {}: line {line}, column {col}{key}: {message}",
+                    path.display()
+                ))
+            }
+            None => ConfigError(format!("invalid config file {}: {message}", path.display())),
+        }
+    })
+}
+
+/// Reads and parses a config file.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    parse_file(path, &text)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+    (line, col)
+}
+
+/// The key a config line sets: the text before `=`, or the span itself when it is a bare key.
+fn key_of_line(text: &str, line: usize, span_text: &str) -> Option<String> {
+    let line_text = text.lines().nth(line - 1)?;
+    match line_text.split_once('=') {
+        Some((key, _)) => Some(key.trim().trim_matches('"').to_owned()).filter(|k| !k.is_empty()),
+        None => Some(span_text.trim().to_owned()).filter(|k| !k.is_empty() && !k.starts_with('[')),
+    }
+}
+
+/// Line of `key = …` in the config text, for errors found after parsing.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+/// Parses a duration: `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (t, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (use e.g. 500ms, 5s, 1m)"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!(
+            "`{text}` is not a duration (use e.g. 500ms, 5s, 1m)"
+        ));
+    }
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("`{text}` is too long"))
+}
+
+/// Parses a listen address: `host:port`, `[v6]:port`, or `:port` (all IPv4 interfaces).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    let full = if t.starts_with(':') {
+        format!("0.0.0.0{t}")
+    } else {
+        t.to_owned()
+    };
+    full.parse().map_err(|_| {
+        format!("`{text}` is not a listen address (use e.g. 127.0.0.1:9866, [::1]:9866 or :9866)")
+    })
+}
+
+/// Merges defaults, the config file (with its text, to locate errors) and overrides.
+pub fn resolve(
+    file: Option<(&Path, &str, FileConfig)>,
+    over: Overrides,
+) -> Result<Settings, ConfigError> {
+    let (path, text, cfg) = match file {
+        Some((p, t, c)) => (Some(p), t, c),
+        None => (None, "", FileConfig::default()),
+    };
+    // An invalid value from the file names the file, line and key; one from a flag or the
+    // environment names the flag.
+    let locate = |key: &str, flag: &str, from_file: bool, msg: String| -> ConfigError {
+        match (from_file, path) {
+            (true, Some(p)) => {
+                let line = line_of_key(text, key)
+                    .map(|l| format!(", line {l}"))
+                    .unwrap_or_default();
+                ConfigError(format!(
+                    "invalid config file {}{line}, key `{key}`: {msg}",
+                    p.display()
+                ))
+            }
+            _ => ConfigError(format!("invalid {flag}: {msg}")),
+        }
+    };
+
+    let listen_from_file = over.listen.is_none() && cfg.listen.is_some();
+    let listen_text = over
+        .listen
+        .or(cfg.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen = parse_listen(&listen_text)
+        .map_err(|m| locate("listen", "--listen (WALWATCH_LISTEN)", listen_from_file, m))?;
+
+    let interval_from_file = over.interval.is_none() && cfg.interval.is_some();
+    let interval = match over.interval.or(cfg.interval) {
+        Some(t) => parse_duration(&t).map_err(|m| {
+            locate(
+                "interval",
+                "--interval (WALWATCH_INTERVAL)",
+                interval_from_file,
+                m,
+            )
+        })?,
+        None => DEFAULT_INTERVAL,
+    };
+    if interval < MIN_INTERVAL {
+        return Err(locate(
+            "interval",
+            "--interval (WALWATCH_INTERVAL)",
+            interval_from_file,
+            format!("must be at least {MIN_INTERVAL:?}"),
+        ));
+    }
+
+    let stats_dir = over
+        .stats_dir
+        .or(cfg.stats_dir)
+        .unwrap_or_else(walwatch::paths::default_stats_dir);
+    let mut databases = cfg.databases;
+    databases.extend(over.databases);
+    Ok(Settings {
+        listen,
+        stats_dir,
+        interval,
+        databases,
+        log_format: over.log_format.or(cfg.log_format).unwrap_or_default(),
+        log_level: over
+            .log_level
+            .or(cfg.log_level)
+            .unwrap_or_else(|| "info".to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, String> {
+        parse_file(Path::new("w.toml"), text).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = parse("listen = \"127.0.0.1:1\"\n\nlisten_adress = \"x\"\n").unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("key `listen_adress`"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_line() {
+        let err = parse("interval = \"1s\"\ndatabases = \"/a.db\"\n").unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains("key `databases`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let err = parse("listen = \n").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let text = "listen = \":9999\"\ninterval = \"2s\"\ndatabases = [\"/a.db\"]\nlog_format = \"json\"\n";
+        let cfg = parse(text).unwrap();
+        let over = Overrides {
+            interval: Some("250ms".into()),
+            databases: vec!["/b.db".into()],
+            ..Default::default()
+        };
+        let s = resolve(Some((Path::new("w.toml"), text, cfg)), over).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:9999".parse().unwrap());
+        assert_eq!(s.interval, Duration::from_millis(250));
+        assert_eq!(
+            s.databases,
+            vec![PathBuf::from("/a.db"), PathBuf::from("/b.db")]
+        );
+        assert_eq!(s.log_format, LogFormat::Json);
+        let d = resolve(None, Overrides::default()).unwrap();
+        assert_eq!(d.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(d.interval, DEFAULT_INTERVAL);
+    }
+
+    #[test]
+    fn invalid_values_from_the_file_name_line_and_key() {
+        let text = "# walwatch\ninterval = \"soon\"\n";
+        let cfg = parse(text).unwrap();
+        let err = resolve(Some((Path::new("w.toml"), text, cfg)), Overrides::default())
+            .unwrap_err()
+            .0;
+        assert!(err.contains("line 2, key `interval`"), "{err}");
+        let err = resolve(
+            None,
+            Overrides {
+                listen: Some("localhost".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .0;
+        assert!(err.contains("--listen"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("-1s").is_err() && parse_duration("x").is_err());
+    }
+}

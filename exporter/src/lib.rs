@@ -1,0 +1,20 @@
+//! walwatch sidecar: exports what the walwatch VFS shim records (and what any process can see
+//! in a database's `-wal` and `-shm` files) as Prometheus metrics, a JSON status and a
+//! one-shot report.
+//!
+//! Map: [`config`] (TOML + env + flags) · [`discovery`] (which databases) · [`collect`] (one
+//! collector per file) · [`model`] (the `DbState` every output renders) · [`metrics`] (the
+//! catalogue and its exposition) · [`server`] (`walwatch serve`) · [`status`]
+//! (`walwatch status`) · [`sys`] (the only unsafe code: `fcntl(F_GETLK)` and `kill(pid, 0)`).
+#![deny(unsafe_code)]
+
+pub mod collect;
+pub mod config;
+pub mod discovery;
+pub mod metrics;
+pub mod model;
+pub mod server;
+pub mod status;
+pub mod synth;
+#[allow(unsafe_code)]
+pub mod sys;

@@ -1,0 +1,711 @@
+//! The metric catalogue and its exposition, in the Prometheus text format 0.0.4 (the default)
+//! or OpenMetrics 1.0.0 (when the scraper's `Accept` asks for it).
+//!
+//! Each metric is declared once, in [`SELF_FAMILIES`] (the exporter itself) or [`DB_FAMILIES`]
+//! (one series set per database, `db` label first): name, type, unit, help, labels and the
+//! function that reads its values from a [`DbState`]. A later feature adds a metric by adding
+//! an entry (for instance `walwatch_controller_actions_total{db,action,result}` reading a
+//! controller field of `DbState`); the README table is generated from the same entries
+//! (`walwatch metrics-catalogue`).
+//!
+//! Values come from stats files as absolute numbers, so nothing is accumulated here: every
+//! scrape renders the latest [`Collection`]. [`Renderer`] yields the exposition in chunks (one
+//! family, a few dozen databases at a time), so a scrape of thousands of databases never holds
+//! the whole text in memory.
+
+use std::fmt::{Display, Write};
+use std::sync::{Arc, OnceLock};
+use walwatch::layout::{
+    BUCKETS, BUCKET_BOUNDS_NS, CHECKPOINT_MODE_NAMES, FSYNC_FILE_NAMES, LOCK_MODE_NAMES,
+    OUTCOME_NAMES, SLOTS, SLOT_NAMES, SLOT_READ0,
+};
+use walwatch::wal_index::READ_MARKS;
+
+use crate::collect::Collection;
+use crate::model::DbState;
+
+/// Exposition format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`.
+    Prometheus,
+    /// `application/openmetrics-text; version=1.0.0`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// OpenMetrics when the `Accept` header lists it (Prometheus sends it first when
+    /// configured to), else the Prometheus text format.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a)
+                if a.split(',')
+                    .any(|part| part.trim().starts_with("application/openmetrics-text")) =>
+            {
+                Self::OpenMetrics
+            }
+            _ => Self::Prometheus,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Metric type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Type {
+    Counter,
+    Gauge,
+    Histogram,
+    /// An `_info` metric: OpenMetrics type `info`, a gauge of value 1 in the Prometheus format.
+    Info,
+}
+
+impl Type {
+    fn name(self, format: Format) -> &'static str {
+        match (self, format) {
+            (Self::Counter, _) => "counter",
+            (Self::Gauge, _) | (Self::Info, Format::Prometheus) => "gauge",
+            (Self::Histogram, _) => "histogram",
+            (Self::Info, Format::OpenMetrics) => "info",
+        }
+    }
+}
+
+/// A metric family's declaration.
+#[derive(Debug)]
+pub struct Desc {
+    /// Family name: without the `_total` of counters and the `_info` of info metrics (the
+    /// OpenMetrics convention); the samples carry the suffix.
+    pub name: &'static str,
+    pub kind: Type,
+    /// Base unit, when the name ends with it (`bytes`, `seconds`).
+    pub unit: Option<&'static str>,
+    pub help: &'static str,
+    /// Labels besides `db` (per-database families) or all labels (exporter families).
+    pub labels: &'static [&'static str],
+}
+
+impl Desc {
+    /// Name of the (first) sample, as Prometheus stores it.
+    pub fn sample_name(&self) -> String {
+        match self.kind {
+            Type::Counter => format!("{}_total", self.name),
+            Type::Info => format!("{}_info", self.name),
+            _ => self.name.to_owned(),
+        }
+    }
+}
+
+/// A per-database family: its declaration and how to read its samples from a `DbState`.
+pub struct Family {
+    pub desc: Desc,
+    pub emit: fn(&mut Samples<'_>, &DbState),
+}
+
+/// Writes exposition lines.
+pub struct Writer<'a> {
+    out: &'a mut String,
+    format: Format,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(out: &'a mut String, format: Format) -> Self {
+        Self { out, format }
+    }
+
+    /// `# HELP`, `# TYPE` (and `# UNIT` in OpenMetrics) lines.
+    pub fn header(&mut self, d: &Desc) {
+        let name = match self.format {
+            Format::OpenMetrics => d.name.to_owned(),
+            Format::Prometheus => d.sample_name(),
+        };
+        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(d.help));
+        let _ = writeln!(self.out, "# TYPE {name} {}", d.kind.name(self.format));
+        if let (Format::OpenMetrics, Some(unit)) = (self.format, d.unit) {
+            let _ = writeln!(self.out, "# UNIT {name} {unit}");
+        }
+    }
+
+    /// One sample line. `labels` is already formatted (`a="x",b="y"`), possibly empty.
+    pub fn sample(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        labels: &str,
+        extra: &[(&str, &str)],
+        value: impl Display,
+    ) {
+        self.out.push_str(name);
+        self.out.push_str(suffix);
+        if !labels.is_empty() || !extra.is_empty() {
+            self.out.push('{');
+            self.out.push_str(labels);
+            for (i, (k, v)) in extra.iter().enumerate() {
+                if i > 0 || !labels.is_empty() {
+                    self.out.push(',');
+                }
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                push_escaped_label(self.out, v);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Samples of one family for one database: the `db` label comes first on every line.
+pub struct Samples<'w> {
+    w: Writer<'w>,
+    desc: &'static Desc,
+    db_label: &'w str,
+}
+
+impl Samples<'_> {
+    pub fn gauge(&mut self, extra: &[(&str, &str)], value: impl Display) {
+        self.w
+            .sample(self.desc.name, "", self.db_label, extra, value);
+    }
+
+    pub fn counter(&mut self, extra: &[(&str, &str)], value: impl Display) {
+        self.w
+            .sample(self.desc.name, "_total", self.db_label, extra, value);
+    }
+
+    /// A histogram from non-cumulative bucket counts (as the stats file keeps them).
+    pub fn histogram(&mut self, extra: &[(&str, &str)], buckets: &[u64; BUCKETS], sum_ns: u64) {
+        let mut labels: Vec<(&str, &str)> = extra.to_vec();
+        labels.push(("le", ""));
+        let mut cumulative = 0u64;
+        for (bucket, le) in buckets.iter().zip(le_values()) {
+            cumulative = cumulative.saturating_add(*bucket);
+            *labels.last_mut().expect("le") = ("le", le.as_str());
+            self.w.sample(
+                self.desc.name,
+                "_bucket",
+                self.db_label,
+                &labels,
+                cumulative,
+            );
+        }
+        self.w.sample(
+            self.desc.name,
+            "_sum",
+            self.db_label,
+            extra,
+            Seconds(sum_ns),
+        );
+        self.w
+            .sample(self.desc.name, "_count", self.db_label, extra, cumulative);
+    }
+}
+
+/// Nanoseconds shown as seconds.
+struct Seconds(u64);
+
+impl Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0 as f64 / 1e9)
+    }
+}
+
+/// `le` label values: the bucket bounds in seconds, then `+Inf`.
+fn le_values() -> &'static [String] {
+    static LE: OnceLock<Vec<String>> = OnceLock::new();
+    LE.get_or_init(|| {
+        BUCKET_BOUNDS_NS
+            .iter()
+            .map(|&ns| format!("{}", ns as f64 / 1e9))
+            .chain(std::iter::once("+Inf".to_owned()))
+            .collect()
+    })
+}
+
+fn escape_help(help: &str) -> String {
+    help.replace('\\', r"\\").replace('\n', r"\n")
+}
+
+fn push_escaped_label(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str(r"\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// `db="<escaped path>"`.
+pub fn db_label(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 6);
+    out.push_str("db=\"");
+    push_escaped_label(&mut out, path);
+    out.push('"');
+    out
+}
+
+fn flag(b: bool) -> u8 {
+    u8::from(b)
+}
+
+macro_rules! family {
+    ($name:literal, $kind:ident, $unit:expr, [$($label:literal),*], $help:literal, $emit:expr) => {
+        Family { desc: Desc { name: $name, kind: Type::$kind, unit: $unit, help: $help, labels: &[$($label),*] }, emit: $emit }
+    };
+}
+
+/// Per-database metric families, all labelled `db` (the database path) first.
+pub static DB_FAMILIES: &[Family] = &[
+    family!("walwatch_up", Gauge, None, [], "Whether the database could be read (1) or not (0: missing, not in WAL mode, unreadable; see /status)", |s, db| s.gauge(&[], flag(db.up))),
+    family!("walwatch_db_bytes", Gauge, Some("bytes"), [], "Size of the database file in bytes", |s, db| {
+        if let Some(v) = db.db_bytes {
+            s.gauge(&[], v)
+        }
+    }),
+    family!("walwatch_wal_bytes", Gauge, Some("bytes"), [], "Size of the -wal file in bytes (0 when there is none)", |s, db| {
+        if let Some(v) = db.wal_bytes {
+            s.gauge(&[], v)
+        }
+    }),
+    family!("walwatch_wal_frames", Gauge, None, [], "Frames in the WAL (mxFrame of the wal-index header)", |s, db| {
+        if let Some(w) = &db.wal_index {
+            s.gauge(&[], w.frames)
+        } else if db.up && db.wal_bytes == Some(0) {
+            s.gauge(&[], 0)
+        }
+    }),
+    family!("walwatch_wal_backfilled_frames", Gauge, None, [], "WAL frames already copied into the database (nBackfill of the wal-index header)", |s, db| {
+        if let Some(w) = &db.wal_index {
+            s.gauge(&[], w.backfilled_frames)
+        } else if db.up && db.wal_bytes == Some(0) {
+            s.gauge(&[], 0)
+        }
+    }),
+    family!("walwatch_wal_read_mark", Gauge, None, ["slot"], "Read mark of each READ lock slot in use: the last WAL frame a reader on that slot may see", |s, db| {
+        if let Some(w) = &db.wal_index {
+            for i in 0..READ_MARKS {
+                if let Some(mark) = w.read_marks[i] {
+                    s.gauge(&[("slot", SLOT_NAMES[SLOT_READ0 + i])], mark);
+                }
+            }
+        }
+    }),
+    family!("walwatch_readers", Gauge, None, [], "Connections holding a READ lock (read transactions), from the shim's reader table and F_GETLK", |s, db| {
+        if db.up {
+            s.gauge(&[], db.readers.len())
+        }
+    }),
+    family!("walwatch_oldest_reader_age_seconds", Gauge, Some("seconds"), [], "Age of the oldest read transaction the shim knows of (0 when none)", |s, db| {
+        if db.up {
+            s.gauge(&[], db.oldest_reader_age_seconds)
+        }
+    }),
+    family!("walwatch_checkpoint_blocked", Gauge, None, [], "1 when WAL frames are pending and a reader keeps any checkpoint from copying them all (see /status for the blocker)", |s, db| {
+        if db.up {
+            s.gauge(&[], flag(db.checkpoint_blocked))
+        }
+    }),
+    family!("walwatch_wal_write_bytes", Counter, Some("bytes"), [], "Bytes written to the -wal file through the shim", |s, db| {
+        if let Some(c) = &db.counters {
+            s.counter(&[], c.wal_write_bytes)
+        }
+    }),
+    family!("walwatch_db_write_bytes", Counter, Some("bytes"), [], "Bytes written to the database file through the shim (checkpoints)", |s, db| {
+        if let Some(c) = &db.counters {
+            s.counter(&[], c.db_write_bytes)
+        }
+    }),
+    family!("walwatch_fsync", Counter, None, ["file"], "fsync calls by file (db, wal, other)", |s, db| {
+        if let Some(c) = &db.counters {
+            for (file, v) in FSYNC_FILE_NAMES.iter().zip(c.fsyncs) {
+                s.counter(&[("file", file)], v);
+            }
+        }
+    }),
+    family!("walwatch_shm_lock_acquired", Counter, None, ["slot", "mode"], "-shm lock slot acquisitions by slot and mode", |s, db| {
+        if let Some(c) = &db.counters {
+            for slot in 0..SLOTS {
+                for (m, mode) in LOCK_MODE_NAMES.iter().enumerate() {
+                    s.counter(&[("slot", SLOT_NAMES[slot]), ("mode", mode)], c.locks[slot].acquired[m]);
+                }
+            }
+        }
+    }),
+    family!("walwatch_shm_lock_busy", Counter, None, ["slot", "mode"], "-shm lock attempts that found the slot busy (SQLITE_BUSY), by slot and mode", |s, db| {
+        if let Some(c) = &db.counters {
+            for slot in 0..SLOTS {
+                for (m, mode) in LOCK_MODE_NAMES.iter().enumerate() {
+                    s.counter(&[("slot", SLOT_NAMES[slot]), ("mode", mode)], c.locks[slot].busy[m]);
+                }
+            }
+        }
+    }),
+    family!("walwatch_shm_lock_hold_seconds", Histogram, Some("seconds"), ["slot"], "How long -shm locks were held, by slot", |s, db| {
+        if let Some(c) = &db.counters {
+            for slot in 0..SLOTS {
+                s.histogram(&[("slot", SLOT_NAMES[slot])], &c.locks[slot].hold_buckets, c.locks[slot].hold_sum_ns);
+            }
+        }
+    }),
+    family!("walwatch_busy_sleeps", Counter, None, [], "Busy-handler sleeps (xSleep calls while waiting for a lock)", |s, db| {
+        if let Some(c) = &db.counters {
+            s.counter(&[], c.busy_sleeps)
+        }
+    }),
+    family!("walwatch_busy_sleep_seconds", Counter, Some("seconds"), [], "Time requested by busy-handler sleeps", |s, db| {
+        if let Some(c) = &db.counters {
+            s.counter(&[], c.busy_sleep_us as f64 / 1e6)
+        }
+    }),
+    family!("walwatch_checkpoints", Counter, None, ["mode", "outcome"], "Checkpoints by mode (passive, full, restart, truncate) and outcome (complete, partial, busy)", |s, db| {
+        if let Some(c) = &db.counters {
+            for (m, mode) in CHECKPOINT_MODE_NAMES.iter().enumerate() {
+                for (o, outcome) in OUTCOME_NAMES.iter().enumerate() {
+                    s.counter(&[("mode", mode), ("outcome", outcome)], c.modes[m].outcomes[o]);
+                }
+            }
+        }
+    }),
+    family!("walwatch_checkpoint_frames_backfilled", Counter, None, ["mode"], "WAL frames copied into the database by checkpoints, by mode", |s, db| {
+        if let Some(c) = &db.counters {
+            for (m, mode) in CHECKPOINT_MODE_NAMES.iter().enumerate() {
+                s.counter(&[("mode", mode)], c.modes[m].frames_backfilled);
+            }
+        }
+    }),
+    family!("walwatch_checkpoint_duration_seconds", Histogram, Some("seconds"), ["mode"], "Duration of checkpoints, by mode", |s, db| {
+        if let Some(c) = &db.counters {
+            for (m, mode) in CHECKPOINT_MODE_NAMES.iter().enumerate() {
+                s.histogram(&[("mode", mode)], &c.modes[m].duration_buckets, c.modes[m].duration_sum_ns);
+            }
+        }
+    }),
+    family!("walwatch_wal_truncations", Counter, None, [], "Times the -wal file was truncated to zero bytes (end of a TRUNCATE checkpoint)", |s, db| {
+        if let Some(c) = &db.counters {
+            s.counter(&[], c.wal_truncations)
+        }
+    }),
+    family!("walwatch_reader_table_overflows", Counter, None, [], "Connections the shim's reader table had no room for (their read locks are seen only through F_GETLK)", |s, db| {
+        if let Some(c) = &db.counters {
+            s.counter(&[], c.reader_table_overflows)
+        }
+    }),
+];
+
+/// Exporter families (no `db` label).
+pub static SELF_FAMILIES: &[Desc] = &[
+    Desc { name: "walwatch_build", kind: Type::Info, unit: None, help: "walwatch build information", labels: &["version"] },
+    Desc { name: "walwatch_databases", kind: Type::Gauge, unit: None, help: "Databases watched, by source (shim: a stats file; path: --db)", labels: &["source"] },
+    Desc {
+        name: "walwatch_stats_file_errors",
+        kind: Type::Gauge,
+        unit: None,
+        help: "Stats files that cannot be read, by reason (truncated, bad_magic, wrong_version, wrong_size, bad_path, uninitialized, io)",
+        labels: &["reason"],
+    },
+    Desc {
+        name: "walwatch_collect_duration_seconds",
+        kind: Type::Gauge,
+        unit: Some("seconds"),
+        help: "Duration of the last collection, in total and by collector",
+        labels: &["collector"],
+    },
+    Desc { name: "walwatch_collect_success", kind: Type::Gauge, unit: None, help: "Whether the last collection could list the stats directory", labels: &[] },
+    Desc { name: "walwatch_last_collect_timestamp_seconds", kind: Type::Gauge, unit: Some("seconds"), help: "When the last collection finished (Unix time)", labels: &[] },
+];
+
+const STATS_FILE_REASONS: [&str; 7] = [
+    "truncated",
+    "bad_magic",
+    "wrong_version",
+    "wrong_size",
+    "bad_path",
+    "uninitialized",
+    "io",
+];
+
+fn render_self(w: &mut Writer<'_>, c: &Collection) {
+    let f = SELF_FAMILIES;
+    w.header(&f[0]);
+    w.sample(
+        "walwatch_build",
+        "_info",
+        "",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    w.header(&f[1]);
+    for source in ["shim", "path"] {
+        let n = c.dbs.iter().filter(|d| d.sources.contains(&source)).count();
+        w.sample(f[1].name, "", "", &[("source", source)], n);
+    }
+    w.header(&f[2]);
+    for reason in STATS_FILE_REASONS {
+        let n = c
+            .bad_stats_files
+            .iter()
+            .filter(|b| b.reason == reason)
+            .count();
+        w.sample(f[2].name, "", "", &[("reason", reason)], n);
+    }
+    w.header(&f[3]);
+    let t = &c.timings;
+    for (collector, d) in [
+        ("total", c.duration),
+        ("stats_files", t.stats_files),
+        ("wal_files", t.wal_files),
+        ("locks", t.locks),
+    ] {
+        w.sample(
+            f[3].name,
+            "",
+            "",
+            &[("collector", collector)],
+            d.as_secs_f64(),
+        );
+    }
+    w.header(&f[4]);
+    w.sample(f[4].name, "", "", &[], flag(c.stats_dir_error.is_none()));
+    w.header(&f[5]);
+    w.sample(f[5].name, "", "", &[], c.finished_unix_seconds);
+}
+
+/// Target size of one chunk of exposition text.
+const CHUNK_BYTES: usize = 128 * 1024;
+
+/// Yields the exposition of a [`Collection`] in chunks of about [`CHUNK_BYTES`].
+pub struct Renderer {
+    collection: Arc<Collection>,
+    format: Format,
+    labels: Vec<String>,
+    /// 0 = exporter families, 1.. = `DB_FAMILIES[family - 1]`, past the end = done.
+    family: usize,
+    db: usize,
+    done: bool,
+}
+
+impl Renderer {
+    pub fn new(collection: Arc<Collection>, format: Format) -> Self {
+        let labels = collection.dbs.iter().map(|d| db_label(&d.path)).collect();
+        Self {
+            collection,
+            format,
+            labels,
+            family: 0,
+            db: 0,
+            done: false,
+        }
+    }
+}
+
+impl Iterator for Renderer {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if self.done {
+            return None;
+        }
+        let mut out = String::with_capacity(CHUNK_BYTES + 16 * 1024);
+        while out.len() < CHUNK_BYTES {
+            if self.family == 0 {
+                render_self(&mut Writer::new(&mut out, self.format), &self.collection);
+                self.family = 1;
+                continue;
+            }
+            let Some(family) = DB_FAMILIES.get(self.family - 1) else {
+                if self.format == Format::OpenMetrics {
+                    out.push_str("# EOF\n");
+                }
+                self.done = true;
+                break;
+            };
+            if self.db == 0 {
+                Writer::new(&mut out, self.format).header(&family.desc);
+            }
+            while self.db < self.collection.dbs.len() && out.len() < CHUNK_BYTES {
+                let db = &self.collection.dbs[self.db];
+                let mut samples = Samples {
+                    w: Writer::new(&mut out, self.format),
+                    desc: &family.desc,
+                    db_label: &self.labels[self.db],
+                };
+                (family.emit)(&mut samples, db);
+                self.db += 1;
+            }
+            if self.db >= self.collection.dbs.len() {
+                self.family += 1;
+                self.db = 0;
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The whole exposition as one string (tests and `walwatch status --metrics`).
+pub fn render(collection: Arc<Collection>, format: Format) -> String {
+    Renderer::new(collection, format).collect()
+}
+
+/// The metric catalogue as a Markdown table (for the README).
+pub fn catalogue_markdown() -> String {
+    let mut out = String::from("| Metric | Type | Labels | Help |\n|---|---|---|---|\n");
+    let rows = SELF_FAMILIES
+        .iter()
+        .map(|d| (d, d.labels.to_vec()))
+        .chain(DB_FAMILIES.iter().map(|f| {
+            (
+                &f.desc,
+                std::iter::once("db")
+                    .chain(f.desc.labels.iter().copied())
+                    .collect(),
+            )
+        }));
+    for (d, labels) in rows {
+        let kind = if d.kind == Type::Info {
+            "gauge (info)"
+        } else {
+            d.kind.name(Format::Prometheus)
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {kind} | {} | {} |",
+            d.sample_name(),
+            labels.join(", "),
+            d.help.replace('|', "\\|")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::WalIndexView;
+    use walwatch::snapshot::{ModeSnapshot, SlotSnapshot, Snapshot};
+
+    fn collection() -> Arc<Collection> {
+        let mut counters = Snapshot {
+            wal_write_bytes: 4096,
+            ..Default::default()
+        };
+        counters.locks = vec![SlotSnapshot::default(); SLOTS];
+        counters.locks[0].hold_buckets = [1, 0, 2, 0, 0, 0, 0, 1];
+        counters.locks[0].hold_sum_ns = 1_500_000_000;
+        counters.modes = vec![ModeSnapshot::default(); CHECKPOINT_MODE_NAMES.len()];
+        let up = DbState {
+            path: "/srv/a \"quoted\".db".into(),
+            up: true,
+            sources: vec!["shim"],
+            db_bytes: Some(8192),
+            wal_bytes: Some(0),
+            wal_index: Some(WalIndexView {
+                frames: 3,
+                read_marks: [Some(0), Some(3), None, None, None],
+                ..Default::default()
+            }),
+            counters: Some(counters),
+            ..Default::default()
+        };
+        let down = DbState {
+            path: "/srv/missing.db".into(),
+            sources: vec!["path"],
+            ..Default::default()
+        };
+        Arc::new(Collection {
+            dbs: vec![up, down],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn prometheus_text_has_total_names_and_cumulative_buckets() {
+        let text = render(collection(), Format::Prometheus);
+        assert!(text.contains("# TYPE walwatch_wal_write_bytes_total counter\n"));
+        assert!(
+            text.contains("walwatch_wal_write_bytes_total{db=\"/srv/a \\\"quoted\\\".db\"} 4096\n")
+        );
+        assert!(text.contains("walwatch_up{db=\"/srv/missing.db\"} 0\n"));
+        assert!(text.contains(
+            "walwatch_wal_read_mark{db=\"/srv/a \\\"quoted\\\".db\",slot=\"READ1\"} 3\n"
+        ));
+        assert!(text.contains("slot=\"WRITE\",le=\"0.001\"} 3\n"));
+        assert!(text.contains("slot=\"WRITE\",le=\"+Inf\"} 4\n"));
+        assert!(text.contains("walwatch_shm_lock_hold_seconds_sum{db=\"/srv/a \\\"quoted\\\".db\",slot=\"WRITE\"} 1.5\n"));
+        assert!(text.contains("# TYPE walwatch_build_info gauge\nwalwatch_build_info{version="));
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+    }
+
+    #[test]
+    fn openmetrics_has_family_names_units_and_eof() {
+        let text = render(collection(), Format::OpenMetrics);
+        assert!(text.contains(
+            "# TYPE walwatch_wal_write_bytes counter\n# UNIT walwatch_wal_write_bytes bytes\n"
+        ));
+        assert!(text.contains("# TYPE walwatch_build info\n"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn chunks_join_to_the_whole() {
+        let mut dbs = Vec::new();
+        for i in 0..300 {
+            let mut db = collection().dbs[0].clone();
+            db.path = format!("/db/{i}");
+            dbs.push(db);
+        }
+        let c = Arc::new(Collection {
+            dbs,
+            ..Default::default()
+        });
+        let chunks: Vec<String> = Renderer::new(c.clone(), Format::Prometheus).collect();
+        assert!(chunks.len() > 1);
+        assert!(chunks.iter().all(|c| c.len() < CHUNK_BYTES + 16 * 1024));
+        // Every family header appears once, followed by all its samples.
+        let text = chunks.concat();
+        assert_eq!(text.matches("# TYPE walwatch_wal_frames gauge").count(), 1);
+        assert_eq!(text.matches("walwatch_wal_frames{").count(), 300);
+    }
+
+    #[test]
+    fn negotiates_openmetrics_only_when_asked() {
+        assert_eq!(Format::negotiate(None), Format::Prometheus);
+        assert_eq!(
+            Format::negotiate(Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.1")),
+            Format::Prometheus
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5")),
+            Format::OpenMetrics
+        );
+    }
+
+    #[test]
+    fn counters_end_in_total_and_units_match_names() {
+        for d in SELF_FAMILIES
+            .iter()
+            .chain(DB_FAMILIES.iter().map(|f| &f.desc))
+        {
+            assert!(d.name.starts_with("walwatch_"), "{}", d.name);
+            assert!(
+                !d.name.ends_with("_total"),
+                "{}: the family name carries no _total",
+                d.name
+            );
+            if let Some(unit) = d.unit {
+                assert!(
+                    d.name.ends_with(&format!("_{unit}")),
+                    "{} must end with its unit {unit}",
+                    d.name
+                );
+            }
+        }
+    }
+}

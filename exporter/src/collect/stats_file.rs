@@ -33,7 +33,16 @@ impl std::fmt::Display for StatsFileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Io(e) => write!(f, "cannot read: {e}"),
-            Self::Invalid(e) => e.fmt(f),
+            Self::Invalid(e) => {
+                let hint = match e {
+                    SnapshotError::WrongVersion { .. } => {
+                        "; upgrade walwatch, or remove the file once no process uses it"
+                    }
+                    SnapshotError::Uninitialized => "",
+                    _ => "; remove the file once no process uses it",
+                };
+                write!(f, "{e}{hint}")
+            }
         }
     }
 }

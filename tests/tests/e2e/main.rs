@@ -6,6 +6,7 @@ mod harness;
 
 mod checkpoint;
 mod crash;
+mod examples;
 mod python;
 mod shell;
 mod stats_dir;

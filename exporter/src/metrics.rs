@@ -17,7 +17,7 @@ use std::fmt::{Display, Write};
 use std::sync::{Arc, OnceLock};
 use walwatch::layout::{
     BUCKETS, BUCKET_BOUNDS_NS, CHECKPOINT_MODE_NAMES, FSYNC_FILE_NAMES, LOCK_MODE_NAMES,
-    OUTCOME_NAMES, SLOTS, SLOT_NAMES, SLOT_READ0,
+    OUTCOME_NAMES, SLOT_NAMES, SLOT_READ0,
 };
 use walwatch::wal_index::READ_MARKS;
 
@@ -332,26 +332,26 @@ pub static DB_FAMILIES: &[Family] = &[
     }),
     family!("walwatch_shm_lock_acquired", Counter, None, ["slot", "mode"], "-shm lock slot acquisitions by slot and mode", |s, db| {
         if let Some(c) = &db.counters {
-            for slot in 0..SLOTS {
-                for (m, mode) in LOCK_MODE_NAMES.iter().enumerate() {
-                    s.counter(&[("slot", SLOT_NAMES[slot]), ("mode", mode)], c.locks[slot].acquired[m]);
+            for (slot, lock) in SLOT_NAMES.iter().zip(&c.locks) {
+                for (mode, v) in LOCK_MODE_NAMES.iter().zip(lock.acquired) {
+                    s.counter(&[("slot", slot), ("mode", mode)], v);
                 }
             }
         }
     }),
     family!("walwatch_shm_lock_busy", Counter, None, ["slot", "mode"], "-shm lock attempts that found the slot busy (SQLITE_BUSY), by slot and mode", |s, db| {
         if let Some(c) = &db.counters {
-            for slot in 0..SLOTS {
-                for (m, mode) in LOCK_MODE_NAMES.iter().enumerate() {
-                    s.counter(&[("slot", SLOT_NAMES[slot]), ("mode", mode)], c.locks[slot].busy[m]);
+            for (slot, lock) in SLOT_NAMES.iter().zip(&c.locks) {
+                for (mode, v) in LOCK_MODE_NAMES.iter().zip(lock.busy) {
+                    s.counter(&[("slot", slot), ("mode", mode)], v);
                 }
             }
         }
     }),
     family!("walwatch_shm_lock_hold_seconds", Histogram, Some("seconds"), ["slot"], "How long -shm locks were held, by slot", |s, db| {
         if let Some(c) = &db.counters {
-            for slot in 0..SLOTS {
-                s.histogram(&[("slot", SLOT_NAMES[slot])], &c.locks[slot].hold_buckets, c.locks[slot].hold_sum_ns);
+            for (slot, lock) in SLOT_NAMES.iter().zip(&c.locks) {
+                s.histogram(&[("slot", slot)], &lock.hold_buckets, lock.hold_sum_ns);
             }
         }
     }),
@@ -367,24 +367,24 @@ pub static DB_FAMILIES: &[Family] = &[
     }),
     family!("walwatch_checkpoints", Counter, None, ["mode", "outcome"], "Checkpoints by mode (passive, full, restart, truncate) and outcome (complete, partial, busy)", |s, db| {
         if let Some(c) = &db.counters {
-            for (m, mode) in CHECKPOINT_MODE_NAMES.iter().enumerate() {
-                for (o, outcome) in OUTCOME_NAMES.iter().enumerate() {
-                    s.counter(&[("mode", mode), ("outcome", outcome)], c.modes[m].outcomes[o]);
+            for (mode, m) in CHECKPOINT_MODE_NAMES.iter().zip(&c.modes) {
+                for (outcome, v) in OUTCOME_NAMES.iter().zip(m.outcomes) {
+                    s.counter(&[("mode", mode), ("outcome", outcome)], v);
                 }
             }
         }
     }),
     family!("walwatch_checkpoint_frames_backfilled", Counter, None, ["mode"], "WAL frames copied into the database by checkpoints, by mode", |s, db| {
         if let Some(c) = &db.counters {
-            for (m, mode) in CHECKPOINT_MODE_NAMES.iter().enumerate() {
-                s.counter(&[("mode", mode)], c.modes[m].frames_backfilled);
+            for (mode, m) in CHECKPOINT_MODE_NAMES.iter().zip(&c.modes) {
+                s.counter(&[("mode", mode)], m.frames_backfilled);
             }
         }
     }),
     family!("walwatch_checkpoint_duration_seconds", Histogram, Some("seconds"), ["mode"], "Duration of checkpoints, by mode", |s, db| {
         if let Some(c) = &db.counters {
-            for (m, mode) in CHECKPOINT_MODE_NAMES.iter().enumerate() {
-                s.histogram(&[("mode", mode)], &c.modes[m].duration_buckets, c.modes[m].duration_sum_ns);
+            for (mode, m) in CHECKPOINT_MODE_NAMES.iter().zip(&c.modes) {
+                s.histogram(&[("mode", mode)], &m.duration_buckets, m.duration_sum_ns);
             }
         }
     }),
@@ -589,6 +589,7 @@ pub fn catalogue_markdown() -> String {
 mod tests {
     use super::*;
     use crate::model::WalIndexView;
+    use walwatch::layout::SLOTS;
     use walwatch::snapshot::{ModeSnapshot, SlotSnapshot, Snapshot};
 
     fn collection() -> Arc<Collection> {

@@ -218,7 +218,7 @@ pub fn readers(
     for reader in &mut out {
         reader.process = name(reader.pid);
     }
-    out.sort_by(|a, b| (a.read_index, a.pid).cmp(&(b.read_index, b.pid)));
+    out.sort_by_key(|r| (r.read_index, r.pid));
     out
 }
 

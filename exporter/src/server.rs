@@ -175,10 +175,13 @@ async fn collect_loop(
     }
 }
 
+/// What was last logged about one database: its error and its blockers (pid, slot).
+type DbLogState = (Option<String>, Vec<(u32, &'static str)>);
+
 /// Logs problems and blockers when they appear, change or clear.
 #[derive(Default)]
 struct ChangeLog {
-    dbs: HashMap<String, (Option<String>, Vec<(u32, &'static str)>)>,
+    dbs: HashMap<String, DbLogState>,
     bad_files: HashMap<PathBuf, String>,
     dir_error: Option<String>,
 }

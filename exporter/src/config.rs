@@ -319,6 +319,19 @@ mod tests {
     }
 
     #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/walwatch.example.toml"
+        ));
+        let text = std::fs::read_to_string(path).unwrap();
+        let cfg = parse_file(path, &text).unwrap();
+        let s = resolve(Some((path, &text, cfg)), Overrides::default()).unwrap();
+        assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(s.interval, DEFAULT_INTERVAL);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));

@@ -170,3 +170,49 @@ pub fn collect_db(
     state.counters = counters;
     Some(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth;
+
+    #[test]
+    fn collects_synthetic_databases_drops_dead_readers_and_deleted_databases() {
+        let dir = std::env::temp_dir().join(format!("walwatch-collect-{}", std::process::id()));
+        let stats = dir.join("stats");
+        std::fs::create_dir_all(&stats).unwrap();
+        let db = dir.join("a.db");
+        std::fs::write(&db, synth::database(true)).unwrap();
+        std::fs::write(
+            wal_files::sibling(&db, "-shm"),
+            synth::wal_index(9, 2, [0, 2, 9, u32::MAX, u32::MAX]),
+        )
+        .unwrap();
+        let path = db.to_str().unwrap().as_bytes();
+        let mut file = synth::stats_file(path, 1);
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        dead.wait().unwrap();
+        synth::set_reader(&mut file, 0, dead.id(), 1, 2, 1);
+        synth::set_reader(&mut file, 1, std::process::id(), 2, 9, 1);
+        std::fs::write(stats.join(walwatch::paths::stats_file_name(path)), file).unwrap();
+        // A stats file whose database was deleted.
+        let gone = synth::stats_file(dir.join("gone.db").to_str().unwrap().as_bytes(), 1);
+        std::fs::write(stats.join("gone.walwatch"), gone).unwrap();
+
+        let c = collect(&stats, &[]);
+        assert_eq!(c.dbs.len(), 1, "{:?}", c.dbs);
+        let state = &c.dbs[0];
+        assert!(state.up);
+        assert_eq!(state.readers.len(), 1);
+        assert_eq!(
+            (state.readers[0].pid, state.readers[0].slot),
+            (std::process::id(), "READ2")
+        );
+        assert_eq!(state.wal_index.as_ref().unwrap().pending_frames, 7);
+        // The live reader sees every frame: it only keeps the WAL from being reset.
+        assert!(!state.checkpoint_blocked);
+        assert_eq!(state.blockers[0].blocks, "wal_reset");
+        assert_eq!(state.recent_checkpoints.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -538,25 +538,27 @@ fn plain_shell_reader_is_named_as_the_blocker() {
     );
 }
 
-/// `target/<profile>/libwalwatch.so`, built with `cargo build -p walwatch-vfs --lib` if missing.
+/// `target/<profile>/libwalwatch.so`, (re)built first with `cargo build -p walwatch-vfs --lib`
+/// in this test's profile (a no-op when it is up to date).
 fn extension() -> PathBuf {
-    let exe = Path::new(WALWATCH);
-    let profile_dir = exe.parent().unwrap();
-    let lib = profile_dir.join("libwalwatch.so");
-    if !lib.exists() {
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cargo
-            .args(["build", "-p", "walwatch-vfs", "--lib"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if release {
-            cargo.arg("--release");
-        }
-        assert!(
-            cargo.status().unwrap().success(),
-            "building the extension failed"
-        );
+    let profile_dir = Path::new(WALWATCH).parent().unwrap();
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "-p", "walwatch-vfs", "--lib"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cargo.arg("--release");
     }
+    assert!(
+        cargo.status().unwrap().success(),
+        "building the walwatch extension failed"
+    );
+    let lib = profile_dir.join("libwalwatch.so");
+    assert!(
+        lib.exists(),
+        "{} missing after building walwatch-vfs",
+        lib.display()
+    );
     lib
 }
 

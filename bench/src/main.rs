@@ -24,7 +24,7 @@ const USAGE: &str = "\
 usage: shim-overhead [options]
   --rounds N          measured rounds per variant (default 15; 1 with --variant)
   --warmup N          unmeasured rounds first (default 1; 0 with --variant)
-  --scale F           workload size multiplier (default 1.0; 1.0 is ~0.5-1 s per run)
+  --scale F           workload size multiplier (default 1.0: ~0.5 s per run on tmpfs, ~1 s on disk)
   --sync normal|full  PRAGMA synchronous (default normal)
   --variant V         run only V (plain | walwatch), for instruction counting
   --dir DIR           where database files go (default: $TMPDIR)

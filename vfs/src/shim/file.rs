@@ -189,10 +189,12 @@ unsafe extern "C" fn x_write(
         match file.kind {
             FileKind::Wal => {
                 region.io.wal_write_bytes.fetch_add(bytes, Relaxed);
-                region
-                    .io
-                    .wal_bytes
-                    .fetch_max(off.max(0) as u64 + bytes, Relaxed);
+                // Only writes past the known end grow the file; after a WAL restart most
+                // writes overwrite, so skip the compare-and-swap loop for them.
+                let end = off.max(0) as u64 + bytes;
+                if end > region.io.wal_bytes.load(Relaxed) {
+                    region.io.wal_bytes.fetch_max(end, Relaxed);
+                }
             }
             FileKind::MainDb => {
                 region.io.db_write_bytes.fetch_add(bytes, Relaxed);

@@ -85,6 +85,17 @@ pub(crate) fn unix_now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// The Unix time of a monotonic instant, from one (Instant, Unix time) pair taken when the first
+/// database was opened: turns the clock read a lock already makes into a reader's start time,
+/// instead of reading the wall clock again on every read transaction. It is off only by as much
+/// as the wall clock was stepped since; reader ages are shown in seconds.
+fn unix_ns_at(instant: Instant) -> u64 {
+    static ANCHOR: std::sync::OnceLock<(Instant, u64)> = std::sync::OnceLock::new();
+    let (anchor, anchor_unix) = *ANCHOR.get_or_init(|| (Instant::now(), unix_now_ns()));
+    let since_anchor = instant.saturating_duration_since(anchor).as_nanos() as u64;
+    anchor_unix.saturating_add(since_anchor)
+}
+
 fn elapsed_ns(since: Instant) -> u64 {
     since.elapsed().as_nanos().min(u64::MAX as u128) as u64
 }
@@ -92,6 +103,7 @@ fn elapsed_ns(since: Instant) -> u64 {
 impl Recorder {
     /// Starts recording a connection; claims a reader-table row for it.
     pub(crate) fn new(region: &'static Region) -> Self {
+        unix_ns_at(Instant::now()); // sets the anchor here, at open time, not on the I/O path
         let reader_entry = claim_reader_entry(region);
         if reader_entry.is_none() {
             region.io.reader_table_overflows.fetch_add(1, Relaxed);
@@ -122,7 +134,7 @@ impl Recorder {
             }
             self.checkpoint = Some(Checkpoint {
                 started: now,
-                started_unix_ns: unix_now_ns(),
+                started_unix_ns: unix_ns_at(now),
                 mode: MODE_PASSIVE,
                 start,
                 at_restart: None,
@@ -145,7 +157,7 @@ impl Recorder {
                 let read_index = lock.offset - SLOT_READ0;
                 let mark = wal.read_mark(read_index).unwrap_or(0);
                 entry.read_mark.store(mark, Relaxed);
-                entry.since_unix_ns.store(unix_now_ns(), Relaxed);
+                entry.since_unix_ns.store(unix_ns_at(now), Relaxed);
                 entry.read_slot.store(read_index as u32 + 1, Release);
             }
         }

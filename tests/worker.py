@@ -91,6 +91,43 @@ def cmd_reader(conn, args):
     say("FINISHED reader")
 
 
+def cmd_runaway(conn, args):
+    """Writes as fast as it can for --seconds with auto-checkpoint off (rqlite's setting),
+    sampling the -wal size after every commit. Prints one JSON line: peak and final WAL bytes,
+    commits, and commit latency percentiles (ms)."""
+    import time
+
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    wal = args.db + "-wal"
+    peak, commits, latencies = 0, 0, []
+    payload = os.urandom(1000)
+    deadline = time.monotonic() + args.seconds
+    while time.monotonic() < deadline:
+        start = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO t(writer, seq, payload) VALUES (?, ?, ?)",
+            ((args.id, commits * args.rows + i, payload) for i in range(args.rows)),
+        )
+        conn.execute("COMMIT")
+        latencies.append((time.perf_counter() - start) * 1e3)
+        commits += 1
+        try:
+            peak = max(peak, os.stat(wal).st_size)
+        except FileNotFoundError:
+            pass
+    latencies.sort()
+    pct = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else 0
+    try:
+        final = os.stat(wal).st_size
+    except FileNotFoundError:
+        final = 0
+    say(json.dumps({"peak_wal_bytes": peak, "final_wal_bytes": final, "commits": commits,
+                    "rows": commits * args.rows, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+                    "max_ms": latencies[-1] if latencies else 0}))
+
+
 def cmd_verify(conn, args):
     """Prints integrity_check, then one line 'writer max_seq count' per writer."""
     say(conn.execute("PRAGMA integrity_check").fetchone()[0])
@@ -108,6 +145,7 @@ def main():
     parser.add_argument("--mode", default="TRUNCATE")
     parser.add_argument("--id", type=int, default=0)
     parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument(
         "--stats",
         action="store_true",

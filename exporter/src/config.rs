@@ -9,8 +9,19 @@
 //! databases = ["/srv/app.db"]      # also watch these, with or without the shim
 //! log_format = "human"             # or "json"
 //! log_level = "info"               # tracing-subscriber EnvFilter syntax
+//!
+//! [controller]                     # the checkpoint controller (see controller/policy.rs)
+//! mode = "act"                     # act | observe | off
+//! soft_limit = "64MiB"             # PASSIVE above this; sizes or "10%" of available memory
+//! hard_limit = "256MiB"            # TRUNCATE at this
+//! truncate_timeout = "100ms"       # longest a TRUNCATE waits for locks (writers wait as long)
+//! max_backoff = "30s"              # longest pause between blocked TRUNCATEs
+//!
+//! [controller.databases."/srv/app.db"]   # per-database limits
+//! hard_limit = "32MiB"
 //! ```
 
+use crate::controller::{self, limits::Limit, policy::Mode};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +54,28 @@ pub struct FileConfig {
     pub databases: Vec<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
+    pub controller: Option<ControllerConfig>,
+}
+
+/// The `[controller]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    pub mode: Option<Mode>,
+    pub soft_limit: Option<String>,
+    pub hard_limit: Option<String>,
+    pub truncate_timeout: Option<String>,
+    pub max_backoff: Option<String>,
+    #[serde(default)]
+    pub databases: std::collections::BTreeMap<PathBuf, DbLimits>,
+}
+
+/// Limits of one database, under `[controller.databases."<path>"]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbLimits {
+    pub soft_limit: Option<String>,
+    pub hard_limit: Option<String>,
 }
 
 /// What flags and the environment say (clap fills these; `None` = not given).
@@ -54,6 +87,10 @@ pub struct Overrides {
     pub databases: Vec<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
+    pub controller_mode: Option<Mode>,
+    pub soft_limit: Option<String>,
+    pub hard_limit: Option<String>,
+    pub truncate_timeout: Option<String>,
 }
 
 /// Resolved settings.
@@ -65,6 +102,7 @@ pub struct Settings {
     pub databases: Vec<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub controller: controller::Settings,
 }
 
 /// A configuration error, with where it is when it comes from the file.
@@ -232,6 +270,100 @@ pub fn resolve(
         .unwrap_or_else(walwatch::paths::default_stats_dir);
     let mut databases = cfg.databases;
     databases.extend(over.databases);
+
+    let ctl = cfg.controller.unwrap_or_default();
+    let limit = |key: &str,
+                 flag: &str,
+                 over: Option<String>,
+                 file: Option<String>,
+                 default: Limit|
+     -> Result<Limit, ConfigError> {
+        let from_file = over.is_none() && file.is_some();
+        match over.or(file) {
+            Some(t) => Limit::parse(&t).map_err(|m| locate(key, flag, from_file, m)),
+            None => Ok(default),
+        }
+    };
+    let duration = |key: &str,
+                    flag: &str,
+                    over: Option<String>,
+                    file: Option<String>,
+                    default: Duration|
+     -> Result<Duration, ConfigError> {
+        let from_file = over.is_none() && file.is_some();
+        match over.or(file) {
+            Some(t) => parse_duration(&t).map_err(|m| locate(key, flag, from_file, m)),
+            None => Ok(default),
+        }
+    };
+    let soft_limit = limit(
+        "soft_limit",
+        "--soft-limit (WALWATCH_SOFT_LIMIT)",
+        over.soft_limit,
+        ctl.soft_limit,
+        controller::DEFAULT_SOFT_LIMIT,
+    )?;
+    let hard_limit = limit(
+        "hard_limit",
+        "--hard-limit (WALWATCH_HARD_LIMIT)",
+        over.hard_limit,
+        ctl.hard_limit,
+        controller::DEFAULT_HARD_LIMIT,
+    )?;
+    let truncate_timeout = duration(
+        "truncate_timeout",
+        "--truncate-timeout (WALWATCH_TRUNCATE_TIMEOUT)",
+        over.truncate_timeout,
+        ctl.truncate_timeout,
+        controller::DEFAULT_TRUNCATE_TIMEOUT,
+    )?;
+    let max_backoff = duration(
+        "max_backoff",
+        "max_backoff",
+        None,
+        ctl.max_backoff,
+        controller::DEFAULT_MAX_BACKOFF,
+    )?;
+    let mut per_db = std::collections::HashMap::new();
+    for (path, l) in ctl.databases {
+        let soft = l
+            .soft_limit
+            .map(|t| {
+                Limit::parse(&t).map_err(|m| {
+                    locate(
+                        "soft_limit",
+                        "soft_limit",
+                        true,
+                        format!("{}: {m}", path.display()),
+                    )
+                })
+            })
+            .transpose()?;
+        let hard = l
+            .hard_limit
+            .map(|t| {
+                Limit::parse(&t).map_err(|m| {
+                    locate(
+                        "hard_limit",
+                        "hard_limit",
+                        true,
+                        format!("{}: {m}", path.display()),
+                    )
+                })
+            })
+            .transpose()?;
+        per_db.insert(crate::discovery::normalize(&path), (soft, hard));
+    }
+    let controller = controller::Settings {
+        mode: over.controller_mode.or(ctl.mode).unwrap_or(Mode::Act),
+        soft_limit,
+        hard_limit,
+        per_db,
+        truncate_timeout,
+        max_backoff,
+        horizon: interval,
+        stats_dir: stats_dir.clone(),
+    };
     Ok(Settings {
         listen,
         stats_dir,
@@ -242,6 +374,7 @@ pub fn resolve(
             .log_level
             .or(cfg.log_level)
             .unwrap_or_else(|| "info".to_owned()),
+        controller,
     })
 }
 

@@ -2,7 +2,7 @@
 //! in a database's `-wal` and `-shm` files) as Prometheus metrics, a JSON status and a
 //! one-shot report.
 //!
-//! Map: [`config`] (TOML + env + flags) · [`discovery`] (which databases) · [`collect`] (one
+//! Map: [`config`] (TOML + env + flags) · [`controller`] (checkpoints that keep WALs bounded) · [`discovery`] (which databases) · [`collect`] (one
 //! collector per file) · [`model`] (the `DbState` every output renders) · [`metrics`] (the
 //! catalogue and its exposition) · [`server`] (`walwatch serve`) · [`status`]
 //! (`walwatch status`) · [`sys`] (the only unsafe code: `fcntl(F_GETLK)` and `kill(pid, 0)`).
@@ -10,6 +10,7 @@
 
 pub mod collect;
 pub mod config;
+pub mod controller;
 pub mod discovery;
 pub mod metrics;
 pub mod model;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use walwatch_exporter::config::{self, LogFormat, Overrides};
+use walwatch_exporter::controller::policy::Mode;
 use walwatch_exporter::{collect, discovery, server, status};
 
 /// Watch SQLite WAL files, -shm locks and checkpoints; export them to Prometheus.
@@ -56,6 +57,20 @@ struct ServeArgs {
     /// Log filter, tracing-subscriber syntax, e.g. info or walwatch_exporter=debug [default: info].
     #[arg(long, env = "WALWATCH_LOG", value_name = "FILTER")]
     log_level: Option<String>,
+    /// Checkpoint controller: act (checkpoint to keep WALs under their limits), observe (decide
+    /// and report only) or off [default: act].
+    #[arg(long = "controller", env = "WALWATCH_CONTROLLER", value_enum)]
+    controller_mode: Option<Mode>,
+    /// WAL size over which the controller runs PASSIVE checkpoints: 64MiB, 1GB, or 10% of
+    /// available memory [default: 64MiB].
+    #[arg(long, env = "WALWATCH_SOFT_LIMIT", value_name = "SIZE")]
+    soft_limit: Option<String>,
+    /// WAL size at which the controller runs TRUNCATE checkpoints [default: 256MiB].
+    #[arg(long, env = "WALWATCH_HARD_LIMIT", value_name = "SIZE")]
+    hard_limit: Option<String>,
+    /// Longest a TRUNCATE waits for locks; writers can stall this long [default: 100ms].
+    #[arg(long, env = "WALWATCH_TRUNCATE_TIMEOUT", value_name = "DURATION")]
+    truncate_timeout: Option<String>,
 }
 
 #[derive(Args)]
@@ -107,6 +122,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         databases: args.databases,
         log_format: args.log_format,
         log_level: args.log_level,
+        controller_mode: args.controller_mode,
+        soft_limit: args.soft_limit,
+        hard_limit: args.hard_limit,
+        truncate_timeout: args.truncate_timeout,
     };
     let settings = config::resolve(
         file.as_ref()

@@ -398,6 +398,31 @@ pub static DB_FAMILIES: &[Family] = &[
             s.counter(&[], c.reader_table_overflows)
         }
     }),
+    family!("walwatch_wal_soft_limit_bytes", Gauge, Some("bytes"), [], "WAL size over which the controller runs PASSIVE checkpoints", |s, db| {
+        if let Some(c) = &db.controller {
+            s.gauge(&[], c.soft_limit_bytes)
+        }
+    }),
+    family!("walwatch_wal_hard_limit_bytes", Gauge, Some("bytes"), [], "WAL size at which the controller runs TRUNCATE checkpoints", |s, db| {
+        if let Some(c) = &db.controller {
+            s.gauge(&[], c.hard_limit_bytes)
+        }
+    }),
+    family!("walwatch_wal_growth_bytes_per_second", Gauge, None, [], "Smoothed growth rate of the -wal file in bytes per second (negative when it shrinks)", |s, db| {
+        if let Some(c) = &db.controller {
+            s.gauge(&[], c.growth_bytes_per_second)
+        }
+    }),
+    family!("walwatch_controller_actions", Counter, None, ["action", "result"], "Checkpoints the controller ran, by action (passive, truncate) and result (ok, busy, error)", |s, db| {
+        if let Some(c) = &db.controller {
+            for action in ["passive", "truncate"] {
+                for result in ["ok", "busy", "error"] {
+                    let n = c.actions.iter().find(|a| a.action == action && a.result == result).map_or(0, |a| a.count);
+                    s.counter(&[("action", action), ("result", result)], n);
+                }
+            }
+        }
+    }),
 ];
 
 /// Exporter families (no `db` label).
@@ -420,6 +445,7 @@ pub static SELF_FAMILIES: &[Desc] = &[
     },
     Desc { name: "walwatch_collect_success", kind: Type::Gauge, unit: None, help: "Whether the last collection could list the stats directory", labels: &[] },
     Desc { name: "walwatch_last_collect_timestamp_seconds", kind: Type::Gauge, unit: Some("seconds"), help: "When the last collection finished (Unix time)", labels: &[] },
+    Desc { name: "walwatch_controller_observe_only", kind: Type::Gauge, unit: None, help: "1 when the checkpoint controller only observes (decides and reports, never checkpoints), 0 when it acts", labels: &[] },
 ];
 
 const STATS_FILE_REASONS: [&str; 7] = [
@@ -476,6 +502,10 @@ fn render_self(w: &mut Writer<'_>, c: &Collection) {
     w.sample(f[4].name, "", "", &[], flag(c.stats_dir_error.is_none()));
     w.header(&f[5]);
     w.sample(f[5].name, "", "", &[], c.finished_unix_seconds);
+    if let Some(mode) = c.controller_mode {
+        w.header(&f[6]);
+        w.sample(f[6].name, "", "", &[], flag(mode == "observe"));
+    }
 }
 
 /// Target size of one chunk of exposition text.

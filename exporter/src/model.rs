@@ -48,6 +48,9 @@ pub struct DbState {
     /// Counters recorded by the shim (absent when only `--db` watches this database).
     #[serde(skip)]
     pub counters: Option<Snapshot>,
+    /// The checkpoint controller's limits, growth estimate and actions (absent when it is off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller: Option<crate::controller::ControllerView>,
 }
 
 /// The wal-index header of `-shm`.

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -24,6 +24,9 @@ use tokio::net::TcpListener;
 
 use crate::collect::{self, Collection};
 use crate::config::Settings;
+use crate::controller::policy::Mode;
+use crate::controller::watch::WalWatcher;
+use crate::controller::Controller;
 use crate::discovery;
 use crate::metrics::{Format, Renderer};
 use crate::model::DbState;
@@ -56,7 +59,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .map(|p| discovery::normalize(p))
         .collect();
     let mut log = ChangeLog::default();
-    let first = collect_blocking(settings.stats_dir.clone(), databases.clone()).await?;
+    let controller = (settings.controller.mode != Mode::Off)
+        .then(|| Arc::new(Controller::new(settings.controller.clone())));
+    if let Some(c) = &controller {
+        let s = c.settings();
+        tracing::info!(mode = ?s.mode, soft_limit = %s.soft_limit, hard_limit = %s.hard_limit, truncate_timeout = ?s.truncate_timeout, "checkpoint controller on");
+    }
+    let first = collect_blocking(
+        settings.stats_dir.clone(),
+        databases.clone(),
+        controller.clone(),
+    )
+    .await?;
     log.observe(&first);
     let shared = Arc::new(Shared {
         latest: RwLock::new(Arc::new(first)),
@@ -72,11 +86,27 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.listen
     );
 
+    let watcher = match &controller {
+        Some(c) => match WalWatcher::start(c.clone()) {
+            Ok(mut w) => {
+                c.enable_fast_reaction();
+                w.set_databases(shared.latest().dbs.iter().map(|d| Path::new(&d.path)));
+                Some(w)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch WAL files (inotify); the controller reacts at each collection only");
+                None
+            }
+        },
+        None => None,
+    };
     let collector = tokio::spawn(collect_loop(
         shared.clone(),
         settings.clone(),
         databases,
         log,
+        controller,
+        watcher,
     ));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
@@ -145,13 +175,25 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// One collection, then the controller's turn on it (checkpoints are blocking I/O too).
 async fn collect_blocking(
     stats_dir: PathBuf,
     databases: Vec<PathBuf>,
+    controller: Option<Arc<Controller>>,
 ) -> anyhow::Result<Collection> {
-    tokio::task::spawn_blocking(move || collect::collect(&stats_dir, &databases))
-        .await
-        .context("collection task failed")
+    tokio::task::spawn_blocking(move || {
+        let mut collection = collect::collect(&stats_dir, &databases);
+        if let Some(c) = controller {
+            c.after_collection(&mut collection.dbs);
+            collection.controller_mode = Some(match c.settings().mode {
+                Mode::Observe => "observe",
+                _ => "act",
+            });
+        }
+        collection
+    })
+    .await
+    .context("collection task failed")
 }
 
 async fn collect_loop(
@@ -159,15 +201,26 @@ async fn collect_loop(
     settings: Settings,
     databases: Vec<PathBuf>,
     mut log: ChangeLog,
+    controller: Option<Arc<Controller>>,
+    mut watcher: Option<WalWatcher>,
 ) {
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // the first tick is immediate; the first collection is done
     loop {
         ticker.tick().await;
-        match collect_blocking(settings.stats_dir.clone(), databases.clone()).await {
+        match collect_blocking(
+            settings.stats_dir.clone(),
+            databases.clone(),
+            controller.clone(),
+        )
+        .await
+        {
             Ok(c) => {
                 log.observe(&c);
+                if let Some(w) = &mut watcher {
+                    w.set_databases(c.dbs.iter().map(|d| Path::new(&d.path)));
+                }
                 *shared.latest.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
             }
             Err(e) => tracing::error!(error = %e, "collection failed"),

@@ -40,6 +40,8 @@ pub struct Collection {
     pub timings: Timings,
     pub duration: Duration,
     pub finished_unix_seconds: f64,
+    /// The checkpoint controller's mode (`act`, `observe`), when it runs.
+    pub controller_mode: Option<&'static str>,
 }
 
 fn unix_ns(t: SystemTime) -> u64 {
@@ -81,7 +83,28 @@ pub fn collect(stats_dir: &Path, explicit: &[PathBuf]) -> Collection {
         timings,
         duration: start.elapsed(),
         finished_unix_seconds: unix_ns(now) as f64 / 1e9,
+        controller_mode: None,
     }
+}
+
+/// A fresh look at one database (its stats file found by name): what the controller uses to
+/// name the blocker of a checkpoint that just failed between collections.
+pub fn collect_path(stats_dir: &Path, db: &Path) -> Option<DbState> {
+    let stats_file = stats_dir.join(walwatch::paths::stats_file_name(
+        db.as_os_str().as_encoded_bytes(),
+    ));
+    let stats = stats_file::read(&stats_file)
+        .ok()
+        .map(|snapshot| discovery::Found {
+            stats_file,
+            snapshot,
+        });
+    let target = discovery::Target {
+        path: db.to_owned(),
+        stats,
+        explicit: true,
+    };
+    collect_db(target, &mut Timings::default(), &mut HashMap::new())
 }
 
 /// Collects one database. Returns `None` for a database known only from a stats file whose

@@ -1,0 +1,109 @@
+//! Runs one checkpoint on the controller's own short-lived connection.
+//!
+//! The connection never creates a database, never changes its journal mode, and holds no
+//! transaction of its own: `PRAGMA wal_checkpoint` reads the schema (a brief read transaction,
+//! ended before the checkpoint starts) and then checkpoints. Waits are bounded by a busy handler
+//! that retries every 200 µs until `busy_timeout`; SQLite's default handler sleeps up to 100 ms
+//! between tries and would rarely catch the gap between a busy writer's transactions.
+
+use super::policy::Action;
+use rusqlite::{Connection, OpenFlags};
+use std::cell::Cell;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How a checkpoint ended, as `walwatch_controller_actions_total{result}` counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultKind {
+    /// Done: every frame copied (and, for TRUNCATE, `-wal` cut to zero bytes).
+    Ok,
+    /// SQLite said busy: a reader or writer kept it from finishing. Expected, not an error.
+    Busy,
+    /// It could not run at all (no permission, not a database, …).
+    Error,
+}
+
+impl ResultKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Busy => "busy",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// What one checkpoint did.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub result: ResultKind,
+    /// `wal_checkpoint`'s second and third columns: frames in the WAL, frames checkpointed.
+    pub log_frames: i64,
+    pub checkpointed_frames: i64,
+    pub duration: Duration,
+    pub error: Option<String>,
+}
+
+thread_local! {
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+fn bounded_busy_handler(_attempt: i32) -> bool {
+    match DEADLINE.get() {
+        Some(deadline) if Instant::now() < deadline => {
+            std::thread::sleep(Duration::from_micros(200));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Runs `action` on `db`, waiting at most `busy_timeout` for locks.
+pub fn run(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
+    let start = Instant::now();
+    let outcome = |result, log_frames, checkpointed_frames, error| Outcome {
+        result,
+        log_frames,
+        checkpointed_frames,
+        duration: start.elapsed(),
+        error,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match Connection::open_with_flags(db, flags) {
+        Ok(c) => c,
+        Err(e) => {
+            return outcome(
+                ResultKind::Error,
+                -1,
+                -1,
+                Some(format!("cannot open {} read-write: {e}", db.display())),
+            )
+        }
+    };
+    if let Err(e) = conn.busy_handler(Some(bounded_busy_handler)) {
+        return outcome(ResultKind::Error, -1, -1, Some(e.to_string()));
+    }
+    DEADLINE.set(Some(start + busy_timeout));
+    let sql = match action {
+        Action::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+        Action::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+    };
+    let row = conn.query_row(sql, [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    DEADLINE.set(None);
+    match row {
+        Ok((0, log, done)) => outcome(ResultKind::Ok, log, done, None),
+        Ok((_, log, done)) => outcome(ResultKind::Busy, log, done, None),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            outcome(ResultKind::Busy, -1, -1, None)
+        }
+        Err(e) => outcome(ResultKind::Error, -1, -1, Some(e.to_string())),
+    }
+}

@@ -1,0 +1,416 @@
+//! The checkpoint controller: keeps every watched WAL under its limits, and says what blocks it
+//! when it cannot. The strategy is written down in [`policy`]; this file keeps the per-database
+//! memory it needs (growth rate, back-off, who blocked the last attempt), runs the checkpoints
+//! ([`checkpoint`]) and records what happened for `/metrics`, `/status` and the log.
+//!
+//! It is driven from two places: every collection (with the blockers the collection found), and
+//! [`watch`], which reacts to `-wal` growth between collections through inotify.
+
+pub mod checkpoint;
+pub mod limits;
+pub mod policy;
+pub mod watch;
+
+use checkpoint::{Outcome, ResultKind};
+use limits::Limit;
+use policy::{Action, Decision, Limits, Mode, Observation};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::model::{Blocker, DbState};
+
+/// Controller settings (from config and flags).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub mode: Mode,
+    pub soft_limit: Limit,
+    pub hard_limit: Limit,
+    /// Limits of particular databases (normalized paths).
+    pub per_db: HashMap<PathBuf, (Option<Limit>, Option<Limit>)>,
+    /// Longest a TRUNCATE may wait for locks (writers stall for up to this long).
+    pub truncate_timeout: Duration,
+    /// Longest the back-off between blocked TRUNCATEs grows to.
+    pub max_backoff: Duration,
+    /// How far ahead growth is projected (the collection interval).
+    pub horizon: Duration,
+    /// The shim's stats directory (to name blockers between collections).
+    pub stats_dir: PathBuf,
+}
+
+pub const DEFAULT_SOFT_LIMIT: Limit = Limit::Bytes(64 << 20);
+pub const DEFAULT_HARD_LIMIT: Limit = Limit::Bytes(256 << 20);
+pub const DEFAULT_TRUNCATE_TIMEOUT: Duration = Duration::from_millis(100);
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How far ahead growth is projected when notifications make reaction fast.
+const FAST_HORIZON: Duration = Duration::from_millis(200);
+/// Shortest time between two PASSIVE checkpoints of one database.
+const PASSIVE_GAP: Duration = Duration::from_millis(100);
+/// Growth-rate smoothing time constant.
+const GROWTH_TAU: Duration = Duration::from_millis(500);
+
+/// What `/status` and `/metrics` show about the controller and one database.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ControllerView {
+    pub mode: &'static str,
+    pub soft_limit_bytes: u64,
+    pub hard_limit_bytes: u64,
+    pub growth_bytes_per_second: f64,
+    /// Checkpoints run, by (action, result).
+    pub actions: Vec<ActionCount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<LastAction>,
+    /// A checkpoint the strategy wants but holds back, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holding: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionCount {
+    pub action: &'static str,
+    pub result: &'static str,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LastAction {
+    pub action: &'static str,
+    pub result: &'static str,
+    pub reason: String,
+    pub seconds_ago: f64,
+    pub duration_seconds: f64,
+    pub log_frames: i64,
+    pub checkpointed_frames: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Who kept it from finishing, when it was busy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<Blocker>,
+}
+
+/// The controller's memory of one database.
+#[derive(Default)]
+struct DbControl {
+    last_sample: Option<(Instant, u64)>,
+    growth: f64,
+    in_progress: bool,
+    backoff: Duration,
+    backoff_until: Option<Instant>,
+    /// Pids that blocked the last TRUNCATE.
+    blocked_by: Vec<u32>,
+    counts: BTreeMap<(&'static str, &'static str), u64>,
+    last: Option<(Instant, LastAction)>,
+    holding: Option<String>,
+    limits: Option<Limits>,
+    last_passive: Option<Instant>,
+}
+
+pub struct Controller {
+    settings: Settings,
+    /// Set once [`watch`] runs: WAL growth is then seen within milliseconds, so growth is
+    /// projected over [`FAST_HORIZON`] instead of a whole collection interval.
+    fast_reaction: std::sync::atomic::AtomicBool,
+    dbs: Mutex<HashMap<PathBuf, DbControl>>,
+    available_memory: Mutex<Option<u64>>,
+}
+
+impl Controller {
+    pub fn new(settings: Settings) -> Self {
+        let controller = Self {
+            settings,
+            fast_reaction: Default::default(),
+            dbs: Mutex::default(),
+            available_memory: Mutex::default(),
+        };
+        controller.refresh_memory();
+        controller
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Called when WAL growth notifications work (see [`watch`]).
+    pub fn enable_fast_reaction(&self) {
+        self.fast_reaction
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn horizon(&self) -> Duration {
+        if self
+            .fast_reaction
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            FAST_HORIZON
+                .max(2 * self.settings.truncate_timeout)
+                .min(self.settings.horizon)
+        } else {
+            self.settings.horizon
+        }
+    }
+
+    fn refresh_memory(&self) {
+        let uses_memory = |l: &Limit| matches!(l, Limit::OfAvailableMemory(_));
+        let any = uses_memory(&self.settings.soft_limit)
+            || uses_memory(&self.settings.hard_limit)
+            || self
+                .settings
+                .per_db
+                .values()
+                .any(|(s, h)| s.iter().chain(h).any(uses_memory));
+        if any {
+            *lock(&self.available_memory) = limits::available_memory();
+        }
+    }
+
+    /// The limits of `db`, in bytes now. A fraction of memory that cannot be read falls back to
+    /// the default absolute limit (and the view shows the bytes used).
+    fn limits_for(&self, db: &Path) -> Limits {
+        let available = *lock(&self.available_memory);
+        let (soft, hard) = self
+            .settings
+            .per_db
+            .get(db)
+            .copied()
+            .unwrap_or((None, None));
+        let resolve = |l: Limit, fallback: Limit| {
+            l.resolve(available)
+                .or(fallback.resolve(None))
+                .unwrap_or(u64::MAX)
+        };
+        let hard = resolve(hard.unwrap_or(self.settings.hard_limit), DEFAULT_HARD_LIMIT);
+        let soft = resolve(soft.unwrap_or(self.settings.soft_limit), DEFAULT_SOFT_LIMIT).min(hard);
+        Limits { soft, hard }
+    }
+
+    /// After a collection: act on each database as the strategy says, then attach the
+    /// controller's view to it. Runs on a blocking thread (checkpoints are blocking I/O).
+    pub fn after_collection(&self, dbs: &mut [DbState]) {
+        if self.settings.mode == Mode::Off {
+            return;
+        }
+        self.refresh_memory();
+        for db in dbs.iter_mut() {
+            let path = PathBuf::from(&db.path);
+            if let (true, Some(wal_bytes)) = (db.up, db.wal_bytes) {
+                let pending = db.wal_index.as_ref().map(|w| w.pending_frames);
+                let blocker_pids: Vec<u32> = db.blockers.iter().map(|b| b.pid).collect();
+                self.consider(&path, wal_bytes, pending, Some(&blocker_pids), &db.blockers);
+            }
+            db.controller = Some(self.view(&path));
+        }
+        let present: std::collections::HashSet<&str> =
+            dbs.iter().map(|d| d.path.as_str()).collect();
+        lock(&self.dbs).retain(|p, _| present.contains(p.to_string_lossy().as_ref()));
+    }
+
+    /// Between collections: `-wal` of `db` is now `wal_bytes` long (from [`watch`]).
+    pub fn on_wal_size(&self, db: &Path, wal_bytes: u64) {
+        if self.settings.mode != Mode::Off {
+            self.consider(db, wal_bytes, None, None, &[]);
+        }
+    }
+
+    /// Updates the growth estimate, decides, and runs the checkpoint if there is one to run.
+    fn consider(
+        &self,
+        db: &Path,
+        wal_bytes: u64,
+        pending: Option<u32>,
+        blockers_now: Option<&[u32]>,
+        blockers: &[Blocker],
+    ) {
+        let now = Instant::now();
+        let limits = self.limits_for(db);
+        let (decision, was_holding) = {
+            let mut dbs = lock(&self.dbs);
+            let c = dbs.entry(db.to_owned()).or_default();
+            if let Some((at, size)) = c.last_sample {
+                c.growth = policy::smooth_growth(
+                    c.growth,
+                    wal_bytes as f64 - size as f64,
+                    now - at,
+                    GROWTH_TAU,
+                );
+            }
+            c.last_sample = Some((now, wal_bytes));
+            c.limits = Some(limits);
+            let observation = Observation {
+                wal_bytes,
+                pending_frames: pending,
+                growth_bytes_per_second: c.growth,
+                in_progress: c.in_progress,
+                backoff_remaining: c
+                    .backoff_until
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(now)),
+                passive_recent: c.last_passive.is_some_and(|t| now - t < PASSIVE_GAP),
+                blocker_gone: blockers_now.is_some_and(|pids| {
+                    !c.blocked_by.is_empty() && !c.blocked_by.iter().any(|p| pids.contains(p))
+                }),
+            };
+            let decision = policy::decide(self.settings.mode, limits, self.horizon(), &observation);
+            let was_holding = c.holding.take();
+            match &decision {
+                Decision::Run(..) => c.in_progress = true,
+                Decision::Hold(_, why) => c.holding = Some(why.clone()),
+                Decision::Nothing => {}
+            }
+            (decision, was_holding)
+        };
+        match decision {
+            Decision::Nothing => {}
+            // A checkpoint already running is routine; holds for observe mode and back-off are news.
+            Decision::Hold(action, why) if !why.ends_with("already running") => {
+                if was_holding.is_none() {
+                    tracing::info!(db = %db.display(), action = action.name(), "holding a checkpoint: {why}");
+                }
+            }
+            Decision::Hold(..) => {}
+            Decision::Run(action, why) => self.run(db, action, why, blockers),
+        }
+    }
+
+    fn run(&self, db: &Path, action: Action, reason: String, known_blockers: &[Blocker]) {
+        let timeout = match action {
+            Action::Passive => Duration::ZERO,
+            Action::Truncate => self.settings.truncate_timeout,
+        };
+        let outcome = checkpoint::run(db, action, timeout);
+        let blockers = if outcome.result == ResultKind::Busy {
+            self.blockers_of(db, known_blockers)
+        } else {
+            Vec::new()
+        };
+        self.log(db, action, &reason, &outcome, &blockers);
+        let mut dbs = lock(&self.dbs);
+        let c = dbs.entry(db.to_owned()).or_default();
+        c.in_progress = false;
+        *c.counts
+            .entry((action.name(), outcome.result.name()))
+            .or_default() += 1;
+        if action == Action::Passive {
+            c.last_passive = Some(Instant::now());
+        }
+        if action == Action::Truncate {
+            if outcome.result == ResultKind::Ok {
+                c.backoff = Duration::ZERO;
+                c.backoff_until = None;
+                c.blocked_by.clear();
+                c.last_sample = Some((Instant::now(), 0));
+            } else {
+                c.backoff = policy::next_backoff(
+                    c.backoff,
+                    self.settings.horizon / 2,
+                    self.settings.max_backoff,
+                );
+                c.backoff_until = Some(Instant::now() + c.backoff);
+                c.blocked_by = blockers.iter().map(|b| b.pid).collect();
+            }
+        }
+        c.last = Some((
+            Instant::now(),
+            LastAction {
+                action: action.name(),
+                result: outcome.result.name(),
+                reason,
+                seconds_ago: 0.0,
+                duration_seconds: outcome.duration.as_secs_f64(),
+                log_frames: outcome.log_frames,
+                checkpointed_frames: outcome.checkpointed_frames,
+                error: outcome.error,
+                blockers,
+            },
+        ));
+    }
+
+    /// Who blocks `db` right now: the collection's blockers when it just made them, else a fresh
+    /// look at the shim's reader table and the `-shm` locks.
+    fn blockers_of(&self, db: &Path, known: &[Blocker]) -> Vec<Blocker> {
+        if !known.is_empty() {
+            return known.to_vec();
+        }
+        crate::collect::collect_path(&self.settings.stats_dir, db)
+            .map(|s| s.blockers)
+            .unwrap_or_default()
+    }
+
+    fn log(&self, db: &Path, action: Action, reason: &str, o: &Outcome, blockers: &[Blocker]) {
+        let ms = o.duration.as_secs_f64() * 1e3;
+        match o.result {
+            ResultKind::Ok => {
+                tracing::info!(db = %db.display(), action = action.name(), result = "ok", duration_ms = ms, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpointed: {reason}")
+            }
+            ResultKind::Busy => {
+                let named: Vec<String> = blockers.iter().map(describe_blocker).collect();
+                let named = if named.is_empty() {
+                    "no reader or writer found holding a lock (it may have just finished)"
+                        .to_owned()
+                } else {
+                    named.join("; ")
+                };
+                tracing::warn!(db = %db.display(), action = action.name(), result = "busy", duration_ms = ms, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpoint could not complete: blocked by {named}");
+            }
+            ResultKind::Error => {
+                tracing::error!(db = %db.display(), action = action.name(), result = "error", "checkpoint failed: {}; the sidecar needs read-write access to the database and its directory", o.error.as_deref().unwrap_or("unknown error"))
+            }
+        }
+    }
+
+    /// The controller's view of one database, for `/status` and `/metrics`.
+    pub fn view(&self, db: &Path) -> ControllerView {
+        let limits = self.limits_for(db);
+        let dbs = lock(&self.dbs);
+        let c = dbs.get(db);
+        ControllerView {
+            mode: match self.settings.mode {
+                Mode::Act => "act",
+                Mode::Observe => "observe",
+                Mode::Off => "off",
+            },
+            soft_limit_bytes: limits.soft,
+            hard_limit_bytes: limits.hard,
+            growth_bytes_per_second: c.map_or(0.0, |c| c.growth),
+            actions: c
+                .map(|c| {
+                    c.counts
+                        .iter()
+                        .map(|(&(action, result), &count)| ActionCount {
+                            action,
+                            result,
+                            count,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            last: c
+                .and_then(|c| c.last.as_ref())
+                .map(|(at, last)| LastAction {
+                    seconds_ago: at.elapsed().as_secs_f64(),
+                    ..last.clone()
+                }),
+            holding: c.and_then(|c| c.holding.clone()),
+        }
+    }
+}
+
+/// `pid 123 (python3) on READ1, read mark 5, reading for 3.2 s: <reason>`
+pub fn describe_blocker(b: &Blocker) -> String {
+    let mut s = format!("pid {}", b.pid);
+    if let Some(p) = &b.process {
+        s += &format!(" ({p})");
+    }
+    s += &format!(" on {}", b.slot);
+    if let Some(m) = b.read_mark {
+        s += &format!(", read mark {m}");
+    }
+    if let Some(age) = b.age_seconds {
+        s += &format!(", reading for {age:.1} s");
+    }
+    s + ": " + &b.reason
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -97,13 +97,17 @@ def cmd_runaway(conn, args):
     commits, and commit latency percentiles (ms)."""
     import time
 
-    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute(f"PRAGMA wal_autocheckpoint={args.autocheckpoint}")
     conn.execute("PRAGMA synchronous=NORMAL")
     wal = args.db + "-wal"
     peak, commits, latencies = 0, 0, []
     payload = os.urandom(1000)
     deadline = time.monotonic() + args.seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and peak < args.until_wal_bytes:
+        if args.pause_ms:
+            time.sleep(args.pause_ms / 1000)
+        if args.own_checkpoint_every and commits % args.own_checkpoint_every == 0:
+            conn.execute(f"PRAGMA wal_checkpoint({args.mode})").fetchone()
         start = time.perf_counter()
         conn.execute("BEGIN")
         conn.executemany(
@@ -146,6 +150,10 @@ def main():
     parser.add_argument("--id", type=int, default=0)
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--until-wal-bytes", type=int, default=1 << 62)
+    parser.add_argument("--pause-ms", type=float, default=0)
+    parser.add_argument("--autocheckpoint", type=int, default=0)
+    parser.add_argument("--own-checkpoint-every", type=int, default=0)
     parser.add_argument(
         "--stats",
         action="store_true",

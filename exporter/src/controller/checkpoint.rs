@@ -2,9 +2,11 @@
 //!
 //! The connection never creates a database, never changes its journal mode, and holds no
 //! transaction of its own: `PRAGMA wal_checkpoint` reads the schema (a brief read transaction,
-//! ended before the checkpoint starts) and then checkpoints. Waits are bounded by a busy handler
-//! that retries every 200 µs until `busy_timeout`; SQLite's default handler sleeps up to 100 ms
-//! between tries and would rarely catch the gap between a busy writer's transactions.
+//! ended before the checkpoint starts) and then checkpoints. Each wait for a lock (WRITE, then the
+//! readers) is bounded by `busy_timeout`, with a busy handler that retries every 200 µs: SQLite's
+//! default handler sleeps up to 100 ms between tries and would rarely catch the gap between a
+//! busy writer's transactions. Writers wait for a TRUNCATE's backfill (it holds WRITE while it
+//! copies) plus at most one `busy_timeout` while it waits for readers.
 
 use super::policy::Action;
 use rusqlite::{Connection, OpenFlags};
@@ -45,16 +47,25 @@ pub struct Outcome {
 }
 
 thread_local! {
-    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// The bound of each wait, and when the current wait must end.
+    static WAIT: Cell<(Duration, Option<Instant>)> = const { Cell::new((Duration::ZERO, None)) };
 }
 
-fn bounded_busy_handler(_attempt: i32) -> bool {
-    match DEADLINE.get() {
-        Some(deadline) if Instant::now() < deadline => {
-            std::thread::sleep(Duration::from_micros(200));
-            true
-        }
-        _ => false,
+/// SQLite calls this while a lock is busy, with `attempt` = 0 at the start of each new wait
+/// (for WRITE, then for the readers), so each wait gets its own bound.
+fn bounded_busy_handler(attempt: i32) -> bool {
+    let (bound, deadline) = WAIT.get();
+    let now = Instant::now();
+    let deadline = match deadline {
+        Some(d) if attempt > 0 => d,
+        _ => now + bound,
+    };
+    WAIT.set((bound, Some(deadline)));
+    if now < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+        true
+    } else {
+        false
     }
 }
 
@@ -83,7 +94,7 @@ pub fn run(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
     if let Err(e) = conn.busy_handler(Some(bounded_busy_handler)) {
         return outcome(ResultKind::Error, -1, -1, Some(e.to_string()));
     }
-    DEADLINE.set(Some(start + busy_timeout));
+    WAIT.set((busy_timeout, None));
     let sql = match action {
         Action::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
         Action::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
@@ -95,7 +106,7 @@ pub fn run(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
             r.get::<_, i64>(2)?,
         ))
     });
-    DEADLINE.set(None);
+    WAIT.set((Duration::ZERO, None));
     match row {
         Ok((0, log, done)) => outcome(ResultKind::Ok, log, done, None),
         Ok((_, log, done)) => outcome(ResultKind::Busy, log, done, None),

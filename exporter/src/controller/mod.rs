@@ -138,17 +138,19 @@ impl Controller {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn horizon(&self) -> Duration {
-        if self
+    fn horizons(&self) -> policy::Horizons {
+        let interval = self.settings.horizon;
+        let fast = self
             .fast_reaction
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let reaction = if fast {
             FAST_HORIZON
                 .max(2 * self.settings.truncate_timeout)
-                .min(self.settings.horizon)
+                .min(interval)
         } else {
-            self.settings.horizon
-        }
+            interval
+        };
+        policy::Horizons { reaction, interval }
     }
 
     fn refresh_memory(&self) {
@@ -250,7 +252,8 @@ impl Controller {
                     !c.blocked_by.is_empty() && !c.blocked_by.iter().any(|p| pids.contains(p))
                 }),
             };
-            let decision = policy::decide(self.settings.mode, limits, self.horizon(), &observation);
+            let decision =
+                policy::decide(self.settings.mode, limits, self.horizons(), &observation);
             let was_holding = c.holding.take();
             match &decision {
                 Decision::Run(..) => c.in_progress = true,
@@ -299,7 +302,9 @@ impl Controller {
                 c.backoff_until = None;
                 c.blocked_by.clear();
                 c.last_sample = Some((Instant::now(), 0));
-            } else {
+            } else if pinned_by_reader(&blockers) {
+                // A reader pins the WAL: retrying cannot help until it leaves, so back off
+                // (and retry at once when it is gone).
                 c.backoff = policy::next_backoff(
                     c.backoff,
                     self.settings.horizon / 2,
@@ -308,6 +313,8 @@ impl Controller {
                 c.backoff_until = Some(Instant::now() + c.backoff);
                 c.blocked_by = blockers.iter().map(|b| b.pid).collect();
             }
+            // Otherwise it lost the race for the WRITE lock to a busy writer: waiting for it
+            // never stalls that writer, so the next attempt may come at the next notification.
         }
         c.last = Some((
             Instant::now(),
@@ -393,6 +400,16 @@ impl Controller {
             holding: c.and_then(|c| c.holding.clone()),
         }
     }
+}
+
+/// Whether a failed checkpoint was held up by a reader that keeps an old snapshot (rather than
+/// by a writer's transaction, which ends in milliseconds): one whose read mark is behind the
+/// WAL, or that has been reading for over a second.
+fn pinned_by_reader(blockers: &[Blocker]) -> bool {
+    blockers.iter().any(|b| {
+        b.blocks == "backfill"
+            || (b.slot.starts_with("READ") && b.age_seconds.is_some_and(|a| a >= 1.0))
+    })
 }
 
 /// `pid 123 (python3) on READ1, read mark 5, reading for 3.2 s: <reason>`

@@ -7,11 +7,14 @@
 //! - **Priority 2 — one at a time.** While a checkpoint of this database runs, nothing else
 //!   starts.
 //! - **Priority 3 — hard limit: TRUNCATE.** When the WAL is at or over the hard limit, or will
-//!   reach it within the reaction horizon at its current growth rate, run TRUNCATE with a short,
+//!   reach it before the controller can react again at its current growth rate, or is past the
+//!   soft limit and on course to reach the hard one within an interval (PASSIVE would not stop
+//!   it: it never holds writers back), run TRUNCATE with a short,
 //!   bounded busy timeout (TRUNCATE holds the WRITE lock while it waits for readers, so writers
 //!   stall for at most that long). It backfills every frame and cuts `-wal` to zero bytes.
-//! - **Priority 4 — soft limit: PASSIVE.** When the WAL is at or over the soft limit (or will
-//!   reach it within the horizon) and frames are waiting to be copied, run PASSIVE: it never
+//! - **Priority 4 — soft limit: PASSIVE.** When the WAL is at or over the soft limit, growing
+//!   slowly enough that it will not reach the hard limit within an interval, and frames are
+//!   waiting to be copied, run PASSIVE (at most every 100 ms): it never
 //!   waits for a lock and never blocks the application, and once every frame is copied the next
 //!   writer starts the WAL over from its beginning, so the file stops growing.
 //! - **Back-off.** After a TRUNCATE that could not complete, the next one waits `backoff`,
@@ -84,43 +87,55 @@ pub enum Decision {
     Hold(Action, String),
 }
 
+/// How far ahead the policy projects growth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Horizons {
+    /// How soon the controller can react again (milliseconds with notifications, else one
+    /// collection interval).
+    pub reaction: Duration,
+    /// One collection interval.
+    pub interval: Duration,
+}
+
 /// Applies the strategy above.
-pub fn decide(mode: Mode, limits: Limits, horizon: Duration, o: &Observation) -> Decision {
+pub fn decide(mode: Mode, limits: Limits, horizons: Horizons, o: &Observation) -> Decision {
     if mode == Mode::Off {
         return Decision::Nothing;
     }
-    let predicted = o.wal_bytes as f64 + o.growth_bytes_per_second.max(0.0) * horizon.as_secs_f64();
+    let rate = o.growth_bytes_per_second.max(0.0);
+    let wal = o.wal_bytes as f64;
+    let soon = wal + rate * horizons.reaction.as_secs_f64();
+    let within_interval = wal + rate * horizons.interval.as_secs_f64();
+    let (hard, soft) = (limits.hard as f64, limits.soft as f64);
     let mb = |b: f64| b / (1 << 20) as f64;
-    let (action, reason) = if o.wal_bytes >= limits.hard {
+    let (action, reason) = if wal >= hard {
         (
             Action::Truncate,
             format!(
                 "WAL {:.1} MiB is over the hard limit {:.1} MiB",
-                mb(o.wal_bytes as f64),
-                mb(limits.hard as f64)
+                mb(wal),
+                mb(hard)
             ),
         )
-    } else if predicted >= limits.hard as f64 {
+    } else if soon >= hard || (wal >= soft && within_interval >= hard) {
+        // Past the soft limit and on course for the hard one: PASSIVE cannot stop that (it does
+        // not hold writers back), so truncate now rather than after overshooting.
         (
             Action::Truncate,
             format!(
-                "WAL {:.1} MiB growing {:.1} MiB/s will pass the hard limit {:.1} MiB within {:?}",
-                mb(o.wal_bytes as f64),
-                mb(o.growth_bytes_per_second),
-                mb(limits.hard as f64),
-                horizon
+                "WAL {:.1} MiB growing {:.1} MiB/s is on course for the hard limit {:.1} MiB",
+                mb(wal),
+                mb(rate),
+                mb(hard)
             ),
         )
-    } else if (o.wal_bytes >= limits.soft || predicted >= limits.soft as f64)
-        && o.pending_frames != Some(0)
-        && !o.passive_recent
-    {
+    } else if wal >= soft && o.pending_frames != Some(0) && !o.passive_recent {
         (
             Action::Passive,
             format!(
-                "WAL {:.1} MiB is at or heading over the soft limit {:.1} MiB",
-                mb(o.wal_bytes as f64),
-                mb(limits.soft as f64)
+                "WAL {:.1} MiB is over the soft limit {:.1} MiB",
+                mb(wal),
+                mb(soft)
             ),
         )
     } else {
@@ -174,7 +189,10 @@ mod tests {
         soft: 16 * MIB,
         hard: 32 * MIB,
     };
-    const HORIZON: Duration = Duration::from_secs(1);
+    const HORIZON: Horizons = Horizons {
+        reaction: Duration::from_millis(200),
+        interval: Duration::from_secs(1),
+    };
 
     fn obs(wal_mib: u64) -> Observation {
         Observation {
@@ -223,22 +241,23 @@ mod tests {
 
     #[test]
     fn predicts_the_crossing() {
-        let o = Observation {
-            growth_bytes_per_second: 30.0 * MIB as f64,
-            ..obs(10)
+        let at = |wal_mib: u64, mib_per_s: f64| {
+            let o = Observation {
+                growth_bytes_per_second: mib_per_s * MIB as f64,
+                ..obs(wal_mib)
+            };
+            decide(Mode::Act, LIMITS, HORIZON, &o)
         };
-        assert_eq!(
-            action(decide(Mode::Act, LIMITS, HORIZON, &o)),
-            Some(Action::Truncate)
-        );
-        let slow = Observation {
-            growth_bytes_per_second: 8.0 * MIB as f64,
-            ..obs(10)
-        };
-        assert_eq!(
-            action(decide(Mode::Act, LIMITS, HORIZON, &slow)),
-            Some(Action::Passive)
-        );
+        // 10 MiB growing 120 MiB/s reaches 32 MiB before the next reaction (200 ms): TRUNCATE.
+        assert_eq!(action(at(10, 120.0)), Some(Action::Truncate));
+        // 10 MiB growing 40 MiB/s: under the soft limit and the hard one out of reach before
+        // the next reaction: nothing yet (a PASSIVE now would only keep the controller busy
+        // while the writer outruns it).
+        assert_eq!(at(10, 40.0), Decision::Nothing);
+        // Over the soft limit and on course for the hard one within the interval: TRUNCATE.
+        assert_eq!(action(at(17, 20.0)), Some(Action::Truncate));
+        // Over the soft limit, growing slowly: PASSIVE.
+        assert_eq!(action(at(17, 2.0)), Some(Action::Passive));
     }
 
     #[test]

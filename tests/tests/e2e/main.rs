@@ -5,6 +5,7 @@
 mod harness;
 
 mod checkpoint;
+mod controller;
 mod crash;
 mod examples;
 mod python;

@@ -1,0 +1,337 @@
+//! The checkpoint controller against real writers and readers: a runaway writer is bounded, a
+//! long reader is named as the blocker and the WAL is truncated once it leaves, and an
+//! application running its own checkpoints sees no error.
+
+use crate::harness::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+/// These tests each run a sidecar and writers as fast as the machine allows: one at a time, so
+/// they measure the controller rather than a CPU shared with the other two.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The real sidecar on a free loopback port; killed on drop.
+struct Sidecar {
+    child: Child,
+    port: u16,
+}
+
+impl Sidecar {
+    fn start(s: &Scratch, args: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target")
+            .join(profile)
+            .join("walwatch");
+        let mut child = Command::new(&bin)
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", "1s"])
+            .arg("--stats-dir")
+            .arg(&s.stats_dir)
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (cargo build first)", bin.display()));
+        // Ready once it logs that it serves.
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while err.read_line(&mut line).unwrap() > 0 && !line.contains("serving http://") {
+            line.clear();
+        }
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        Self { child, port }
+    }
+
+    fn get(&self, path: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{}{path}", self.port)])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn status_of(&self, db: &Path) -> Value {
+        let status: Value = serde_json::from_str(&self.get("/status")).expect("/status is JSON");
+        status["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["path"] == db.to_str().unwrap())
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration, mut ok: impl FnMut(&Self) -> bool) -> Duration {
+        let start = Instant::now();
+        while !ok(self) {
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?} waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runaway(s: &Scratch, db: &Path, args: &[&str]) -> Value {
+    let (lines, _) = s.python_then_stats("runaway", db, args);
+    serde_json::from_str(&lines[0]).unwrap()
+}
+
+fn fresh_db(s: &Scratch, name: &str) -> PathBuf {
+    let db = s.db(name);
+    assert_ok(&s.python("init", &db, &[]));
+    db
+}
+
+#[test]
+fn runaway_writer_is_bounded_by_the_hard_limit() {
+    let _serial = one_at_a_time();
+    let s = Scratch::new();
+    // Without the sidecar: the WAL passes 500 MB (the writer stops there, or after 20 s).
+    let alone = fresh_db(&s, "alone.db");
+    let r = runaway(
+        &s,
+        &alone,
+        &[
+            "--seconds",
+            "20",
+            "--rows",
+            "100",
+            "--until-wal-bytes",
+            "524288000",
+        ],
+    );
+    assert!(
+        r["peak_wal_bytes"].as_u64().unwrap() >= 500_000_000,
+        "WAL alone: {r}"
+    );
+
+    // With it, hard limit 32 MiB: 20 s of the same writer.
+    let db = fresh_db(&s, "bounded.db");
+    let sidecar = Sidecar::start(
+        &s,
+        &[
+            "--db",
+            db.to_str().unwrap(),
+            "--hard-limit",
+            "32MiB",
+            "--soft-limit",
+            "16MiB",
+        ],
+    );
+    let r = runaway(&s, &db, &["--seconds", "20", "--rows", "100"]);
+    eprintln!("runaway with the controller: {r}");
+    assert!(
+        r["peak_wal_bytes"].as_u64().unwrap() < 48 * MIB,
+        "peak WAL over 48 MiB: {r}"
+    );
+    assert!(r["rows"].as_u64().unwrap() > 0);
+    // The writer has stopped: the WAL ends at zero bytes.
+    sidecar.wait_for("the WAL to be empty", Duration::from_secs(10), |_| {
+        std::fs::metadata(format!("{}-wal", db.display())).map_or(true, |m| m.len() == 0)
+    });
+    let metrics = sidecar.get("/metrics");
+    let truncates: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("walwatch_controller_actions_total{")
+                && l.contains("action=\"truncate\",result=\"ok\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(truncates >= 1.0, "the controller truncated: {metrics}");
+    let (lines, _) = s.python_then_stats("verify", &db, &[]);
+    assert_eq!(lines[0], "ok");
+}
+
+#[test]
+fn long_reader_is_named_then_the_wal_is_truncated() {
+    let _serial = one_at_a_time();
+    let s = Scratch::new();
+    let db = fresh_db(&s, "reader.db");
+    let sidecar = Sidecar::start(
+        &s,
+        &[
+            "--db",
+            db.to_str().unwrap(),
+            "--hard-limit",
+            "4MiB",
+            "--soft-limit",
+            "2MiB",
+        ],
+    );
+
+    let mut reader = s.spawn_python("hold-read", &db, &[]);
+    let mut reader_out = BufReader::new(reader.stdout.take().unwrap());
+    let reader_pid: u64 = read_line(&mut reader_out)
+        .strip_prefix("READING ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A steady writer, well past the hard limit while the reader pins the WAL.
+    let writer = s.spawn_python(
+        "runaway",
+        &db,
+        &[
+            "--seconds",
+            "8",
+            "--rows",
+            "20",
+            "--pause-ms",
+            "2",
+            "--timeout",
+            "10",
+        ],
+    );
+
+    let named = sidecar.wait_for(
+        "the reader to be named as the blocker",
+        Duration::from_secs(6),
+        |sc| {
+            let st = sc.status_of(&db);
+            let last = &st["controller"]["last"];
+            last["action"] == "truncate"
+                && last["result"] == "busy"
+                && last["blockers"]
+                    .as_array()
+                    .is_some_and(|b| b.iter().any(|b| b["pid"] == reader_pid))
+        },
+    );
+    let st = sidecar.status_of(&db);
+    let blocker = st["controller"]["last"]["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["pid"] == reader_pid)
+        .unwrap()
+        .clone();
+    eprintln!("blocker named after {named:?}: {blocker}");
+    assert!(
+        blocker["slot"].as_str().unwrap().starts_with("READ"),
+        "{blocker}"
+    );
+    assert_eq!(blocker["process"], "python3", "{blocker}");
+    assert!(
+        blocker["age_seconds"].as_f64().is_some(),
+        "the shim knows how long it has been reading: {blocker}"
+    );
+    assert_eq!(st["checkpoint_blocked"], true, "{st}");
+    let metrics = sidecar.get("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "walwatch_checkpoint_blocked{{db=\"{}\"}} 1",
+            db.display()
+        )),
+        "{metrics}"
+    );
+
+    // The reader leaves: the next TRUNCATE succeeds without waiting out the back-off.
+    reader.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert_eq!(read_line(&mut reader_out), "DONE");
+    reader.wait().unwrap();
+    let ok_before = |st: &Value| {
+        st["controller"]["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["action"] == "truncate" && a["result"] == "ok")
+            .map_or(0, |a| a["count"].as_u64().unwrap())
+    };
+    let before = ok_before(&sidecar.status_of(&db));
+    let took = sidecar.wait_for(
+        "a TRUNCATE to succeed after the reader left",
+        Duration::from_secs(5),
+        |sc| ok_before(&sc.status_of(&db)) > before,
+    );
+    eprintln!("WAL truncated {took:?} after the reader left");
+
+    let out = writer.wait_with_output().unwrap();
+    assert_ok(&out);
+    let r: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    eprintln!("writer beside a pinned WAL and the controller: {r}");
+    assert!(
+        r["commits"].as_u64().unwrap() > 0,
+        "the writer never failed: {r}"
+    );
+}
+
+#[test]
+fn application_with_its_own_checkpoints_sees_no_busy_error() {
+    let _serial = one_at_a_time();
+    let s = Scratch::new();
+    let db = fresh_db(&s, "app.db");
+    let _sidecar = Sidecar::start(
+        &s,
+        &[
+            "--db",
+            db.to_str().unwrap(),
+            "--hard-limit",
+            "2MiB",
+            "--soft-limit",
+            "1MiB",
+        ],
+    );
+    // The application: its own TRUNCATE every 20 commits, auto-checkpoint on, busy timeout 5 s;
+    // a second process writes too. Any SQLITE_BUSY or "database is locked" fails the worker.
+    let other = s.spawn_python(
+        "writer",
+        &db,
+        &["--id", "7", "--count", "3000", "--timeout", "5"],
+    );
+    let r = runaway(
+        &s,
+        &db,
+        &[
+            "--seconds",
+            "6",
+            "--rows",
+            "50",
+            "--autocheckpoint",
+            "1000",
+            "--own-checkpoint-every",
+            "20",
+            "--mode",
+            "TRUNCATE",
+            "--id",
+            "1",
+        ],
+    );
+    let out = other.wait_with_output().unwrap();
+    assert_ok(&out);
+    let (lines, stats) = s.python_then_stats("verify", &db, &[]);
+    assert_eq!(lines[0], "ok", "integrity_check");
+    assert_eq!(
+        lines[1],
+        format!("1 {} {}", r["rows"].as_u64().unwrap() - 1, r["rows"]),
+        "every row of the application"
+    );
+    assert_eq!(lines[2], "7 2999 3000", "every row of the second writer");
+    assert!(stats["checkpoints"]["total"].as_u64().unwrap() > 0);
+}

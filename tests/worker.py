@@ -161,7 +161,12 @@ def main():
     )
     args = parser.parse_args()
     conn = connect(args)
-    globals()["cmd_" + args.command.replace("-", "_")](conn, args)
+    try:
+        globals()["cmd_" + args.command.replace("-", "_")](conn, args)
+    except sqlite3.Error as e:
+        code = getattr(e, "sqlite_errorname", "?")
+        print(f"worker {args.command}: {code}: {e}", file=sys.stderr, flush=True)
+        raise
     if args.stats:
         cmd_stats(conn, args)
 

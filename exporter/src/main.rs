@@ -27,6 +27,9 @@ enum Command {
     /// Print the metric catalogue as a Markdown table.
     #[command(hide = true)]
     Catalogue,
+    /// Run one checkpoint and print its outcome as JSON (the controller's child process).
+    #[command(hide = true)]
+    Checkpoint(CheckpointArgs),
 }
 
 #[derive(Args)]
@@ -74,6 +77,22 @@ struct ServeArgs {
 }
 
 #[derive(Args)]
+struct CheckpointArgs {
+    #[arg(long, value_enum)]
+    mode: CheckpointMode,
+    /// Bound of each lock wait, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    busy_timeout_ms: u64,
+    db: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CheckpointMode {
+    Passive,
+    Truncate,
+}
+
+#[derive(Args)]
 struct StatusArgs {
     /// Databases to report on.
     #[arg(value_name = "DB")]
@@ -93,6 +112,19 @@ fn main() -> ExitCode {
         Command::Status(args) => status_cmd(args),
         Command::Catalogue => {
             print!("{}", walwatch_exporter::metrics::catalogue_markdown());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Checkpoint(args) => {
+            use walwatch_exporter::controller::{checkpoint, policy::Action};
+            let action = match args.mode {
+                CheckpointMode::Passive => Action::Passive,
+                CheckpointMode::Truncate => Action::Truncate,
+            };
+            let timeout = std::time::Duration::from_millis(args.busy_timeout_ms);
+            println!(
+                "{}",
+                checkpoint::run_here(&args.db, action, timeout).to_json()
+            );
             Ok(ExitCode::SUCCESS)
         }
     };

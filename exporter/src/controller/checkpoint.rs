@@ -1,4 +1,12 @@
-//! Runs one checkpoint on the controller's own short-lived connection.
+//! Runs one checkpoint on a short-lived connection, in a child process.
+//!
+//! Why a child process: POSIX record locks belong to a process, and closing *any* descriptor of
+//! a file drops all of that process's locks on it. The sidecar opens `-shm`, `-wal` and database
+//! files to read headers and query locks (`F_GETLK`); if its own SQLite connection held CKPT or
+//! WRITE at that moment, those locks would silently vanish and an application could checkpoint
+//! at the same time (we saw `SQLITE_IOERR_SHORT_READ` in an application when the controller
+//! checkpointed in-process). So the sidecar never uses SQLite on a watched database itself: it
+//! runs `walwatch checkpoint …` (this module's [`run_here`]) and reads one JSON line back.
 //!
 //! The connection never creates a database, never changes its journal mode, and holds no
 //! transaction of its own: `PRAGMA wal_checkpoint` reads the schema (a brief read transaction,
@@ -69,8 +77,76 @@ fn bounded_busy_handler(attempt: i32) -> bool {
     }
 }
 
-/// Runs `action` on `db`, waiting at most `busy_timeout` for locks.
+impl Outcome {
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "result": self.result.name(),
+            "log_frames": self.log_frames,
+            "checkpointed_frames": self.checkpointed_frames,
+            "duration_seconds": self.duration.as_secs_f64(),
+            "error": self.error,
+        })
+        .to_string()
+    }
+
+    fn from_json(text: &str) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
+        let result = match v["result"].as_str()? {
+            "ok" => ResultKind::Ok,
+            "busy" => ResultKind::Busy,
+            _ => ResultKind::Error,
+        };
+        Some(Self {
+            result,
+            log_frames: v["log_frames"].as_i64()?,
+            checkpointed_frames: v["checkpointed_frames"].as_i64()?,
+            duration: Duration::from_secs_f64(v["duration_seconds"].as_f64()?),
+            error: v["error"].as_str().map(str::to_owned),
+        })
+    }
+}
+
+/// Runs `action` on `db` in a child process (`walwatch checkpoint`), each lock wait bounded
+/// by `busy_timeout`.
 pub fn run(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
+    let start = Instant::now();
+    let failed = |error: String| Outcome {
+        result: ResultKind::Error,
+        log_frames: -1,
+        checkpointed_frames: -1,
+        duration: start.elapsed(),
+        error: Some(error),
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return failed(format!("cannot find the walwatch executable: {e}")),
+    };
+    let output = std::process::Command::new(exe)
+        .arg("checkpoint")
+        .args([
+            "--mode",
+            action.name(),
+            "--busy-timeout-ms",
+            &busy_timeout.as_millis().to_string(),
+        ])
+        .arg(db)
+        .stdin(std::process::Stdio::null())
+        .output();
+    match output {
+        Ok(out) => Outcome::from_json(&String::from_utf8_lossy(&out.stdout)).unwrap_or_else(|| {
+            failed(format!(
+                "checkpoint process failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }),
+        Err(e) => failed(format!("cannot start the checkpoint process: {e}")),
+    }
+}
+
+/// Runs `action` on `db` in this process. Only for `walwatch checkpoint`: see the module
+/// documentation for why the sidecar itself must not.
+pub fn run_here(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
     let start = Instant::now();
     let outcome = |result, log_frames, checkpointed_frames, error| Outcome {
         result,

@@ -298,7 +298,8 @@ fn application_with_its_own_checkpoints_sees_no_busy_error() {
             "1MiB",
         ],
     );
-    // The application: its own TRUNCATE every 20 commits, auto-checkpoint on, busy timeout 5 s;
+    // The application: its own PASSIVE checkpoint every 20 commits, auto-checkpoint on, busy
+    // timeout 5 s (the usual settings);
     // a second process writes too. Any SQLITE_BUSY or "database is locked" fails the worker.
     let other = s.spawn_python(
         "writer",
@@ -318,7 +319,7 @@ fn application_with_its_own_checkpoints_sees_no_busy_error() {
             "--own-checkpoint-every",
             "20",
             "--mode",
-            "TRUNCATE",
+            "PASSIVE",
             "--id",
             "1",
         ],

@@ -100,7 +100,7 @@ def cmd_runaway(conn, args):
     conn.execute(f"PRAGMA wal_autocheckpoint={args.autocheckpoint}")
     conn.execute("PRAGMA synchronous=NORMAL")
     wal = args.db + "-wal"
-    peak, commits, latencies = 0, 0, []
+    peak, peak_at, commits, latencies = 0, 0.0, 0, []
     payload = os.urandom(1000)
     deadline = time.monotonic() + args.seconds
     while time.monotonic() < deadline and peak < args.until_wal_bytes:
@@ -118,7 +118,9 @@ def cmd_runaway(conn, args):
         latencies.append((time.perf_counter() - start) * 1e3)
         commits += 1
         try:
-            peak = max(peak, os.stat(wal).st_size)
+            size = os.stat(wal).st_size
+            if size > peak:
+                peak, peak_at = size, time.time()
         except FileNotFoundError:
             pass
     latencies.sort()
@@ -129,7 +131,7 @@ def cmd_runaway(conn, args):
         final = 0
     say(json.dumps({"peak_wal_bytes": peak, "final_wal_bytes": final, "commits": commits,
                     "rows": commits * args.rows, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-                    "max_ms": latencies[-1] if latencies else 0}))
+                    "max_ms": latencies[-1] if latencies else 0, "peak_at_unix": peak_at}))
 
 
 def cmd_verify(conn, args):

@@ -17,7 +17,7 @@ use policy::{Action, Decision, Limits, Mode, Observation};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::model::{Blocker, DbState};
@@ -189,7 +189,7 @@ impl Controller {
 
     /// After a collection: act on each database as the strategy says, then attach the
     /// controller's view to it. Runs on a blocking thread (checkpoints are blocking I/O).
-    pub fn after_collection(&self, dbs: &mut [DbState]) {
+    pub fn after_collection(self: &Arc<Self>, dbs: &mut [DbState]) {
         if self.settings.mode == Mode::Off {
             return;
         }
@@ -209,7 +209,7 @@ impl Controller {
     }
 
     /// Between collections: `-wal` of `db` is now `wal_bytes` long (from [`watch`]).
-    pub fn on_wal_size(&self, db: &Path, wal_bytes: u64) {
+    pub fn on_wal_size(self: &Arc<Self>, db: &Path, wal_bytes: u64) {
         if self.settings.mode != Mode::Off {
             self.consider(db, wal_bytes, None, None, &[]);
         }
@@ -217,7 +217,7 @@ impl Controller {
 
     /// Updates the growth estimate, decides, and runs the checkpoint if there is one to run.
     fn consider(
-        &self,
+        self: &Arc<Self>,
         db: &Path,
         wal_bytes: u64,
         pending: Option<u32>,
@@ -271,7 +271,12 @@ impl Controller {
                 }
             }
             Decision::Hold(..) => {}
-            Decision::Run(action, why) => self.run(db, action, why, blockers),
+            Decision::Run(action, why) => {
+                // Each checkpoint waits on its own thread, so a long one (a big backfill, a
+                // wait for readers) never delays the reaction to another database.
+                let (this, db, blockers) = (self.clone(), db.to_owned(), blockers.to_vec());
+                std::thread::spawn(move || this.run(&db, action, why, &blockers));
+            }
         }
     }
 

@@ -102,7 +102,8 @@ def cmd_runaway(conn, args):
     wal = args.db + "-wal"
     peak, peak_at, commits, latencies = 0, 0.0, 0, []
     payload = os.urandom(1000)
-    deadline = time.monotonic() + args.seconds
+    started = time.monotonic()
+    deadline = started + args.seconds
     while time.monotonic() < deadline and peak < args.until_wal_bytes:
         if args.pause_ms:
             time.sleep(args.pause_ms / 1000)
@@ -131,7 +132,8 @@ def cmd_runaway(conn, args):
         final = 0
     say(json.dumps({"peak_wal_bytes": peak, "final_wal_bytes": final, "commits": commits,
                     "rows": commits * args.rows, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-                    "max_ms": latencies[-1] if latencies else 0, "peak_at_unix": peak_at}))
+                    "max_ms": latencies[-1] if latencies else 0, "peak_at_unix": peak_at,
+                    "commits_per_s": commits / max(1e-9, time.monotonic() - started)}))
 
 
 def cmd_verify(conn, args):

@@ -408,7 +408,7 @@ pub static DB_FAMILIES: &[Family] = &[
             s.gauge(&[], c.hard_limit_bytes)
         }
     }),
-    family!("walwatch_wal_growth_bytes_per_second", Gauge, None, [], "Smoothed growth rate of the -wal file in bytes per second (negative when it shrinks)", |s, db| {
+    family!("walwatch_wal_growth_bytes_per_second", Gauge, None, [], "Smoothed growth rate of the -wal file in bytes per second while it grows (checkpoints that shrink it are not counted)", |s, db| {
         if let Some(c) = &db.controller {
             s.gauge(&[], c.growth_bytes_per_second)
         }

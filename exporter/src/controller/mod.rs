@@ -229,7 +229,9 @@ impl Controller {
         let (decision, was_holding) = {
             let mut dbs = lock(&self.dbs);
             let c = dbs.entry(db.to_owned()).or_default();
-            if let Some((at, size)) = c.last_sample {
+            // A WAL that shrank was checkpointed (by us or the application): that says nothing
+            // about how fast writers fill it, so only growth updates the estimate.
+            if let Some((at, size)) = c.last_sample.filter(|&(_, size)| wal_bytes >= size) {
                 c.growth = policy::smooth_growth(
                     c.growth,
                     wal_bytes as f64 - size as f64,
@@ -306,7 +308,6 @@ impl Controller {
                 c.backoff = Duration::ZERO;
                 c.backoff_until = None;
                 c.blocked_by.clear();
-                c.last_sample = Some((Instant::now(), 0));
             } else if pinned_by_reader(&blockers) {
                 // A reader pins the WAL: retrying cannot help until it leaves, so back off
                 // (and retry at once when it is gone).

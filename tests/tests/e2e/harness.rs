@@ -140,3 +140,53 @@ pub fn read_line(reader: &mut impl std::io::BufRead) -> String {
     reader.read_line(&mut line).expect("read child stdout");
     line.trim_end().to_string()
 }
+
+/// Root of the workspace (dashboards/, examples/, target/).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// The built sidecar, `target/<profile>/walwatch`, preferring this test binary's profile (as
+/// [`extension`] does).
+pub fn sidecar_binary() -> PathBuf {
+    let target = workspace_root().join("target");
+    let profiles = if cfg!(debug_assertions) {
+        ["debug", "release"]
+    } else {
+        ["release", "debug"]
+    };
+    for profile in profiles {
+        let bin = target.join(profile).join("walwatch");
+        if bin.exists() {
+            return bin;
+        }
+    }
+    panic!(
+        "target/{{release,debug}}/walwatch not found: run `cargo build --release` before the tests"
+    );
+}
+
+/// A loopback TCP port free at the time of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// `GET url` with curl; the body on a 2xx answer, `None` otherwise (not listening yet, 4xx/5xx).
+/// `query` pairs are URL-encoded by curl (`--get --data-urlencode`).
+pub fn http_get(url: &str, query: &[(&str, &str)]) -> Option<String> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sf", "--max-time", "10", "--get", url]);
+    for (k, v) in query {
+        cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
+    }
+    let out = cmd.output().expect("run curl (apt-get install curl)");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -8,6 +8,7 @@ mod checkpoint;
 mod controller;
 mod crash;
 mod examples;
+mod prometheus;
 mod python;
 mod shell;
 mod stats_dir;

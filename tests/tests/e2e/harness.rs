@@ -5,25 +5,24 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-/// Path of the built extension without its `.so` suffix, as `.load` and Python take it.
-/// Prefers the build profile of this test binary.
-pub fn extension() -> PathBuf {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+/// `target/<profile>/<name>` as built by cargo, preferring this test binary's profile.
+pub fn built(name: &str) -> PathBuf {
+    let target = workspace_root().join("target");
     let profiles = if cfg!(debug_assertions) {
         ["debug", "release"]
     } else {
         ["release", "debug"]
     };
-    for profile in profiles {
-        let lib = target.join(profile).join("libwalwatch.so");
-        if lib.exists() {
-            return lib
-                .with_extension("")
-                .canonicalize()
-                .unwrap_or_else(|_| lib.with_extension(""));
-        }
-    }
-    panic!("target/{{release,debug}}/libwalwatch.so not found: run `cargo build --release` before the tests");
+    profiles
+        .iter()
+        .map(|profile| target.join(profile).join(name))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| panic!("target/{{release,debug}}/{name} not found: run `cargo build --release` before the tests"))
+}
+
+/// Path of the built extension without its `.so` suffix, as `.load` and Python take it.
+pub fn extension() -> PathBuf {
+    built("libwalwatch.so").with_extension("")
 }
 
 pub fn worker_script() -> PathBuf {
@@ -37,6 +36,20 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// A scratch directory on tmpfs when there is one, for tests whose writers run flat out:
+    /// on this VM's disk, writeback of what earlier tests wrote stalls syscalls for seconds, and
+    /// such a test would measure the disk (the README reports disk figures separately).
+    pub fn on_tmpfs() -> Self {
+        let shm = Path::new("/dev/shm");
+        match tempfile::tempdir_in(shm) {
+            Ok(dir) if shm.is_dir() => {
+                let stats_dir = dir.path().join("stats");
+                Self { dir, stats_dir }
+            }
+            _ => Self::new(),
+        }
+    }
+
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let stats_dir = dir.path().join("stats");
@@ -149,24 +162,9 @@ pub fn workspace_root() -> PathBuf {
         .expect("workspace root")
 }
 
-/// The built sidecar, `target/<profile>/walwatch`, preferring this test binary's profile (as
-/// [`extension`] does).
+/// The built sidecar, `target/<profile>/walwatch`.
 pub fn sidecar_binary() -> PathBuf {
-    let target = workspace_root().join("target");
-    let profiles = if cfg!(debug_assertions) {
-        ["debug", "release"]
-    } else {
-        ["release", "debug"]
-    };
-    for profile in profiles {
-        let bin = target.join(profile).join("walwatch");
-        if bin.exists() {
-            return bin;
-        }
-    }
-    panic!(
-        "target/{{release,debug}}/walwatch not found: run `cargo build --release` before the tests"
-    );
+    built("walwatch")
 }
 
 /// A loopback TCP port free at the time of the call.

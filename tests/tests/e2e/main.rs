@@ -5,7 +5,6 @@
 mod harness;
 
 mod checkpoint;
-mod controller;
 mod crash;
 mod examples;
 mod prometheus;

@@ -231,18 +231,6 @@ fn wait_until(what: &str, limit: Duration, log: &Path, mut ok: impl FnMut() -> b
     }
 }
 
-/// A scratch directory on tmpfs when there is one (the writer runs for ~20 s).
-fn scratch() -> Scratch {
-    let shm = Path::new("/dev/shm");
-    match tempfile::tempdir_in(shm) {
-        Ok(dir) if shm.is_dir() => {
-            let stats_dir = dir.path().join("stats");
-            Scratch { dir, stats_dir }
-        }
-        _ => Scratch::new(),
-    }
-}
-
 fn sample_value(series: &Value) -> f64 {
     series["value"][1]
         .as_str()
@@ -261,7 +249,7 @@ fn dashboard_panels_and_alert_rules_work_against_real_prometheus() {
              landed; expressions on {CONTROLLER_METRICS:?} may return nothing"
         );
     }
-    let s = scratch();
+    let s = Scratch::on_tmpfs();
     let mut procs = Procs::default();
     let db = s.db("app.db");
     assert_ok(&s.python("init", &db, &[]));

@@ -1,8 +1,16 @@
 //! The checkpoint controller against real writers and readers: a runaway writer is bounded, a
 //! long reader is named as the blocker and the WAL is truncated once it leaves, and an
 //! application running its own checkpoints sees no error.
+//!
+//! A test binary of its own: cargo runs test binaries one after another, so these scenarios —
+//! writers running flat out against the controller — never share the two CPUs with the other
+//! end-to-end tests, and measure the controller rather than the machine's load.
 
-use crate::harness::*;
+#[path = "e2e/harness.rs"]
+#[allow(dead_code)] // shared with the e2e binary, which uses the rest of it
+mod harness;
+
+use harness::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -27,20 +35,8 @@ struct Sidecar {
 
 impl Sidecar {
     fn start(s: &Scratch, args: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let profile = if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        };
-        let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target")
-            .join(profile)
-            .join("walwatch");
+        let port = free_port();
+        let bin = sidecar_binary();
         let mut child = Command::new(&bin)
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", "1s"])
@@ -61,11 +57,7 @@ impl Sidecar {
     }
 
     fn get(&self, path: &str) -> String {
-        let out = Command::new("curl")
-            .args(["-sf", &format!("http://127.0.0.1:{}{path}", self.port)])
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        http_get(&format!("http://127.0.0.1:{}{path}", self.port), &[]).unwrap_or_default()
     }
 
     fn status_of(&self, db: &Path) -> Value {
@@ -104,20 +96,6 @@ fn runaway(s: &Scratch, db: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&lines[0]).unwrap()
 }
 
-/// A scratch directory on tmpfs when there is one. The runaway writer writes ~200 MB/s; on this
-/// VM's disk, writeback of what earlier tests wrote stalls syscalls for seconds, and the test
-/// would measure the disk rather than the controller (the README reports disk figures).
-fn scratch() -> Scratch {
-    let shm = Path::new("/dev/shm");
-    match tempfile::tempdir_in(shm) {
-        Ok(dir) if shm.is_dir() => {
-            let stats_dir = dir.path().join("stats");
-            Scratch { dir, stats_dir }
-        }
-        _ => Scratch::new(),
-    }
-}
-
 fn fresh_db(s: &Scratch, name: &str) -> PathBuf {
     let db = s.db(name);
     assert_ok(&s.python("init", &db, &[]));
@@ -128,7 +106,7 @@ fn fresh_db(s: &Scratch, name: &str) -> PathBuf {
 fn runaway_writer_is_bounded_by_the_hard_limit() {
     let _serial = one_at_a_time();
     // With the sidecar, hard limit 32 MiB (soft 8 MiB): 20 s of a writer with auto-checkpoint off.
-    let s = scratch();
+    let s = Scratch::on_tmpfs();
     let db = fresh_db(&s, "bounded.db");
     let sidecar = Sidecar::start(
         &s,
@@ -173,7 +151,7 @@ fn runaway_writer_is_bounded_by_the_hard_limit() {
     drop(s);
 
     // The same writer alone: the WAL passes 500 MB (it stops there, or after 20 s).
-    let s = scratch();
+    let s = Scratch::on_tmpfs();
     let alone = fresh_db(&s, "alone.db");
     let r = runaway(
         &s,
@@ -197,7 +175,7 @@ fn runaway_writer_is_bounded_by_the_hard_limit() {
 #[test]
 fn long_reader_is_named_then_the_wal_is_truncated() {
     let _serial = one_at_a_time();
-    let s = scratch();
+    let s = Scratch::on_tmpfs();
     let db = fresh_db(&s, "reader.db");
     let sidecar = Sidecar::start(
         &s,
@@ -308,7 +286,7 @@ fn long_reader_is_named_then_the_wal_is_truncated() {
 #[test]
 fn application_with_its_own_checkpoints_sees_no_busy_error() {
     let _serial = one_at_a_time();
-    let s = scratch();
+    let s = Scratch::on_tmpfs();
     let db = fresh_db(&s, "app.db");
     let _sidecar = Sidecar::start(
         &s,

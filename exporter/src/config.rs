@@ -326,32 +326,16 @@ pub fn resolve(
     )?;
     let mut per_db = std::collections::HashMap::new();
     for (path, l) in ctl.databases {
-        let soft = l
-            .soft_limit
-            .map(|t| {
-                Limit::parse(&t).map_err(|m| {
-                    locate(
-                        "soft_limit",
-                        "soft_limit",
-                        true,
-                        format!("{}: {m}", path.display()),
-                    )
-                })
+        // A per-database limit from `[controller.databases."<path>"]`; errors name the path.
+        let db_limit = |key: &str, text: Option<String>| {
+            text.map(|t| {
+                Limit::parse(&t)
+                    .map_err(|m| locate(key, key, true, format!("{}: {m}", path.display())))
             })
-            .transpose()?;
-        let hard = l
-            .hard_limit
-            .map(|t| {
-                Limit::parse(&t).map_err(|m| {
-                    locate(
-                        "hard_limit",
-                        "hard_limit",
-                        true,
-                        format!("{}: {m}", path.display()),
-                    )
-                })
-            })
-            .transpose()?;
+            .transpose()
+        };
+        let soft = db_limit("soft_limit", l.soft_limit)?;
+        let hard = db_limit("hard_limit", l.hard_limit)?;
         per_db.insert(crate::discovery::normalize(&path), (soft, hard));
     }
     let controller = controller::Settings {
@@ -384,6 +368,31 @@ mod tests {
 
     fn parse(text: &str) -> Result<FileConfig, String> {
         parse_file(Path::new("w.toml"), text).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn controller_limits_resolve_globally_and_per_database() {
+        let text = "[controller]\nmode = \"observe\"\nhard_limit = \"32MiB\"\n\n[controller.databases.\"/srv/q.db\"]\nhard_limit = \"10%\"\n";
+        let cfg = parse(text).unwrap();
+        let s = resolve(Some((Path::new("w.toml"), text, cfg)), Overrides::default()).unwrap();
+        assert_eq!(s.controller.mode, Mode::Observe);
+        assert_eq!(s.controller.hard_limit, Limit::Bytes(32 << 20));
+        assert_eq!(
+            s.controller.per_db.get(Path::new("/srv/q.db")),
+            Some(&(None, Some(Limit::OfAvailableMemory(0.1))))
+        );
+
+        let bad = "[controller.databases.\"/srv/q.db\"]\nsoft_limit = \"lots\"\n";
+        let err = resolve(
+            Some((Path::new("w.toml"), bad, parse(bad).unwrap())),
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            err.contains("line 2") && err.contains("soft_limit") && err.contains("/srv/q.db"),
+            "{err}"
+        );
     }
 
     #[test]

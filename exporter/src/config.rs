@@ -209,6 +209,22 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// A setting from a flag or the environment (`over`), else the config file (`file`), else
+/// `default`. An invalid value comes back with whether it came from the file, so the error can
+/// name the file's line and key rather than the flag.
+fn overridden<T>(
+    over: Option<String>,
+    file: Option<String>,
+    default: T,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, (bool, String)> {
+    let from_file = over.is_none() && file.is_some();
+    match over.or(file) {
+        Some(text) => parse(&text).map_err(|m| (from_file, m)),
+        None => Ok(default),
+    }
+}
+
 /// Merges defaults, the config file (with its text, to locate errors) and overrides.
 pub fn resolve(
     file: Option<(&Path, &str, FileConfig)>,
@@ -243,26 +259,16 @@ pub fn resolve(
     let listen = parse_listen(&listen_text)
         .map_err(|m| locate("listen", "--listen (WALWATCH_LISTEN)", listen_from_file, m))?;
 
-    let interval_from_file = over.interval.is_none() && cfg.interval.is_some();
-    let interval = match over.interval.or(cfg.interval) {
-        Some(t) => parse_duration(&t).map_err(|m| {
-            locate(
-                "interval",
-                "--interval (WALWATCH_INTERVAL)",
-                interval_from_file,
-                m,
-            )
-        })?,
-        None => DEFAULT_INTERVAL,
-    };
-    if interval < MIN_INTERVAL {
-        return Err(locate(
-            "interval",
-            "--interval (WALWATCH_INTERVAL)",
-            interval_from_file,
-            format!("must be at least {MIN_INTERVAL:?}"),
-        ));
-    }
+    let interval = overridden(over.interval, cfg.interval, DEFAULT_INTERVAL, |t| {
+        parse_duration(t).and_then(|d| {
+            if d < MIN_INTERVAL {
+                Err(format!("must be at least {MIN_INTERVAL:?}"))
+            } else {
+                Ok(d)
+            }
+        })
+    })
+    .map_err(|(f, m)| locate("interval", "--interval (WALWATCH_INTERVAL)", f, m))?;
 
     let stats_dir = over
         .stats_dir
@@ -272,58 +278,41 @@ pub fn resolve(
     databases.extend(over.databases);
 
     let ctl = cfg.controller.unwrap_or_default();
-    let limit = |key: &str,
-                 flag: &str,
-                 over: Option<String>,
-                 file: Option<String>,
-                 default: Limit|
-     -> Result<Limit, ConfigError> {
-        let from_file = over.is_none() && file.is_some();
-        match over.or(file) {
-            Some(t) => Limit::parse(&t).map_err(|m| locate(key, flag, from_file, m)),
-            None => Ok(default),
-        }
-    };
-    let duration = |key: &str,
-                    flag: &str,
-                    over: Option<String>,
-                    file: Option<String>,
-                    default: Duration|
-     -> Result<Duration, ConfigError> {
-        let from_file = over.is_none() && file.is_some();
-        match over.or(file) {
-            Some(t) => parse_duration(&t).map_err(|m| locate(key, flag, from_file, m)),
-            None => Ok(default),
-        }
-    };
-    let soft_limit = limit(
-        "soft_limit",
-        "--soft-limit (WALWATCH_SOFT_LIMIT)",
+    let soft_limit = overridden(
         over.soft_limit,
         ctl.soft_limit,
         controller::DEFAULT_SOFT_LIMIT,
-    )?;
-    let hard_limit = limit(
-        "hard_limit",
-        "--hard-limit (WALWATCH_HARD_LIMIT)",
+        Limit::parse,
+    )
+    .map_err(|(f, m)| locate("soft_limit", "--soft-limit (WALWATCH_SOFT_LIMIT)", f, m))?;
+    let hard_limit = overridden(
         over.hard_limit,
         ctl.hard_limit,
         controller::DEFAULT_HARD_LIMIT,
-    )?;
-    let truncate_timeout = duration(
-        "truncate_timeout",
-        "--truncate-timeout (WALWATCH_TRUNCATE_TIMEOUT)",
+        Limit::parse,
+    )
+    .map_err(|(f, m)| locate("hard_limit", "--hard-limit (WALWATCH_HARD_LIMIT)", f, m))?;
+    let truncate_timeout = overridden(
         over.truncate_timeout,
         ctl.truncate_timeout,
         controller::DEFAULT_TRUNCATE_TIMEOUT,
-    )?;
-    let max_backoff = duration(
-        "max_backoff",
-        "max_backoff",
+        parse_duration,
+    )
+    .map_err(|(f, m)| {
+        locate(
+            "truncate_timeout",
+            "--truncate-timeout (WALWATCH_TRUNCATE_TIMEOUT)",
+            f,
+            m,
+        )
+    })?;
+    let max_backoff = overridden(
         None,
         ctl.max_backoff,
         controller::DEFAULT_MAX_BACKOFF,
-    )?;
+        parse_duration,
+    )
+    .map_err(|(f, m)| locate("max_backoff", "max_backoff", f, m))?;
     let mut per_db = std::collections::HashMap::new();
     for (path, l) in ctl.databases {
         // A per-database limit from `[controller.databases."<path>"]`; errors name the path.

@@ -1,4 +1,4 @@
-//! The only unsafe code of the sidecar: two libc calls that `std` does not offer.
+//! The only unsafe code of the sidecar: libc calls that `std` does not offer.
 //!
 //! - [`lock_holder`]: `fcntl(F_GETLK)` asks the kernel which process holds a POSIX byte-range
 //!   lock on a file. It only *queries*: it never takes, changes or drops a lock, so it cannot
@@ -6,6 +6,9 @@
 //!   reported by `F_GETLK`, which is why this must not run inside a process that uses SQLite on
 //!   the same file.)
 //! - [`pid_alive`]: `kill(pid, 0)` sends no signal, it only checks that the pid exists.
+//! - [`lock_exclusive_within`] and [`unlock`]: take and drop a POSIX lock the way SQLite's unix
+//!   VFS does. Only the checkpoint child process (`walwatch checkpoint`) calls them, never the
+//!   sidecar, which must hold no lock (see above).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -26,14 +29,7 @@ pub struct LockHolder {
 /// `Ok(None)` when the byte is unlocked. An OFD lock (not SQLite's kind) reports no pid and is
 /// returned with pid 0.
 pub fn lock_holder(file: &std::fs::File, offset: u64) -> io::Result<Option<LockHolder>> {
-    let start =
-        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
-    let mut query: libc::flock = unsafe { std::mem::zeroed() };
-    query.l_type = libc::F_WRLCK as libc::c_short;
-    query.l_whence = libc::SEEK_SET as libc::c_short;
-    query.l_start = start;
-    query.l_len = 1;
+    let mut query = byte_lock(offset, libc::F_WRLCK)?;
     // SAFETY: the fd is open for the lifetime of `file`; F_GETLK reads and writes only the
     // `flock` struct we pass, which lives on our stack for the duration of the call.
     let rc = unsafe {
@@ -69,6 +65,119 @@ pub fn pid_alive(pid: u32) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
+/// Takes an exclusive POSIX lock on byte `offset` of `file`, waiting in the kernel (`F_SETLKW`)
+/// for up to `timeout`. Returns `Ok(false)` when the timeout passed first.
+///
+/// Why wait in the kernel: a busy writer holds SQLite's WRITE lock nearly all the time and drops
+/// it for a few microseconds between transactions. A process that polls (`F_SETLK`, sleep,
+/// retry) must land in one of those gaps, and in our runaway-writer tests it often tried for
+/// 200 ms without doing so. A process blocked in `F_SETLKW` is woken by the unlock itself.
+///
+/// The timeout is a timer that signals this thread only (`SIGEV_THREAD_ID`). Its `SIGALRM`,
+/// caught without `SA_RESTART`, ends the wait with `EINTR`; it repeats every few milliseconds,
+/// so a signal that arrives just before the wait starts cannot leave it waiting for ever. The handler is
+/// process-wide, so no other code in the process may use `SIGALRM` meanwhile: the checkpoint
+/// child does not, nor do the tests.
+pub fn lock_exclusive_within(
+    file: &std::fs::File,
+    offset: u64,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
+    extern "C" fn interrupt(_: libc::c_int) {}
+    let mut lock = byte_lock(offset, libc::F_WRLCK)?;
+    let fail = || Err(io::Error::last_os_error());
+
+    // SAFETY: all-zero bytes are a valid `sigaction`; the fields that matter are set below.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    action.sa_flags = 0; // no SA_RESTART: the signal must end the wait with EINTR
+                         // SAFETY: all-zero bytes are a valid `sigaction` (filled in by the kernel below).
+    let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: `sa_mask` is a sigset_t inside a live stack value.
+    if unsafe { libc::sigemptyset(&mut action.sa_mask) } != 0 {
+        return fail();
+    }
+    // SAFETY: both point to live stack values; the handler does nothing, so it is
+    // async-signal-safe.
+    if unsafe { libc::sigaction(libc::SIGALRM, &action, &mut previous) } != 0 {
+        return fail();
+    }
+
+    // SAFETY: all-zero bytes are a valid `sigevent`; we set the notification fields.
+    let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+    event.sigev_notify = libc::SIGEV_THREAD_ID;
+    event.sigev_signo = libc::SIGALRM;
+    // SAFETY: gettid has no preconditions.
+    event.sigev_notify_thread_id = unsafe { libc::gettid() };
+    let mut timer: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: `event` and `timer` live on our stack for the call.
+    let result = if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) }
+        != 0
+    {
+        fail()
+    } else {
+        let deadline = std::time::Instant::now() + timeout;
+        let spec = |t: std::time::Duration| libc::timespec {
+            tv_sec: t.as_secs() as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        };
+        // (A zero expiry would mean "disarmed": at least a microsecond.)
+        let expiry = libc::itimerspec {
+            it_interval: spec(std::time::Duration::from_millis(5)),
+            it_value: spec(timeout.max(std::time::Duration::from_micros(1))),
+        };
+        // SAFETY: `timer` was just created; `expiry` lives on our stack; the old value is not
+        // wanted (null is allowed).
+        let result = if unsafe { libc::timer_settime(timer, 0, &expiry, std::ptr::null_mut()) } != 0
+        {
+            fail()
+        } else {
+            loop {
+                // SAFETY: the fd is open for the lifetime of `file`; F_SETLKW reads only
+                // `lock`, which lives on our stack for the duration of the call.
+                let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLKW, &mut lock) };
+                let error = io::Error::last_os_error();
+                match (rc, error.raw_os_error()) {
+                    (-1, Some(libc::EINTR)) if std::time::Instant::now() < deadline => continue,
+                    (-1, Some(libc::EINTR | libc::EDEADLK)) => break Ok(false),
+                    (-1, _) => break Err(error),
+                    _ => break Ok(true),
+                }
+            }
+        };
+        // SAFETY: `timer` is ours and deleted once; deleting it also disarms it.
+        unsafe { libc::timer_delete(timer) };
+        result
+    };
+    // SAFETY: `previous` is the action the kernel gave us above.
+    unsafe { libc::sigaction(libc::SIGALRM, &previous, std::ptr::null_mut()) };
+    result
+}
+
+/// Drops this process's POSIX lock on byte `offset` of `file` (nothing happens if it holds none).
+pub fn unlock(file: &std::fs::File, offset: u64) -> io::Result<()> {
+    let mut lock = byte_lock(offset, libc::F_UNLCK)?;
+    // SAFETY: as in `lock_exclusive_within`; F_SETLK with F_UNLCK never blocks.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &mut lock) };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A `flock` for one byte at `offset`.
+fn byte_lock(offset: u64, kind: libc::c_int) -> io::Result<libc::flock> {
+    let start =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = start;
+    lock.l_len = 1;
+    Ok(lock)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +196,57 @@ mod tests {
         let file = std::fs::File::open(&dir).unwrap();
         assert_eq!(lock_holder(&file, 120).unwrap(), None);
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    /// Another process (Python's `fcntl.lockf`, a POSIX lock like SQLite's) holds byte 120:
+    /// the wait ends unlocked at the timeout, and succeeds as soon as the holder lets go.
+    #[test]
+    fn exclusive_lock_waits_for_its_holder_at_most_the_timeout() {
+        use std::io::{BufRead, Write};
+        let path = std::env::temp_dir().join(format!("walwatch-lockw-{}", std::process::id()));
+        std::fs::write(&path, [0u8; 200]).unwrap();
+        let holder = "import fcntl, os, sys\n\
+                      f = open(sys.argv[1], 'r+b')\n\
+                      fcntl.lockf(f, fcntl.LOCK_EX, 1, 120)\n\
+                      print('HELD', flush=True)\n\
+                      sys.stdin.readline()\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", holder])
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 on PATH");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "HELD");
+
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let short = std::time::Duration::from_millis(50);
+        assert!(!lock_exclusive_within(&file, 120, short).unwrap());
+        assert_eq!(
+            lock_holder(&file, 120)
+                .unwrap()
+                .map(|h| (h.pid, h.exclusive)),
+            Some((child.id(), true))
+        );
+
+        // The holder lets go while we wait.
+        let mut stdin = child.stdin.take().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            stdin.write_all(b"\n").unwrap();
+        });
+        let long = std::time::Duration::from_secs(30);
+        assert!(lock_exclusive_within(&file, 120, long).unwrap());
+        release.join().unwrap();
+        child.wait().unwrap();
+        unlock(&file, 120).unwrap();
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -102,11 +102,7 @@ fn fresh_db(s: &Scratch, name: &str) -> PathBuf {
     db
 }
 
-/// Ignored in the default run: in about one 20 s run in five, a run of TRUNCATEs losing their
-/// restart step to the writer lets the WAL reach 85–214 MiB (issue 4 stays open for it). Run it
-/// with `cargo test --release -p walwatch-tests --test controller -- --ignored`.
 #[test]
-#[ignore = "flaky: the WAL sometimes overshoots 48 MiB (see the doc comment)"]
 fn runaway_writer_is_bounded_by_the_hard_limit() {
     let _serial = one_at_a_time();
     // With the sidecar, hard limit 32 MiB (soft 8 MiB): 20 s of a writer with auto-checkpoint off.

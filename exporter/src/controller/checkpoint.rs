@@ -10,13 +10,24 @@
 //!
 //! The connection never creates a database, never changes its journal mode, and holds no
 //! transaction of its own: `PRAGMA wal_checkpoint` reads the schema (a brief read transaction,
-//! ended before the checkpoint starts) and then checkpoints. Each wait for a lock (WRITE, then the
-//! readers) is bounded by `busy_timeout`, with a busy handler that retries every 200 µs: SQLite's
-//! default handler sleeps up to 100 ms between tries and would rarely catch the gap between a
-//! busy writer's transactions. Writers wait for a TRUNCATE's backfill (it holds WRITE while it
-//! copies) plus at most one `busy_timeout` while it waits for readers.
+//! ended before the checkpoint starts) and then checkpoints.
+//!
+//! A TRUNCATE runs in three steps, to keep writers' stall short and bounded:
+//! 1. a PASSIVE checkpoint copies what it can while writers go on writing;
+//! 2. the child takes SQLite's WRITE lock itself, waiting in the kernel for up to `busy_timeout`
+//!    ([`sys::lock_exclusive_within`]): a busy writer frees it only for microseconds between
+//!    transactions, too briefly for SQLite's poll-and-sleep busy handler to catch;
+//! 3. `wal_checkpoint(TRUNCATE)` then finds WRITE already held by its own process, copies the
+//!    frames written since step 1, and waits for readers to leave the WAL. Writers stall from
+//!    step 2 to the end: that copy plus at most `busy_timeout` of waiting for readers, which the
+//!    busy handler counts across all of its waits.
+//!
+//! If WRITE cannot be had within `busy_timeout` the TRUNCATE is reported busy (step 1 did the
+//! copying a PASSIVE can do), as SQLite reports a TRUNCATE whose busy handler gives up on WRITE.
 
 use super::policy::Action;
+use crate::collect::locks::SHM_LOCK_BASE;
+use crate::sys;
 use rusqlite::{Connection, OpenFlags};
 use std::cell::Cell;
 use std::path::Path;
@@ -55,26 +66,26 @@ pub struct Outcome {
 }
 
 thread_local! {
-    /// The bound of each wait, and when the current wait must end.
-    static WAIT: Cell<(Duration, Option<Instant>)> = const { Cell::new((Duration::ZERO, None)) };
+    /// What is left of the time a TRUNCATE may wait for readers while it holds WRITE.
+    static READER_WAIT_LEFT: Cell<Duration> = const { Cell::new(Duration::ZERO) };
 }
 
-/// SQLite calls this while a lock is busy, with `attempt` = 0 at the start of each new wait
-/// (for WRITE, then for the readers), so each wait gets its own bound.
-fn bounded_busy_handler(attempt: i32) -> bool {
-    let (bound, deadline) = WAIT.get();
-    let now = Instant::now();
-    let deadline = match deadline {
-        Some(d) if attempt > 0 => d,
-        _ => now + bound,
-    };
-    WAIT.set((bound, Some(deadline)));
-    if now < deadline {
-        std::thread::sleep(Duration::from_micros(200));
-        true
-    } else {
-        false
+/// How often a busy lock is retried while waiting for readers.
+const RETRY_EVERY: Duration = Duration::from_micros(200);
+
+/// SQLite calls this while a lock it needs is busy. WRITE is already ours when it runs (see the
+/// module documentation), so every wait is for readers while writers stall: all of them together
+/// get one budget. Time SQLite spends between calls (copying frames) is not waiting and is not
+/// counted; a stall of this process inside the sleep is.
+fn bounded_busy_handler(_attempt: i32) -> bool {
+    let left = READER_WAIT_LEFT.get();
+    if left.is_zero() {
+        return false;
     }
+    let slept = Instant::now();
+    std::thread::sleep(RETRY_EVERY.min(left));
+    READER_WAIT_LEFT.set(left.saturating_sub(slept.elapsed()));
+    true
 }
 
 impl Outcome {
@@ -148,7 +159,7 @@ pub fn run(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
 /// documentation for why the sidecar itself must not.
 pub fn run_here(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
     let start = Instant::now();
-    let outcome = |result, log_frames, checkpointed_frames, error| Outcome {
+    let outcome = |(result, log_frames, checkpointed_frames), error| Outcome {
         result,
         log_frames,
         checkpointed_frames,
@@ -159,38 +170,95 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
     let conn = match Connection::open_with_flags(db, flags) {
         Ok(c) => c,
         Err(e) => {
-            return outcome(
-                ResultKind::Error,
-                -1,
-                -1,
-                Some(format!("cannot open {} read-write: {e}", db.display())),
-            )
+            let error = format!("cannot open {} read-write: {e}", db.display());
+            return outcome(FAILED, Some(error));
         }
     };
     if let Err(e) = conn.busy_handler(Some(bounded_busy_handler)) {
-        return outcome(ResultKind::Error, -1, -1, Some(e.to_string()));
+        return outcome(FAILED, Some(e.to_string()));
     }
-    WAIT.set((busy_timeout, None));
-    let sql = match action {
-        Action::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
-        Action::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+    let passive = checkpoint(&conn, "PASSIVE");
+    if action == Action::Passive {
+        return match passive {
+            Ok(done) => outcome(done, None),
+            Err(e) => outcome(FAILED, Some(e)),
+        };
+    }
+    let copied = match passive {
+        Ok((_, log, done)) => (ResultKind::Busy, log, done),
+        Err(e) => return outcome(FAILED, Some(e)),
     };
-    let row = conn.query_row(sql, [], |r| {
+
+    // Step 2: WRITE, on a descriptor of -shm of our own. It is closed only after the connection:
+    // closing it drops all of this process's locks on -shm, SQLite's included.
+    let shm_path = format!("{}-shm", db.display());
+    let shm = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&shm_path)
+    {
+        Ok(f) => f,
+        // No -shm: no connection has the database open in WAL mode, so nothing writes; SQLite
+        // takes its locks itself.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return truncate(&conn, busy_timeout, outcome)
+        }
+        Err(e) => return outcome(FAILED, Some(format!("cannot open {shm_path}: {e}"))),
+    };
+    let write_lock = SHM_LOCK_BASE + walwatch::layout::SLOT_WRITE as u64;
+    match sys::lock_exclusive_within(&shm, write_lock, busy_timeout) {
+        Ok(true) => {}
+        // A writer kept it: report what the PASSIVE step copied.
+        Ok(false) => return outcome(copied, None),
+        Err(e) => return outcome(FAILED, Some(format!("cannot lock {shm_path}: {e}"))),
+    }
+    let done = truncate(&conn, busy_timeout, outcome);
+    // SQLite released WRITE when the checkpoint ended; if it stopped before taking it (another
+    // checkpoint held CKPT), the lock is still ours alone: give it back before anything else.
+    if let Err(e) = sys::unlock(&shm, write_lock) {
+        eprintln!("walwatch checkpoint: cannot unlock {shm_path}: {e}");
+    }
+    drop(conn);
+    drop(shm);
+    done
+}
+
+/// (busy, log frames, checkpointed frames) of a checkpoint that could not run.
+const FAILED: (ResultKind, i64, i64) = (ResultKind::Error, -1, -1);
+const BUSY: (ResultKind, i64, i64) = (ResultKind::Busy, -1, -1);
+
+/// Step 3 of a TRUNCATE (see the module documentation).
+fn truncate(
+    conn: &Connection,
+    busy_timeout: Duration,
+    outcome: impl Fn((ResultKind, i64, i64), Option<String>) -> Outcome,
+) -> Outcome {
+    READER_WAIT_LEFT.set(busy_timeout);
+    let result = checkpoint(conn, "TRUNCATE");
+    READER_WAIT_LEFT.set(Duration::ZERO);
+    match result {
+        Ok(done) => outcome(done, None),
+        Err(e) => outcome(FAILED, Some(e)),
+    }
+}
+
+/// Runs `PRAGMA wal_checkpoint(mode)`: (result, frames in the WAL, frames checkpointed).
+fn checkpoint(conn: &Connection, mode: &str) -> Result<(ResultKind, i64, i64), String> {
+    let row = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,
             r.get::<_, i64>(2)?,
         ))
     });
-    WAIT.set((Duration::ZERO, None));
     match row {
-        Ok((0, log, done)) => outcome(ResultKind::Ok, log, done, None),
-        Ok((_, log, done)) => outcome(ResultKind::Busy, log, done, None),
+        Ok((0, log, done)) => Ok((ResultKind::Ok, log, done)),
+        Ok((_, log, done)) => Ok((ResultKind::Busy, log, done)),
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::DatabaseBusy =>
         {
-            outcome(ResultKind::Busy, -1, -1, None)
+            Ok(BUSY)
         }
-        Err(e) => outcome(ResultKind::Error, -1, -1, Some(e.to_string())),
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -105,8 +105,6 @@ struct DbControl {
     holding: Option<String>,
     limits: Option<Limits>,
     last_passive: Option<Instant>,
-    /// TRUNCATEs in a row that lost to a writer rather than to a pinning reader.
-    lost_to_writer: u32,
 }
 
 pub struct Controller {
@@ -285,13 +283,9 @@ impl Controller {
     }
 
     fn run(&self, db: &Path, action: Action, reason: String, known_blockers: &[Blocker]) {
-        // A writer that started its transaction just before our WRITE lock waits for it while
-        // holding its snapshot, and our restart step then waits for that writer: after such a
-        // loss, each wait may last twice as long (up to 8×), until a TRUNCATE completes.
-        let streak = lock(&self.dbs).get(db).map_or(0, |c| c.lost_to_writer);
         let timeout = match action {
             Action::Passive => Duration::ZERO,
-            Action::Truncate => self.settings.truncate_timeout * (1 << streak.min(3)),
+            Action::Truncate => self.settings.truncate_timeout,
         };
         let outcome = checkpoint::run(db, action, timeout);
         let blockers = if outcome.result == ResultKind::Busy {
@@ -312,7 +306,6 @@ impl Controller {
         if action == Action::Truncate {
             if outcome.result == ResultKind::Ok {
                 c.backoff = Duration::ZERO;
-                c.lost_to_writer = 0;
                 c.backoff_until = None;
                 c.blocked_by.clear();
             } else if pinned_by_reader(&blockers) {
@@ -325,11 +318,9 @@ impl Controller {
                 );
                 c.backoff_until = Some(Instant::now() + c.backoff);
                 c.blocked_by = blockers.iter().map(|b| b.pid).collect();
-            } else {
-                // It lost to a busy writer: the next attempt may come at the next notification,
-                // with a longer wait (see above).
-                c.lost_to_writer += 1;
             }
+            // Otherwise it lost to a writer's transaction, which ends in milliseconds: the next
+            // notification of growth may try again at once.
         }
         c.last = Some((
             Instant::now(),

@@ -41,6 +41,10 @@ run() { # variant round
         sidecar_pid=$!
         sleep 0.5
         "${worker[@]}" runaway "$db" --seconds "$seconds" --rows 100 > "$work/$1-$2.json"
+        # How often the controller truncated, and how long it held WRITE (stalling the writer).
+        curl -sf "http://127.0.0.1:$port/metrics" | grep -E \
+            '^walwatch_controller_(write_lock_held_seconds_total|actions_total\{.*action="truncate",result="ok"\})' \
+            > "$work/$1-$2.metrics" || true
         kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null || true; sidecar_pid=""
     else
         "${worker[@]}" runaway "$db" --seconds "$seconds" --rows 100 --until-wal-bytes 1073741824 > "$work/$1-$2.json"
@@ -56,12 +60,31 @@ done
 import json, statistics, sys
 work, rounds, hard = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 print(f"runaway writer, {rounds} rounds each, hard limit {hard} (soft = half)\n")
-print("| variant | peak WAL (MiB, median / max) | commits/s | commit p50 ms | commit p99 ms | commit max ms |")
-print("|---|---:|---:|---:|---:|---:|")
+print("| variant | peak WAL (MiB, median / max) | commits/s | commit p50 ms | commit p99 ms | commit max ms | TRUNCATEs | WRITE held per TRUNCATE ms |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+
+def controller_figures(variant, r):
+    """(TRUNCATEs that completed, seconds WRITE was held) from the sidecar's /metrics."""
+    truncates = held = 0.0
+    try:
+        for line in open(f"{work}/{variant}-{r}.metrics"):
+            value = float(line.split()[-1])
+            if "write_lock_held" in line:
+                held = value
+            else:
+                truncates = value
+    except FileNotFoundError:
+        pass
+    return truncates, held
+
 for variant in ["alone", "controller"]:
     runs = [json.load(open(f"{work}/{variant}-{r}.json")) for r in range(1, rounds + 1)]
     med = lambda k: statistics.median(x[k] for x in runs)
     peak = [x["peak_wal_bytes"] / 2**20 for x in runs]
     print(f"| {variant} | {statistics.median(peak):.1f} / {max(peak):.1f} | {statistics.median(x['commits_per_s'] for x in runs):.0f} "
-          f"| {med('p50_ms'):.2f} | {med('p99_ms'):.2f} | {max(x['max_ms'] for x in runs):.1f} |")
+          f"| {med('p50_ms'):.2f} | {med('p99_ms'):.2f} | {max(x['max_ms'] for x in runs):.1f} ", end="")
+    figures = [controller_figures(variant, r) for r in range(1, rounds + 1)]
+    truncates = sum(t for t, _ in figures)
+    held = sum(h for _, h in figures)
+    print(f"| {truncates:.0f} | {1e3 * held / truncates:.1f} |" if truncates else "| – | – |")
 PY

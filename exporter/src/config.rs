@@ -14,7 +14,7 @@
 //! mode = "act"                     # act | observe | off
 //! soft_limit = "64MiB"             # PASSIVE above this; sizes or "10%" of available memory
 //! hard_limit = "256MiB"            # TRUNCATE at this
-//! truncate_timeout = "100ms"       # longest a TRUNCATE waits for locks (writers wait as long)
+//! truncate_timeout = "100ms"       # longest a TRUNCATE waits for WRITE, then for readers (writers wait)
 //! max_backoff = "30s"              # longest pause between blocked TRUNCATEs
 //!
 //! [controller.databases."/srv/app.db"]   # per-database limits

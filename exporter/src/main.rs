@@ -71,7 +71,8 @@ struct ServeArgs {
     /// WAL size at which the controller runs TRUNCATE checkpoints [default: 256MiB].
     #[arg(long, env = "WALWATCH_HARD_LIMIT", value_name = "SIZE")]
     hard_limit: Option<String>,
-    /// Longest a TRUNCATE waits for locks; writers can stall this long [default: 100ms].
+    /// Longest a TRUNCATE waits for the WRITE lock, and then (holding it, so writers stall) for
+    /// readers [default: 100ms]. Keep it below your applications' busy timeout.
     #[arg(long, env = "WALWATCH_TRUNCATE_TIMEOUT", value_name = "DURATION")]
     truncate_timeout: Option<String>,
 }

@@ -423,6 +423,11 @@ pub static DB_FAMILIES: &[Family] = &[
             }
         }
     }),
+    family!("walwatch_controller_write_lock_held_seconds", Counter, Some("seconds"), [], "Time the controller's TRUNCATE checkpoints held the WRITE lock, i.e. the longest writers can have waited for them, summed", |s, db| {
+        if let Some(c) = &db.controller {
+            s.counter(&[], c.write_lock_held_seconds)
+        }
+    }),
 ];
 
 /// Exporter families (no `db` label).

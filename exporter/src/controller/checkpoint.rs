@@ -62,6 +62,8 @@ pub struct Outcome {
     pub log_frames: i64,
     pub checkpointed_frames: i64,
     pub duration: Duration,
+    /// How long it held the WRITE lock: how long writers were stalled by it.
+    pub write_lock_held: Duration,
     pub error: Option<String>,
 }
 
@@ -95,6 +97,7 @@ impl Outcome {
             "log_frames": self.log_frames,
             "checkpointed_frames": self.checkpointed_frames,
             "duration_seconds": self.duration.as_secs_f64(),
+            "write_lock_held_seconds": self.write_lock_held.as_secs_f64(),
             "error": self.error,
         })
         .to_string()
@@ -112,6 +115,9 @@ impl Outcome {
             log_frames: v["log_frames"].as_i64()?,
             checkpointed_frames: v["checkpointed_frames"].as_i64()?,
             duration: Duration::from_secs_f64(v["duration_seconds"].as_f64()?),
+            write_lock_held: Duration::from_secs_f64(
+                v["write_lock_held_seconds"].as_f64().unwrap_or(0.0),
+            ),
             error: v["error"].as_str().map(str::to_owned),
         })
     }
@@ -126,6 +132,7 @@ pub fn run(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
         log_frames: -1,
         checkpointed_frames: -1,
         duration: start.elapsed(),
+        write_lock_held: Duration::ZERO,
         error: Some(error),
     };
     let exe = match std::env::current_exe() {
@@ -164,6 +171,7 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
         log_frames,
         checkpointed_frames,
         duration: start.elapsed(),
+        write_lock_held: Duration::ZERO,
         error,
     };
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -212,12 +220,14 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
         Ok(false) => return outcome(copied, None),
         Err(e) => return outcome(FAILED, Some(format!("cannot lock {shm_path}: {e}"))),
     }
-    let done = truncate(&conn, busy_timeout, outcome);
+    let held_since = Instant::now();
+    let mut done = truncate(&conn, busy_timeout, outcome);
     // SQLite released WRITE when the checkpoint ended; if it stopped before taking it (another
     // checkpoint held CKPT), the lock is still ours alone: give it back before anything else.
     if let Err(e) = sys::unlock(&shm, write_lock) {
         eprintln!("walwatch checkpoint: cannot unlock {shm_path}: {e}");
     }
+    done.write_lock_held = held_since.elapsed();
     drop(conn);
     drop(shm);
     done

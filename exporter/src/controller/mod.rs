@@ -30,7 +30,7 @@ pub struct Settings {
     pub hard_limit: Limit,
     /// Limits of particular databases (normalized paths).
     pub per_db: HashMap<PathBuf, (Option<Limit>, Option<Limit>)>,
-    /// Longest a TRUNCATE may wait for locks (writers stall for up to this long).
+    /// Longest a TRUNCATE waits for WRITE, and then, holding it (writers stall), for readers.
     pub truncate_timeout: Duration,
     /// Longest the back-off between blocked TRUNCATEs grows to.
     pub max_backoff: Duration,
@@ -58,6 +58,8 @@ pub struct ControllerView {
     pub soft_limit_bytes: u64,
     pub hard_limit_bytes: u64,
     pub growth_bytes_per_second: f64,
+    /// Time the controller's TRUNCATEs held the WRITE lock, in total: writers' stall.
+    pub write_lock_held_seconds: f64,
     /// Checkpoints run, by (action, result).
     pub actions: Vec<ActionCount>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +83,8 @@ pub struct LastAction {
     pub reason: String,
     pub seconds_ago: f64,
     pub duration_seconds: f64,
+    /// How long it held the WRITE lock (writers waited that long at most).
+    pub write_lock_held_seconds: f64,
     pub log_frames: i64,
     pub checkpointed_frames: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,6 +105,7 @@ struct DbControl {
     /// Pids that blocked the last TRUNCATE.
     blocked_by: Vec<u32>,
     counts: BTreeMap<(&'static str, &'static str), u64>,
+    write_lock_held: Duration,
     last: Option<(Instant, LastAction)>,
     holding: Option<String>,
     limits: Option<Limits>,
@@ -297,6 +302,7 @@ impl Controller {
         let mut dbs = lock(&self.dbs);
         let c = dbs.entry(db.to_owned()).or_default();
         c.in_progress = false;
+        c.write_lock_held += outcome.write_lock_held;
         *c.counts
             .entry((action.name(), outcome.result.name()))
             .or_default() += 1;
@@ -330,6 +336,7 @@ impl Controller {
                 reason,
                 seconds_ago: 0.0,
                 duration_seconds: outcome.duration.as_secs_f64(),
+                write_lock_held_seconds: outcome.write_lock_held.as_secs_f64(),
                 log_frames: outcome.log_frames,
                 checkpointed_frames: outcome.checkpointed_frames,
                 error: outcome.error,
@@ -351,9 +358,10 @@ impl Controller {
 
     fn log(&self, db: &Path, action: Action, reason: &str, o: &Outcome, blockers: &[Blocker]) {
         let ms = o.duration.as_secs_f64() * 1e3;
+        let stall_ms = o.write_lock_held.as_secs_f64() * 1e3;
         match o.result {
             ResultKind::Ok => {
-                tracing::info!(db = %db.display(), action = action.name(), result = "ok", duration_ms = ms, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpointed: {reason}")
+                tracing::info!(db = %db.display(), action = action.name(), result = "ok", duration_ms = ms, write_lock_held_ms = stall_ms, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpointed: {reason}")
             }
             ResultKind::Busy => {
                 let named: Vec<String> = blockers.iter().map(describe_blocker).collect();
@@ -363,7 +371,7 @@ impl Controller {
                 } else {
                     named.join("; ")
                 };
-                tracing::warn!(db = %db.display(), action = action.name(), result = "busy", duration_ms = ms, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpoint could not complete: blocked by {named}");
+                tracing::warn!(db = %db.display(), action = action.name(), result = "busy", duration_ms = ms, write_lock_held_ms = stall_ms, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpoint could not complete: blocked by {named}");
             }
             ResultKind::Error => {
                 tracing::error!(db = %db.display(), action = action.name(), result = "error", "checkpoint failed: {}; the sidecar needs read-write access to the database and its directory", o.error.as_deref().unwrap_or("unknown error"))
@@ -385,6 +393,7 @@ impl Controller {
             soft_limit_bytes: limits.soft,
             hard_limit_bytes: limits.hard,
             growth_bytes_per_second: c.map_or(0.0, |c| c.growth),
+            write_lock_held_seconds: c.map_or(0.0, |c| c.write_lock_held.as_secs_f64()),
             actions: c
                 .map(|c| {
                     c.counts

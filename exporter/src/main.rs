@@ -84,6 +84,9 @@ struct CheckpointArgs {
     /// Bound of each lock wait, in milliseconds.
     #[arg(long, default_value_t = 100)]
     busy_timeout_ms: u64,
+    /// TRUNCATE only: run a PASSIVE pass first.
+    #[arg(long)]
+    passive_pass: bool,
     db: PathBuf,
 }
 
@@ -124,7 +127,7 @@ fn main() -> ExitCode {
             let timeout = std::time::Duration::from_millis(args.busy_timeout_ms);
             println!(
                 "{}",
-                checkpoint::run_here(&args.db, action, timeout).to_json()
+                checkpoint::run_here(&args.db, action, timeout, args.passive_pass).to_json()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -13,7 +13,10 @@
 //! ended before the checkpoint starts) and then checkpoints.
 //!
 //! A TRUNCATE runs in three steps, to keep writers' stall short and bounded:
-//! 1. a PASSIVE checkpoint copies what it can while writers go on writing;
+//! 1. a PASSIVE checkpoint copies what it can while writers go on writing. Only while it keeps
+//!    up: when writers add frames as fast as it copies them (a runaway writer on a disk with slow
+//!    fsync), the pass only delays step 2 while the WAL grows, so the controller skips it for a
+//!    while (see `passive_pass_kept_up`);
 //! 2. the child takes SQLite's WRITE lock itself, waiting in the kernel for up to `busy_timeout`
 //!    ([`sys::lock_exclusive_within`]): a busy writer frees it only for microseconds between
 //!    transactions, too briefly for SQLite's poll-and-sleep busy handler to catch;
@@ -64,6 +67,9 @@ pub struct Outcome {
     pub duration: Duration,
     /// How long it held the WRITE lock: how long writers were stalled by it.
     pub write_lock_held: Duration,
+    /// For a TRUNCATE with a PASSIVE pass first: whether that pass left at most half of the WAL
+    /// to copy while holding WRITE.
+    pub passive_pass_kept_up: Option<bool>,
     pub error: Option<String>,
 }
 
@@ -98,6 +104,7 @@ impl Outcome {
             "checkpointed_frames": self.checkpointed_frames,
             "duration_seconds": self.duration.as_secs_f64(),
             "write_lock_held_seconds": self.write_lock_held.as_secs_f64(),
+            "passive_pass_kept_up": self.passive_pass_kept_up,
             "error": self.error,
         })
         .to_string()
@@ -118,14 +125,15 @@ impl Outcome {
             write_lock_held: Duration::from_secs_f64(
                 v["write_lock_held_seconds"].as_f64().unwrap_or(0.0),
             ),
+            passive_pass_kept_up: v["passive_pass_kept_up"].as_bool(),
             error: v["error"].as_str().map(str::to_owned),
         })
     }
 }
 
 /// Runs `action` on `db` in a child process (`walwatch checkpoint`), each lock wait bounded
-/// by `busy_timeout`.
-pub fn run(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
+/// by `busy_timeout`; a TRUNCATE starts with a PASSIVE pass if `passive_pass`.
+pub fn run(db: &Path, action: Action, busy_timeout: Duration, passive_pass: bool) -> Outcome {
     let start = Instant::now();
     let failed = |error: String| Outcome {
         result: ResultKind::Error,
@@ -133,6 +141,7 @@ pub fn run(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
         checkpointed_frames: -1,
         duration: start.elapsed(),
         write_lock_held: Duration::ZERO,
+        passive_pass_kept_up: None,
         error: Some(error),
     };
     let exe = match std::env::current_exe() {
@@ -141,6 +150,7 @@ pub fn run(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
     };
     let output = std::process::Command::new(exe)
         .arg("checkpoint")
+        .args(passive_pass.then_some("--passive-pass"))
         .args([
             "--mode",
             action.name(),
@@ -164,7 +174,7 @@ pub fn run(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
 
 /// Runs `action` on `db` in this process. Only for `walwatch checkpoint`: see the module
 /// documentation for why the sidecar itself must not.
-pub fn run_here(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
+pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass: bool) -> Outcome {
     let start = Instant::now();
     let outcome = |(result, log_frames, checkpointed_frames), error| Outcome {
         result,
@@ -172,6 +182,7 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
         checkpointed_frames,
         duration: start.elapsed(),
         write_lock_held: Duration::ZERO,
+        passive_pass_kept_up: None,
         error,
     };
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -185,16 +196,24 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
     if let Err(e) = conn.busy_handler(Some(bounded_busy_handler)) {
         return outcome(FAILED, Some(e.to_string()));
     }
-    let passive = checkpoint(&conn, "PASSIVE");
     if action == Action::Passive {
-        return match passive {
+        return match checkpoint(&conn, "PASSIVE") {
             Ok(done) => outcome(done, None),
             Err(e) => outcome(FAILED, Some(e)),
         };
     }
-    let copied = match passive {
-        Ok((_, log, done)) => (ResultKind::Busy, log, done),
-        Err(e) => return outcome(FAILED, Some(e)),
+    // Step 1, if asked for: what it copied is what a TRUNCATE that cannot take WRITE reports.
+    let (copied, kept_up) = if passive_pass {
+        match passive_pass_on(&conn, db) {
+            Ok((copied, kept_up)) => (copied, Some(kept_up)),
+            Err(e) => return outcome(FAILED, Some(e)),
+        }
+    } else {
+        (BUSY, None)
+    };
+    let outcome = |done, error| Outcome {
+        passive_pass_kept_up: kept_up,
+        ..outcome(done, error)
     };
 
     // Step 2: WRITE, on a descriptor of -shm of our own. It is closed only after the connection:
@@ -232,6 +251,26 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration) -> Outcome {
     drop(shm);
     done
 }
+
+/// Step 1 of a TRUNCATE: a PASSIVE checkpoint. Returns its (result, log, checkpointed) as a busy
+/// result, and whether it kept up: whether it left at most half of the WAL (its frames not
+/// copied plus those appended meanwhile) for step 3 to copy while writers wait.
+fn passive_pass_on(conn: &Connection, db: &Path) -> Result<((ResultKind, i64, i64), bool), String> {
+    let wal = format!("{}-wal", db.display());
+    let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let page_size: u64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    let before = wal_len();
+    let (_, log, done) = checkpoint(conn, "PASSIVE")?;
+    let appended = wal_len().saturating_sub(before) / (page_size + WAL_FRAME_HEADER);
+    let (log, done) = (log.max(0) as u64, done.max(0) as u64);
+    let left = log.saturating_sub(done) + appended;
+    Ok(((ResultKind::Busy, log as i64, done as i64), 2 * left <= log))
+}
+
+/// Bytes before each page in a WAL frame.
+const WAL_FRAME_HEADER: u64 = 24;
 
 /// (busy, log frames, checkpointed frames) of a checkpoint that could not run.
 const FAILED: (ResultKind, i64, i64) = (ResultKind::Error, -1, -1);

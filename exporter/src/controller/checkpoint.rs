@@ -13,10 +13,9 @@
 //! ended before the checkpoint starts) and then checkpoints.
 //!
 //! A TRUNCATE runs in three steps, to keep writers' stall short and bounded:
-//! 1. a PASSIVE checkpoint copies what it can while writers go on writing. Only while it keeps
-//!    up: when writers add frames as fast as it copies them (a runaway writer on a disk with slow
-//!    fsync), the pass only delays step 2 while the WAL grows, so the controller skips it for a
-//!    while (see `passive_pass_kept_up`);
+//! 1. a PASSIVE pass copies what it can while writers go on writing. The controller asks for it
+//!    only while it copies at least twice as fast as writers append: otherwise (a runaway writer
+//!    on a disk with slow fsync) the pass only delays step 2 while the WAL grows;
 //! 2. the child takes SQLite's WRITE lock itself, waiting in the kernel for up to `busy_timeout`
 //!    ([`sys::lock_exclusive_within`]): a busy writer frees it only for microseconds between
 //!    transactions, too briefly for SQLite's poll-and-sleep busy handler to catch;
@@ -67,9 +66,8 @@ pub struct Outcome {
     pub duration: Duration,
     /// How long it held the WRITE lock: how long writers were stalled by it.
     pub write_lock_held: Duration,
-    /// For a TRUNCATE with a PASSIVE pass first: whether that pass left at most half of the WAL
-    /// to copy while holding WRITE.
-    pub passive_pass_kept_up: Option<bool>,
+    /// For a TRUNCATE with a PASSIVE pass first: how fast that pass copied, in bytes per second.
+    pub passive_pass_rate: Option<f64>,
     pub error: Option<String>,
 }
 
@@ -104,7 +102,7 @@ impl Outcome {
             "checkpointed_frames": self.checkpointed_frames,
             "duration_seconds": self.duration.as_secs_f64(),
             "write_lock_held_seconds": self.write_lock_held.as_secs_f64(),
-            "passive_pass_kept_up": self.passive_pass_kept_up,
+            "passive_pass_bytes_per_second": self.passive_pass_rate,
             "error": self.error,
         })
         .to_string()
@@ -125,7 +123,7 @@ impl Outcome {
             write_lock_held: Duration::from_secs_f64(
                 v["write_lock_held_seconds"].as_f64().unwrap_or(0.0),
             ),
-            passive_pass_kept_up: v["passive_pass_kept_up"].as_bool(),
+            passive_pass_rate: v["passive_pass_bytes_per_second"].as_f64(),
             error: v["error"].as_str().map(str::to_owned),
         })
     }
@@ -141,7 +139,7 @@ pub fn run(db: &Path, action: Action, busy_timeout: Duration, passive_pass: bool
         checkpointed_frames: -1,
         duration: start.elapsed(),
         write_lock_held: Duration::ZERO,
-        passive_pass_kept_up: None,
+        passive_pass_rate: None,
         error: Some(error),
     };
     let exe = match std::env::current_exe() {
@@ -182,7 +180,7 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass:
         checkpointed_frames,
         duration: start.elapsed(),
         write_lock_held: Duration::ZERO,
-        passive_pass_kept_up: None,
+        passive_pass_rate: None,
         error,
     };
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -203,16 +201,16 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass:
         };
     }
     // Step 1, if asked for: what it copied is what a TRUNCATE that cannot take WRITE reports.
-    let (copied, kept_up) = if passive_pass {
-        match passive_pass_on(&conn, db) {
-            Ok((copied, kept_up)) => (copied, Some(kept_up)),
+    let (copied, rate) = if passive_pass {
+        match passive_pass_on(&conn) {
+            Ok((copied, rate)) => (copied, rate),
             Err(e) => return outcome(FAILED, Some(e)),
         }
     } else {
         (BUSY, None)
     };
     let outcome = |done, error| Outcome {
-        passive_pass_kept_up: kept_up,
+        passive_pass_rate: rate,
         ..outcome(done, error)
     };
 
@@ -253,20 +251,18 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass:
 }
 
 /// Step 1 of a TRUNCATE: a PASSIVE checkpoint. Returns its (result, log, checkpointed) as a busy
-/// result, and whether it kept up: whether it left at most half of the WAL (its frames not
-/// copied plus those appended meanwhile) for step 3 to copy while writers wait.
-fn passive_pass_on(conn: &Connection, db: &Path) -> Result<((ResultKind, i64, i64), bool), String> {
-    let wal = format!("{}-wal", db.display());
-    let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+/// result, and how fast it copied (bytes per second) when it copied enough to tell (1 MiB).
+fn passive_pass_on(conn: &Connection) -> Result<((ResultKind, i64, i64), Option<f64>), String> {
     let page_size: u64 = conn
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .map_err(|e| e.to_string())?;
-    let before = wal_len();
+    let start = Instant::now();
     let (_, log, done) = checkpoint(conn, "PASSIVE")?;
-    let appended = wal_len().saturating_sub(before) / (page_size + WAL_FRAME_HEADER);
-    let (log, done) = (log.max(0) as u64, done.max(0) as u64);
-    let left = log.saturating_sub(done) + appended;
-    Ok(((ResultKind::Busy, log as i64, done as i64), 2 * left <= log))
+    // Frames copied earlier count as copied here: the rate is then too high, which only means
+    // another pass, and a pass with little left to copy is quick anyway.
+    let copied = done.max(0) as u64 * (page_size + WAL_FRAME_HEADER);
+    let rate = (copied >= 1 << 20).then(|| copied as f64 / start.elapsed().as_secs_f64());
+    Ok(((ResultKind::Busy, log, done), rate))
 }
 
 /// Bytes before each page in a WAL frame.

@@ -48,9 +48,6 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 const FAST_HORIZON: Duration = Duration::from_millis(200);
 /// Shortest time between two PASSIVE checkpoints of one database.
 const PASSIVE_GAP: Duration = Duration::from_millis(100);
-/// After a TRUNCATE's PASSIVE pass failed to keep up with writers, TRUNCATEs skip it; every
-/// this many, one tries it again, in case the writers have slowed down.
-const PASSIVE_PASS_RETRY_EVERY: u32 = 8;
 /// Growth-rate smoothing time constant.
 const GROWTH_TAU: Duration = Duration::from_millis(500);
 
@@ -113,9 +110,8 @@ struct DbControl {
     holding: Option<String>,
     limits: Option<Limits>,
     last_passive: Option<Instant>,
-    /// TRUNCATEs run without a PASSIVE pass since one showed that writers outpace it (0 while
-    /// the pass keeps up).
-    skipped_passive_passes: Option<u32>,
+    /// How fast the last PASSIVE pass of a TRUNCATE copied, in bytes per second.
+    passive_pass_rate: Option<f64>,
 }
 
 pub struct Controller {
@@ -298,10 +294,12 @@ impl Controller {
             Action::Passive => Duration::ZERO,
             Action::Truncate => self.settings.truncate_timeout,
         };
-        let passive_pass = lock(&self.dbs)
-            .get(db)
-            .and_then(|c| c.skipped_passive_passes)
-            .map_or(true, |skipped| skipped >= PASSIVE_PASS_RETRY_EVERY);
+        // A PASSIVE pass first, unless writers append faster than half the rate it copies at:
+        // then it would copy little net, while the WAL grows until the TRUNCATE proper.
+        let passive_pass = lock(&self.dbs).get(db).map_or(true, |c| {
+            c.passive_pass_rate
+                .map_or(true, |rate| c.growth < rate / 2.0)
+        });
         let outcome = checkpoint::run(db, action, timeout, passive_pass);
         let blockers = if outcome.result == ResultKind::Busy {
             self.blockers_of(db, known_blockers)
@@ -320,12 +318,9 @@ impl Controller {
             c.last_passive = Some(Instant::now());
         }
         if action == Action::Truncate {
-            c.skipped_passive_passes =
-                match (outcome.passive_pass_kept_up, c.skipped_passive_passes) {
-                    (Some(true), _) => None,
-                    (Some(false), _) => Some(0),
-                    (None, skipped) => skipped.map(|n| n + 1),
-                };
+            if let Some(rate) = outcome.passive_pass_rate {
+                c.passive_pass_rate = Some(rate);
+            }
             if outcome.result == ResultKind::Ok {
                 c.backoff = Duration::ZERO;
                 c.backoff_until = None;
@@ -375,15 +370,14 @@ impl Controller {
     fn log(&self, db: &Path, action: Action, reason: &str, o: &Outcome, blockers: &[Blocker]) {
         let ms = o.duration.as_secs_f64() * 1e3;
         let stall_ms = o.write_lock_held.as_secs_f64() * 1e3;
-        let passive_pass = match (action, o.passive_pass_kept_up) {
-            (Action::Passive, _) => "-",
-            (Action::Truncate, Some(true)) => "kept up",
-            (Action::Truncate, Some(false)) => "outpaced by writers",
-            (Action::Truncate, None) => "skipped",
+        let passive_pass = match (action, o.passive_pass_rate) {
+            (Action::Passive, _) => "-".to_owned(),
+            (Action::Truncate, Some(rate)) => format!("{:.0} MiB/s", rate / (1 << 20) as f64),
+            (Action::Truncate, None) => "none".to_owned(),
         };
         match o.result {
             ResultKind::Ok => {
-                tracing::info!(db = %db.display(), action = action.name(), result = "ok", duration_ms = ms, write_lock_held_ms = stall_ms, passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpointed: {reason}")
+                tracing::info!(db = %db.display(), action = action.name(), result = "ok", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpointed: {reason}")
             }
             ResultKind::Busy => {
                 let named: Vec<String> = blockers.iter().map(describe_blocker).collect();
@@ -393,7 +387,7 @@ impl Controller {
                 } else {
                     named.join("; ")
                 };
-                tracing::warn!(db = %db.display(), action = action.name(), result = "busy", duration_ms = ms, write_lock_held_ms = stall_ms, passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpoint could not complete: blocked by {named}");
+                tracing::warn!(db = %db.display(), action = action.name(), result = "busy", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpoint could not complete: blocked by {named}");
             }
             ResultKind::Error => {
                 tracing::error!(db = %db.display(), action = action.name(), result = "error", "checkpoint failed: {}; the sidecar needs read-write access to the database and its directory", o.error.as_deref().unwrap_or("unknown error"))

@@ -252,7 +252,7 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass:
 
 /// Step 1 of a TRUNCATE: a PASSIVE checkpoint. Returns its (result, log, checkpointed) as a busy
 /// result, and how fast it copied (bytes per second) when it copied enough to tell (1 MiB).
-fn passive_pass_on(conn: &Connection) -> Result<((ResultKind, i64, i64), Option<f64>), String> {
+fn passive_pass_on(conn: &Connection) -> Result<(Counts, Option<f64>), String> {
     let page_size: u64 = conn
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .map_err(|e| e.to_string())?;
@@ -268,15 +268,18 @@ fn passive_pass_on(conn: &Connection) -> Result<((ResultKind, i64, i64), Option<
 /// Bytes before each page in a WAL frame.
 const WAL_FRAME_HEADER: u64 = 24;
 
-/// (busy, log frames, checkpointed frames) of a checkpoint that could not run.
-const FAILED: (ResultKind, i64, i64) = (ResultKind::Error, -1, -1);
-const BUSY: (ResultKind, i64, i64) = (ResultKind::Busy, -1, -1);
+/// What `PRAGMA wal_checkpoint` returns: (result, frames in the WAL, frames checkpointed).
+type Counts = (ResultKind, i64, i64);
+
+/// The counts of a checkpoint that could not run.
+const FAILED: Counts = (ResultKind::Error, -1, -1);
+const BUSY: Counts = (ResultKind::Busy, -1, -1);
 
 /// Step 3 of a TRUNCATE (see the module documentation).
 fn truncate(
     conn: &Connection,
     busy_timeout: Duration,
-    outcome: impl Fn((ResultKind, i64, i64), Option<String>) -> Outcome,
+    outcome: impl Fn(Counts, Option<String>) -> Outcome,
 ) -> Outcome {
     READER_WAIT_LEFT.set(busy_timeout);
     let result = checkpoint(conn, "TRUNCATE");
@@ -288,7 +291,7 @@ fn truncate(
 }
 
 /// Runs `PRAGMA wal_checkpoint(mode)`: (result, frames in the WAL, frames checkpointed).
-fn checkpoint(conn: &Connection, mode: &str) -> Result<(ResultKind, i64, i64), String> {
+fn checkpoint(conn: &Connection, mode: &str) -> Result<Counts, String> {
     let row = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
         Ok((
             r.get::<_, i64>(0)?,

@@ -9,17 +9,20 @@
 //! - **Priority 3 — hard limit: TRUNCATE.** When the WAL is at or over the hard limit, or will
 //!   reach it before the controller can react again at its current growth rate, or is past the
 //!   soft limit and on course to reach the hard one within an interval (PASSIVE would not stop
-//!   it: it never holds writers back), run TRUNCATE with a short,
-//!   bounded busy timeout (TRUNCATE holds the WRITE lock while it waits for readers, so writers
-//!   stall for at most that long). It backfills every frame and cuts `-wal` to zero bytes.
+//!   it: it never holds writers back), run TRUNCATE with a short, bounded busy timeout
+//!   (TRUNCATE holds the WRITE lock while it waits for readers, so writers stall for at most
+//!   that long, plus the copy of the frames it backfills; [`super::checkpoint`] keeps that copy
+//!   short). It backfills every frame and cuts `-wal` to zero bytes.
 //! - **Priority 4 — soft limit: PASSIVE.** When the WAL is at or over the soft limit, growing
 //!   slowly enough that it will not reach the hard limit within an interval, and frames are
 //!   waiting to be copied, run PASSIVE (at most every 100 ms): it never
 //!   waits for a lock and never blocks the application, and once every frame is copied the next
 //!   writer starts the WAL over from its beginning, so the file stops growing.
-//! - **Back-off.** After a TRUNCATE that could not complete, the next one waits `backoff`,
-//!   doubling up to `max_backoff`, so a database pinned by a long reader is not hammered — except
-//!   that it is retried at once when the reader that blocked it is gone.
+//! - **Back-off.** After a TRUNCATE blocked by a reader that pins the WAL (its read mark is
+//!   behind, or it has been reading for over a second), the next one waits `backoff`, doubling
+//!   up to `max_backoff`, so a database pinned by a long reader is not hammered — except that it
+//!   is retried at once when the reader that blocked it is gone. A TRUNCATE that lost to a
+//!   writer's transaction (over in milliseconds) may be retried at the next chance.
 
 use std::time::Duration;
 

@@ -234,6 +234,11 @@ fn long_reader_is_named_then_the_wal_is_truncated() {
         .unwrap()
         .clone();
     eprintln!("blocker named after {named:?}: {blocker}");
+    // The busy TRUNCATE took WRITE, waited for the reader, and gave up: it says how long it
+    // held WRITE (how long the writer could be stalled by it).
+    let held = st["controller"]["last"]["write_lock_held_seconds"].as_f64();
+    eprintln!("the busy TRUNCATE held WRITE for {held:?} s");
+    assert!(held.is_some_and(|h| h > 0.0), "{st}");
     assert!(
         blocker["slot"].as_str().unwrap().starts_with("READ"),
         "{blocker}"

@@ -71,26 +71,48 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// The time a TRUNCATE may still wait for readers while it holds WRITE.
+#[derive(Clone, Copy)]
+struct ReaderWait {
+    left: Duration,
+    /// When the busy handler last gave control back to SQLite.
+    last_return: Option<Instant>,
+}
+
 thread_local! {
-    /// What is left of the time a TRUNCATE may wait for readers while it holds WRITE.
-    static READER_WAIT_LEFT: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    static READER_WAIT: Cell<ReaderWait> =
+        const { Cell::new(ReaderWait { left: Duration::ZERO, last_return: None }) };
 }
 
 /// How often a busy lock is retried while waiting for readers.
 const RETRY_EVERY: Duration = Duration::from_micros(200);
+/// A pause between two busy-handler calls up to this long was SQLite retrying the lock (part of
+/// the wait); a longer one was SQLite copying frames between two waits (not part of it).
+const RETRY_GAP: Duration = Duration::from_millis(1);
 
 /// SQLite calls this while a lock it needs is busy. WRITE is already ours when it runs (see the
 /// module documentation), so every wait is for readers while writers stall: all of them together
-/// get one budget. Time SQLite spends between calls (copying frames) is not waiting and is not
-/// counted; a stall of this process inside the sleep is.
+/// get one budget, which counts the sleeps (a stall of this process included) and SQLite's
+/// retries between them, but not its copying of frames between two waits.
 fn bounded_busy_handler(_attempt: i32) -> bool {
-    let left = READER_WAIT_LEFT.get();
+    let ReaderWait { left, last_return } = READER_WAIT.get();
+    let now = Instant::now();
+    let retrying = last_return.map_or(Duration::ZERO, |t| now - t);
+    let left = if retrying <= RETRY_GAP {
+        left.saturating_sub(retrying)
+    } else {
+        left
+    };
     if left.is_zero() {
+        READER_WAIT.set(ReaderWait { left, last_return });
         return false;
     }
-    let slept = Instant::now();
     std::thread::sleep(RETRY_EVERY.min(left));
-    READER_WAIT_LEFT.set(left.saturating_sub(slept.elapsed()));
+    let back = Instant::now();
+    READER_WAIT.set(ReaderWait {
+        left: left.saturating_sub(back - now),
+        last_return: Some(back),
+    });
     true
 }
 
@@ -281,9 +303,13 @@ fn truncate(
     busy_timeout: Duration,
     outcome: impl Fn(Counts, Option<String>) -> Outcome,
 ) -> Outcome {
-    READER_WAIT_LEFT.set(busy_timeout);
+    let wait = |left| ReaderWait {
+        left,
+        last_return: None,
+    };
+    READER_WAIT.set(wait(busy_timeout));
     let result = checkpoint(conn, "TRUNCATE");
-    READER_WAIT_LEFT.set(Duration::ZERO);
+    READER_WAIT.set(wait(Duration::ZERO));
     match result {
         Ok(done) => outcome(done, None),
         Err(e) => outcome(FAILED, Some(e)),

@@ -205,6 +205,25 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass:
         passive_pass_rate: None,
         error,
     };
+    // For a TRUNCATE, a descriptor of -shm of our own to take WRITE on in step 2. Opened before
+    // the connection so that it is closed after it, on every path: closing it drops all of this
+    // process's locks on -shm, SQLite's included. No -shm: no connection has the database open
+    // in WAL mode, so nothing writes, and SQLite takes its locks itself.
+    let shm_path = format!("{}-shm", db.display());
+    let open_shm = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&shm_path)
+    };
+    let shm = match action {
+        Action::Passive => None,
+        Action::Truncate => match open_shm() {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return outcome(FAILED, Some(format!("cannot open {shm_path}: {e}"))),
+        },
+    };
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = match Connection::open_with_flags(db, flags) {
         Ok(c) => c,
@@ -236,24 +255,12 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass:
         ..outcome(done, error)
     };
 
-    // Step 2: WRITE, on a descriptor of -shm of our own. It is closed only after the connection:
-    // closing it drops all of this process's locks on -shm, SQLite's included.
-    let shm_path = format!("{}-shm", db.display());
-    let shm = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&shm_path)
-    {
-        Ok(f) => f,
-        // No -shm: no connection has the database open in WAL mode, so nothing writes; SQLite
-        // takes its locks itself.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return truncate(&conn, busy_timeout, outcome)
-        }
-        Err(e) => return outcome(FAILED, Some(format!("cannot open {shm_path}: {e}"))),
+    // Step 2: WRITE.
+    let Some(shm) = &shm else {
+        return truncate(&conn, busy_timeout, outcome);
     };
     let write_lock = SHM_LOCK_BASE + walwatch::layout::SLOT_WRITE as u64;
-    match sys::lock_exclusive_within(&shm, write_lock, busy_timeout) {
+    match sys::lock_exclusive_within(shm, write_lock, busy_timeout) {
         Ok(true) => {}
         // A writer kept it: report what the PASSIVE step copied.
         Ok(false) => return outcome(copied, None),
@@ -263,12 +270,10 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass:
     let mut done = truncate(&conn, busy_timeout, outcome);
     // SQLite released WRITE when the checkpoint ended; if it stopped before taking it (another
     // checkpoint held CKPT), the lock is still ours alone: give it back before anything else.
-    if let Err(e) = sys::unlock(&shm, write_lock) {
+    if let Err(e) = sys::unlock(shm, write_lock) {
         eprintln!("walwatch checkpoint: cannot unlock {shm_path}: {e}");
     }
     done.write_lock_held = held_since.elapsed();
-    drop(conn);
-    drop(shm);
     done
 }
 

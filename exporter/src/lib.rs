@@ -19,3 +19,4 @@ pub mod status;
 pub mod synth;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod text;

@@ -5,7 +5,7 @@
 //! lock per slot (WRITE, CKPT, RECOVER, READ0..READ4; acquired, busy, hold time), busy-handler
 //! sleeps, every checkpoint (mode, outcome, frames backfilled, duration, what blocked it), and
 //! which process holds which READ slot since when. The records go to a small stats file per
-//! database in `$WALWATCH_DIR` (default `/dev/shm/walwatch`), shared through `mmap` by every
+//! database in `$WALWATCH_DIR` (default: the private `/dev/shm/walwatch-<uid>`), shared through `mmap` by every
 //! process that uses the shim, where the `walwatch` sidecar reads them.
 //!
 //! ## Loading it
@@ -41,6 +41,7 @@ pub mod ffi;
 pub mod layout;
 pub mod paths;
 pub mod snapshot;
+pub mod trust;
 pub mod wal_index;
 
 mod extension;

@@ -44,6 +44,7 @@ pub mod snapshot;
 pub mod trust;
 pub mod wal_index;
 
+mod at;
 mod extension;
 mod host;
 mod json;

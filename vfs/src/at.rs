@@ -14,7 +14,8 @@ use std::path::Path;
 
 /// Flags of every open of a stats file: never follow a symlink, never block (a FIFO planted
 /// under the name would block an `open` without `O_NONBLOCK`), never leak into `exec`.
-const FILE_FLAGS: libc::c_int = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+const FILE_FLAGS: libc::c_int =
+    libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
 
 /// Opens the directory at `path` itself (`O_DIRECTORY | O_NOFOLLOW`: a symlink in its place
 /// fails with `ELOOP`, anything else with `ENOTDIR`).
@@ -103,7 +104,8 @@ pub(crate) fn try_lock(file: &File) -> io::Result<bool> {
 /// Allocates bytes `0..len` of `file` for real (no holes), so that writing through a mapping
 /// of them can never fault for lack of space: a full file system fails here with `ENOSPC`.
 pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     loop {
         // SAFETY: posix_fallocate on a descriptor we own; no memory is passed.
         let err = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };

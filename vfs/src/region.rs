@@ -186,13 +186,18 @@ fn describe(problem: &Problem) -> (&'static OnceFlag, String, String) {
 /// [`MESSAGE_MAX`] bytes: its end (the file name) says the most.
 fn with_path(before: &str, path: &Path, after: &str) -> String {
     let path = path.to_string_lossy();
-    let room = MESSAGE_MAX.saturating_sub(before.len() + after.len()).max(24);
+    let room = MESSAGE_MAX
+        .saturating_sub(before.len() + after.len())
+        .max(24);
     if path.len() <= room {
         return format!("{before}{path}{after}");
     }
     let keep = room - 3;
     let (head, tail) = (keep / 3, keep - keep / 3);
-    let head_end = (0..=head).rev().find(|&i| path.is_char_boundary(i)).unwrap_or(0);
+    let head_end = (0..=head)
+        .rev()
+        .find(|&i| path.is_char_boundary(i))
+        .unwrap_or(0);
     let tail_start = (path.len() - tail..path.len())
         .find(|&i| path.is_char_boundary(i))
         .unwrap_or(path.len());
@@ -253,7 +258,7 @@ fn open_dir(path: &Path, euid: u32) -> Result<(File, Facts), Problem> {
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => false,
                 Err(err) => return Err(dir_problem(err)),
             };
-            let dir = at::open_dir(path).map_err(|e| refused_link(e, Kind::Directory, path))?;
+            let dir = at::open_dir(path).map_err(|e| dir_open_problem(e, path, euid))?;
             if created {
                 // Exactly 0700, whatever the umask (fchmod on the descriptor we checked).
                 dir.set_permissions(std::fs::Permissions::from_mode(0o700))
@@ -261,7 +266,7 @@ fn open_dir(path: &Path, euid: u32) -> Result<(File, Facts), Problem> {
             }
             dir
         }
-        Err(err) => return Err(refused_link(err, Kind::Directory, path)),
+        Err(err) => return Err(dir_open_problem(err, path, euid)),
     };
     let facts = Facts::of(&dir.metadata().map_err(dir_problem)?);
     trust::check_dir(&facts, euid).map_err(|r| Problem::DirRefused(path.to_owned(), r))?;
@@ -271,17 +276,29 @@ fn open_dir(path: &Path, euid: u32) -> Result<(File, Facts), Problem> {
 /// An open error of `path`: `ELOOP` (from `O_NOFOLLOW`) means a symlink stands in its place,
 /// which is a refusal; anything else is an I/O problem.
 fn refused_link(err: io::Error, expected: Kind, path: &Path) -> Problem {
-    let is_link = err.raw_os_error() == Some(libc::ELOOP);
     let refusal = Refusal::WrongKind {
         found: Kind::Symlink,
         expected,
     };
-    match (expected, is_link) {
+    match (expected, err.raw_os_error() == Some(libc::ELOOP)) {
         (Kind::Directory, true) => Problem::DirRefused(path.to_owned(), refusal),
         (Kind::Directory, false) => Problem::Dir(path.to_owned(), err),
         (_, true) => Problem::FileRefused(path.to_owned(), refusal),
         (_, false) => Problem::File(path.to_owned(), err.to_string()),
     }
+}
+
+/// An open error of the directory `path`. With `O_DIRECTORY | O_NOFOLLOW`, Linux answers
+/// `ENOTDIR` for a symlink as for a file: say which it is (a refusal) when `lstat` can tell.
+fn dir_open_problem(err: io::Error, path: &Path, euid: u32) -> Problem {
+    if matches!(err.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if let Err(refusal) = trust::check_dir(&Facts::of(&meta), euid) {
+                return Problem::DirRefused(path.to_owned(), refusal);
+            }
+        }
+    }
+    refused_link(err, Kind::Directory, path)
 }
 
 /// Opens the stats file `name` in `dir`, creating it if absent; `true` if we created it.
@@ -492,7 +509,10 @@ mod tests {
 
     #[test]
     fn messages_fit_what_sqlite3_log_keeps() {
-        let long = PathBuf::from(format!("/srv/{}/app.db.0123456789abcdef.walwatch", "d".repeat(300)));
+        let long = PathBuf::from(format!(
+            "/srv/{}/app.db.0123456789abcdef.walwatch",
+            "d".repeat(300)
+        ));
         for problem in [
             Problem::FileRefused(
                 long.clone(),
@@ -510,8 +530,15 @@ mod tests {
         ] {
             let (_, text, advice) = describe(&problem);
             assert!(text.len() <= MESSAGE_MAX, "{} bytes: {text}", text.len());
-            assert!(advice.len() <= MESSAGE_MAX, "{} bytes: {advice}", advice.len());
-            assert!(text.contains(".walwatch") || text.contains("app.db"), "{text}");
+            assert!(
+                advice.len() <= MESSAGE_MAX,
+                "{} bytes: {advice}",
+                advice.len()
+            );
+            assert!(
+                text.contains(".walwatch") || text.contains("app.db"),
+                "{text}"
+            );
         }
         let (_, text, _) = describe(&Problem::FileRefused(
             long,
@@ -520,7 +547,10 @@ mod tests {
                 expected: 0,
             },
         ));
-        assert!(text.ends_with("refused: it is owned by uid 65534, not uid 0"), "{text}");
+        assert!(
+            text.ends_with("refused: it is owned by uid 65534, not uid 0"),
+            "{text}"
+        );
         assert!(text.contains("..."), "{text}");
         let short = with_path("stats file ", Path::new("/tmp/s/a.walwatch"), " refused");
         assert_eq!(short, "stats file /tmp/s/a.walwatch refused");

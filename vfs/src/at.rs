@@ -69,6 +69,7 @@ pub(crate) fn stat(dir: &File, name: &CStr) -> io::Result<(Facts, (u64, u64))> {
     }
     // SAFETY: fstatat succeeded, so it filled in `st`.
     let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // nlink_t is u64 on x86_64, u32 on aarch64 and others
     let facts = Facts {
         uid: st.st_uid,
         gid: st.st_gid,
@@ -87,17 +88,29 @@ pub(crate) fn unlink(dir: &File, name: &CStr) -> io::Result<()> {
     Ok(())
 }
 
-/// Tries once to take `file`'s exclusive flock(2) without waiting: `Ok(false)` if another
-/// open file description holds it.
-pub(crate) fn try_lock(file: &File) -> io::Result<bool> {
+/// Tries once to take `file`'s exclusive flock(2) without waiting: `None` if another open file
+/// description holds it.
+pub(crate) fn try_lock(file: &File) -> io::Result<Option<FileLock<'_>>> {
     // SAFETY: flock on a descriptor we own; no memory is passed.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(true);
+        return Ok(Some(FileLock(file)));
     }
     let err = io::Error::last_os_error();
     match err.raw_os_error() {
-        Some(libc::EWOULDBLOCK) | Some(libc::EINTR) => Ok(false),
+        Some(libc::EWOULDBLOCK) | Some(libc::EINTR) => Ok(None),
         _ => Err(err),
+    }
+}
+
+/// An flock(2), released when dropped. Explicitly: closing the descriptor is not enough once
+/// the file is mapped, because the mapping keeps the open file description (and its lock)
+/// alive.
+pub(crate) struct FileLock<'a>(&'a File);
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: releases the flock taken in `try_lock` on the same descriptor.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 

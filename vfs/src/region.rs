@@ -224,10 +224,10 @@ fn open(db_path: &[u8]) -> Result<Mapping, Problem> {
     let name = CString::new(name).map_err(|e| Problem::File(file_path.clone(), e.to_string()))?;
     let io_problem = |err: io::Error| Problem::File(file_path.clone(), err.to_string());
     for _ in 0..REOPENS {
-        let (file, created) = open_file(&dir, &name, &dir_facts, euid, &file_path)?;
-        if !lock(&file).map_err(io_problem)? {
+        let file = open_file(&dir, &name, &dir_facts, euid, &file_path)?;
+        let Some(_lock) = lock(&file).map_err(io_problem)? else {
             return Err(Problem::Locked(file_path));
-        }
+        };
         let meta = file.metadata().map_err(io_problem)?;
         let facts = Facts::of(&meta);
         if facts.links == 0 {
@@ -235,8 +235,8 @@ fn open(db_path: &[u8]) -> Result<Mapping, Problem> {
             continue;
         }
         trust::check_file(&facts, euid).map_err(|r| Problem::FileRefused(file_path.clone(), r))?;
-        return prepare(&dir, &name, &file, meta.len(), created, db_path, &file_path);
-        // The lock is released when `file` closes, after the mapping is made.
+        return prepare(&dir, &name, &file, meta.len(), db_path, &file_path);
+        // `_lock` is released here, after the mapping is made (before `file` closes).
     }
     Err(Problem::File(
         file_path,
@@ -301,14 +301,14 @@ fn dir_open_problem(err: io::Error, path: &Path, euid: u32) -> Problem {
     refused_link(err, Kind::Directory, path)
 }
 
-/// Opens the stats file `name` in `dir`, creating it if absent; `true` if we created it.
+/// Opens the stats file `name` in `dir`, creating it (empty) if absent.
 fn open_file(
     dir: &File,
     name: &CStr,
     dir_facts: &Facts,
     euid: u32,
     path: &Path,
-) -> Result<(File, bool), Problem> {
+) -> Result<File, Problem> {
     for _ in 0..REOPENS {
         // What the name is before opening it: refuses a FIFO, socket or device without
         // opening it at all. The descriptor's own fstat decides afterwards.
@@ -317,14 +317,14 @@ fn open_file(
                 trust::check_file(&facts, euid)
                     .map_err(|r| Problem::FileRefused(path.to_owned(), r))?;
                 match at::open_file(dir, name) {
-                    Ok(file) => return Ok((file, false)),
+                    Ok(file) => return Ok(file),
                     Err(err) if err.raw_os_error() == Some(libc::ENOENT) => continue,
                     Err(err) => return Err(refused_link(err, Kind::Regular, path)),
                 }
             }
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
                 match at::create_file(dir, name, trust::new_file_mode(dir_facts)) {
-                    Ok(file) => return Ok((file, true)),
+                    Ok(file) => return Ok(file),
                     // Someone else made it (or planted something) meanwhile: look again.
                     Err(err) if err.raw_os_error() == Some(libc::EEXIST) => continue,
                     Err(err) => return Err(Problem::File(path.to_owned(), err.to_string())),
@@ -340,16 +340,16 @@ fn open_file(
 }
 
 /// Takes the creation lock: [`LOCK_TRIES`] attempts without blocking, [`LOCK_PAUSE`] apart.
-fn lock(file: &File) -> io::Result<bool> {
+fn lock(file: &File) -> io::Result<Option<at::FileLock<'_>>> {
     for attempt in 0..LOCK_TRIES {
-        if at::try_lock(file)? {
-            return Ok(true);
+        if let Some(lock) = at::try_lock(file)? {
+            return Ok(Some(lock));
         }
         if attempt + 1 < LOCK_TRIES {
             std::thread::sleep(LOCK_PAUSE);
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// With the creation lock held on `file`: validates or (re)initializes it, allocates it and
@@ -359,11 +359,12 @@ fn prepare(
     name: &CStr,
     file: &File,
     len: u64,
-    created: bool,
     db_path: &[u8],
     path: &Path,
 ) -> Result<Mapping, Problem> {
-    let initialize_it = if created || len < REGION_SIZE as u64 {
+    // Decided on what the file holds under the lock, not on who created it: another process
+    // may have locked and initialized our new file before we took the lock.
+    let initialize_it = if len < REGION_SIZE as u64 {
         // New, or left short by a creator that died before allocating it.
         true
     } else {

@@ -339,6 +339,7 @@ fn attack_3_flock_held_by_another_process_does_not_hang() {
         .spawn()
         .expect("run flock (util-linux)");
     let mut holder_out = BufReader::new(holder.stdout.take().unwrap());
+    let holder = KillGroupOnDrop(holder);
     let mut line = String::new();
     holder_out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "locked");
@@ -351,9 +352,7 @@ fn attack_3_flock_held_by_another_process_does_not_hang() {
             write_rows(&other_db, 3)
         )),
     );
-    // SAFETY: signals the process group of the holder this test started (its own group).
-    unsafe { libc::kill(-(holder.id() as i32), libc::SIGKILL) };
-    let _ = holder.wait();
+    drop(holder);
 
     let context = format!("stdout: {}\nstderr: {}", run.out, run.err);
     assert!(exited_normally(run.status), "{context}");
@@ -369,6 +368,18 @@ fn attack_3_flock_held_by_another_process_does_not_hang() {
     // With the lock gone, the file records again (it was never damaged).
     let after = shell(&s.stats_dir, &script(&write_rows(&locked_db, 1)));
     assert!(recorded(&after.out, &locked_db), "{}", after.err);
+}
+
+/// A child that leads its own process group (flock and the command it runs with the lock):
+/// the whole group is killed when the test ends, passed or failed.
+struct KillGroupOnDrop(std::process::Child);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: signals only the process group this test started (the child leads it).
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
 }
 
 /// Runs `sh -c body` in a private mount namespace (`unshare -m`), bounded; `body` may mount.
@@ -523,4 +534,37 @@ fn default_directory_is_private_per_user() {
     assert!(recorded(&run.out, &db), "{}", run.err);
     let stats: Vec<&str> = run.out.lines().rev().take(2).collect();
     assert_eq!(stats, ["600 0", "700 0"], "{}", run.out);
+}
+
+/// Processes that open a new database at the same moment race to create its stats file: one
+/// creates it, the others wait briefly for its lock and map the same file. All record into it.
+#[test]
+fn simultaneous_first_opens_share_one_file() {
+    let s = Scratch::new();
+    let db = s.db("race.db");
+    let setup = Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA journal_mode=WAL; CREATE TABLE t(x);")
+        .output()
+        .unwrap();
+    assert_ok(&setup);
+    let body = format!(
+        ".timeout 5000\n{}",
+        write_rows(&db, 1)
+            .replace("CREATE TABLE IF NOT EXISTS t(x);\n", "")
+            .replace("BEGIN;", "BEGIN IMMEDIATE;") // waits (.timeout) for the other writers
+    );
+    let shells: Vec<_> = (0..8)
+        .map(|_| {
+            let dir = s.stats_dir.clone();
+            let text = script(&body);
+            std::thread::spawn(move || shell(&dir, &text))
+        })
+        .collect();
+    for run in shells.into_iter().map(|t| t.join().unwrap()) {
+        assert!(recorded(&run.out, &db), "{}\n{}", run.out, run.err);
+        assert!(!run.err.contains("walwatch:"), "{}", run.err);
+    }
+    assert_eq!(std::fs::read_dir(&s.stats_dir).unwrap().count(), 1);
+    assert_eq!(rows_without_walwatch(&db), (8, "ok".into()));
 }

@@ -548,12 +548,11 @@ fn simultaneous_first_opens_share_one_file() {
         .output()
         .unwrap();
     assert_ok(&setup);
-    let body = format!(
-        ".timeout 5000\n{}",
-        write_rows(&db, 1)
-            .replace("CREATE TABLE IF NOT EXISTS t(x);\n", "")
-            .replace("BEGIN;", "BEGIN IMMEDIATE;") // waits (.timeout) for the other writers
-    );
+    // `.timeout` applies to the connection `.open` made, so it comes after it.
+    let body = write_rows(&db, 1)
+        .replace("PRAGMA journal_mode", ".timeout 5000\nPRAGMA journal_mode")
+        .replace("CREATE TABLE IF NOT EXISTS t(x);\n", "")
+        .replace("BEGIN;", "BEGIN IMMEDIATE;"); // waits (.timeout) for the other writers
     let shells: Vec<_> = (0..8)
         .map(|_| {
             let dir = s.stats_dir.clone();

@@ -215,7 +215,8 @@ fn attack_1_symlink_at_the_stats_file_name_is_refused() {
 
 /// Issue 9, attacks 1 and 3: other things planted under the stats file's name. A FIFO would
 /// block an open without O_NONBLOCK; a hard link to another file has that file's bytes; a file
-/// of another user is one that user can truncate or lock. All refused; the database works.
+/// of another user, or one others can write (attack 2: the old 0666 files), is one they can
+/// truncate under the mapping or lock. All refused; the database works.
 #[test]
 fn attack_1_fifo_hard_link_and_foreign_owner_are_refused() {
     for (case, why) in [
@@ -224,6 +225,11 @@ fn attack_1_fifo_hard_link_and_foreign_owner_are_refused() {
         (
             "other-owner",
             "refused: it is owned by uid 65534, not uid 0",
+        ),
+        // The old default: 0666, so anyone could truncate it under the mapping (SIGBUS).
+        (
+            "world-writable",
+            "refused: other users can write it (mode 0666)",
         ),
     ] {
         let s = Scratch::new();
@@ -236,6 +242,10 @@ fn attack_1_fifo_hard_link_and_foreign_owner_are_refused() {
         match case {
             "fifo" => assert_ok(&Command::new("mkfifo").arg(&name).output().unwrap()),
             "hard-link" => std::fs::hard_link(&other, &name).unwrap(),
+            "world-writable" => {
+                std::fs::write(&name, b"").unwrap();
+                std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o666)).unwrap();
+            }
             _ => {
                 std::fs::write(&name, b"").unwrap();
                 std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -245,7 +255,7 @@ fn attack_1_fifo_hard_link_and_foreign_owner_are_refused() {
         let run = shell(&s.stats_dir, &script(&write_rows(&db, 10)));
         assert_unrecorded(&run, &db, 10, why);
         assert_eq!(std::fs::read(&other).unwrap(), bytes, "{case}");
-        if case == "other-owner" {
+        if case == "other-owner" || case == "world-writable" {
             assert_eq!(std::fs::metadata(&name).unwrap().len(), 0, "untouched");
         }
         assert_eq!(rows_without_walwatch(&db), (10, "ok".into()), "{case}");

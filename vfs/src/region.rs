@@ -182,30 +182,30 @@ fn describe(problem: &Problem) -> (&'static OnceFlag, String, String) {
     }
 }
 
-/// `before` + `path` + `after`, the path shortened in its middle (`...`) so the whole fits in
+/// `before` + `path` + `after`, the path shortened in its middle so the whole fits in
 /// [`MESSAGE_MAX`] bytes: its end (the file name) says the most.
 fn with_path(before: &str, path: &Path, after: &str) -> String {
-    let path = path.to_string_lossy();
-    let room = MESSAGE_MAX
-        .saturating_sub(before.len() + after.len())
-        .max(24);
-    if path.len() <= room {
-        return format!("{before}{path}{after}");
+    let room = MESSAGE_MAX.saturating_sub(before.len() + after.len());
+    format!("{before}{}{after}", shorten(&path.to_string_lossy(), room))
+}
+
+/// `text` if it has at most `room` bytes (24 at least), else its start and its longer end
+/// around `...`, cut at character boundaries.
+fn shorten(text: &str, room: usize) -> String {
+    let room = room.max(24);
+    if text.len() <= room {
+        return text.to_owned();
     }
     let keep = room - 3;
     let (head, tail) = (keep / 3, keep - keep / 3);
     let head_end = (0..=head)
         .rev()
-        .find(|&i| path.is_char_boundary(i))
+        .find(|&i| text.is_char_boundary(i))
         .unwrap_or(0);
-    let tail_start = (path.len() - tail..path.len())
-        .find(|&i| path.is_char_boundary(i))
-        .unwrap_or(path.len());
-    format!(
-        "{before}{}...{}{after}",
-        &path[..head_end],
-        &path[tail_start..]
-    )
+    let tail_start = (text.len() - tail..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    format!("{}...{}", &text[..head_end], &text[tail_start..])
 }
 
 fn open(db_path: &[u8]) -> Result<Mapping, Problem> {
@@ -378,7 +378,7 @@ fn prepare(
                     path.to_owned(),
                     format!(
                         "it belongs to {}",
-                        String::from_utf8_lossy(&snapshot.db_path)
+                        shorten(&String::from_utf8_lossy(&snapshot.db_path), 60)
                     ),
                 ))
             }
@@ -525,7 +525,10 @@ mod tests {
             Problem::DirRefused(long.clone(), Refusal::Writable { mode: 0o41777 }),
             Problem::Locked(long.clone()),
             Problem::NoSpace(long.clone(), io::Error::from_raw_os_error(libc::ENOSPC)),
-            Problem::Unusable(long.clone(), "it belongs to /x".into()),
+            Problem::Unusable(
+                long.clone(),
+                format!("it belongs to {}", shorten(&"/x".repeat(900), 60)),
+            ),
             Problem::File(long.clone(), "x".into()),
             Problem::Dir(long.clone(), io::Error::from_raw_os_error(libc::ENOTDIR)),
         ] {

@@ -26,12 +26,21 @@
 //!
 //! If WRITE cannot be had within `busy_timeout` the TRUNCATE is reported busy (step 1 did the
 //! copying a PASSIVE can do), as SQLite reports a TRUNCATE whose busy handler gives up on WRITE.
+//!
+//! The child runs with the sidecar's privileges (often root) on a path it found in a file other
+//! users write, so before SQLite sees the path it opens the database itself without following a
+//! symlink, checks with `fstat` that it is a regular file still owned by the uid the sidecar
+//! checked (`--expect-owner`), and keeps that descriptor open until the connection is closed
+//! (closing it earlier would drop SQLite's locks, as for `-shm`). SQLite then opens the path
+//! with `SQLITE_OPEN_NOFOLLOW`, which refuses a symlink anywhere in it: a database swapped for
+//! a link to someone else's after the sidecar looked is not checkpointed.
 
 use super::policy::Action;
 use crate::collect::locks::SHM_LOCK_BASE;
 use crate::sys;
 use rusqlite::{Connection, OpenFlags};
 use std::cell::Cell;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -152,8 +161,15 @@ impl Outcome {
 }
 
 /// Runs `action` on `db` in a child process (`walwatch checkpoint`), each lock wait bounded
-/// by `busy_timeout`; a TRUNCATE starts with a PASSIVE pass if `passive_pass`.
-pub fn run(db: &Path, action: Action, busy_timeout: Duration, passive_pass: bool) -> Outcome {
+/// by `busy_timeout`; a TRUNCATE starts with a PASSIVE pass if `passive_pass`. With `owner`,
+/// the child refuses a database file that uid does not own.
+pub fn run(
+    db: &Path,
+    owner: Option<u32>,
+    action: Action,
+    busy_timeout: Duration,
+    passive_pass: bool,
+) -> Outcome {
     let start = Instant::now();
     let failed = |error: String| Outcome {
         result: ResultKind::Error,
@@ -171,6 +187,7 @@ pub fn run(db: &Path, action: Action, busy_timeout: Duration, passive_pass: bool
     let output = std::process::Command::new(exe)
         .arg("checkpoint")
         .args(passive_pass.then_some("--passive-pass"))
+        .args(owner.map(|uid| format!("--expect-owner={uid}")))
         .args([
             "--mode",
             action.name(),
@@ -192,9 +209,53 @@ pub fn run(db: &Path, action: Action, busy_timeout: Duration, passive_pass: bool
     }
 }
 
+/// Opens `path` read-only, never through a symlink nor blocking on a FIFO, and checks with
+/// `fstat` that it is a regular file (owned by `owner`, when given).
+fn open_checked(path: &Path, write: bool, owner: Option<u32>) -> Result<std::fs::File, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                format!(
+                    "refused {}: it is a symbolic link; walwatch checkpoints only the file itself",
+                    crate::text::path(path)
+                )
+            } else {
+                format!("cannot open {}: {e}", crate::text::path(path))
+            }
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot stat {}: {e}", crate::text::path(path)))?;
+    if !meta.file_type().is_file() {
+        return Err(format!(
+            "refused {}: it is not a regular file",
+            crate::text::path(path)
+        ));
+    }
+    if let Some(uid) = owner.filter(|&uid| uid != meta.uid()) {
+        return Err(format!(
+            "refused {}: it is now owned by uid {}, not uid {uid} as when the sidecar checked it; it is watched again at the next collection",
+            crate::text::path(path),
+            meta.uid()
+        ));
+    }
+    Ok(file)
+}
+
 /// Runs `action` on `db` in this process. Only for `walwatch checkpoint`: see the module
-/// documentation for why the sidecar itself must not.
-pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass: bool) -> Outcome {
+/// documentation for why the sidecar itself must not. With `owner`, a database file that uid
+/// does not own is refused.
+pub fn run_here(
+    db: &Path,
+    action: Action,
+    busy_timeout: Duration,
+    passive_pass: bool,
+    owner: Option<u32>,
+) -> Outcome {
     let start = Instant::now();
     let outcome = |(result, log_frames, checkpointed_frames), error| Outcome {
         result,
@@ -205,26 +266,28 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass:
         passive_pass_rate: None,
         error,
     };
+    // The database, checked before SQLite sees its path, and open until after the connection
+    // is closed (declared first, so dropped last).
+    let _db_file = match open_checked(db, false, owner) {
+        Ok(f) => f,
+        Err(e) => return outcome(FAILED, Some(e)),
+    };
     // For a TRUNCATE, a descriptor of -shm of our own to take WRITE on in step 2. Opened before
     // the connection so that it is closed after it, on every path: closing it drops all of this
     // process's locks on -shm, SQLite's included. No -shm: no connection has the database open
     // in WAL mode, so nothing writes, and SQLite takes its locks itself.
-    let shm_path = format!("{}-shm", db.display());
-    let open_shm = || {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&shm_path)
-    };
+    let shm_path = crate::collect::wal_files::sibling(db, "-shm");
     let shm = match action {
         Action::Passive => None,
-        Action::Truncate => match open_shm() {
+        Action::Truncate => match open_checked(&shm_path, true, None) {
             Ok(f) => Some(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return outcome(FAILED, Some(format!("cannot open {shm_path}: {e}"))),
+            Err(_) if !shm_path.exists() => None,
+            Err(e) => return outcome(FAILED, Some(e)),
         },
     };
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = match Connection::open_with_flags(db, flags) {
         Ok(c) => c,
         Err(e) => {
@@ -264,13 +327,17 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass:
         Ok(true) => {}
         // A writer kept it: report what the PASSIVE step copied.
         Ok(false) => return outcome(copied, None),
-        Err(e) => return outcome(FAILED, Some(format!("cannot lock {shm_path}: {e}"))),
+        Err(e) => {
+            let shm_path = crate::text::path(&shm_path);
+            return outcome(FAILED, Some(format!("cannot lock {shm_path}: {e}")));
+        }
     }
     let held_since = Instant::now();
     let mut done = truncate(&conn, busy_timeout, outcome);
     // SQLite released WRITE when the checkpoint ended; if it stopped before taking it (another
     // checkpoint held CKPT), the lock is still ours alone: give it back before anything else.
     if let Err(e) = sys::unlock(shm, write_lock) {
+        let shm_path = crate::text::path(&shm_path);
         eprintln!("walwatch checkpoint: cannot unlock {shm_path}: {e}");
     }
     done.write_lock_held = held_since.elapsed();

@@ -102,9 +102,13 @@ impl std::fmt::Display for StatsFileError {
                 "stats directory refused, none of its files is read: {r}; {}",
                 r.advice()
             ),
+            Self::Size { len } if *len < REGION_SIZE as u64 => write!(
+                f,
+                "not read: {len} bytes, not {REGION_SIZE}: truncated, or not a walwatch stats file; remove it once no process uses it"
+            ),
             Self::Size { len } => write!(
                 f,
-                "not read: {len} bytes, not {REGION_SIZE}: not a walwatch stats file (or one being created); remove it once no process uses it"
+                "not read: {len} bytes, more than the {REGION_SIZE} of a walwatch stats file; remove it"
             ),
             Self::Invalid(e) => {
                 let hint = match e {

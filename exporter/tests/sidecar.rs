@@ -903,12 +903,23 @@ mod issue9 {
         let metrics = wait_collections(&sidecar, 1.0);
         let status = sidecar.get("/status");
         let db_s = db.to_str().unwrap();
-        for (what, text) in [("/metrics", &metrics), ("/status", &status), ("log", &sidecar.log())] {
+        for (what, text) in [
+            ("/metrics", &metrics),
+            ("/status", &status),
+            ("log", &sidecar.log()),
+        ] {
             assert!(!text.contains(db_s), "{what} names the database: {text}");
             assert!(!text.contains(missing.to_str().unwrap()), "{what}: {text}");
         }
-        assert_eq!(wal_len(), wal_before, "the forged stats file caused a checkpoint");
-        assert!(!metrics.contains("walwatch_controller_actions_total{"), "{metrics}");
+        assert_eq!(
+            wal_len(),
+            wal_before,
+            "the forged stats file caused a checkpoint"
+        );
+        assert!(
+            !metrics.contains("walwatch_controller_actions_total{"),
+            "{metrics}"
+        );
         assert_eq!(
             sample(&metrics, "walwatch_stats_file_errors{reason=\"not_owner\"}"),
             Some(2.0)
@@ -917,7 +928,10 @@ mod issue9 {
         let bad = bad_files(&status);
         assert_eq!(bad.len(), 2, "{bad:?}");
         assert!(bad.iter().all(|b| b.1 == "not_owner"), "{bad:?}");
-        assert_eq!(bad[0].2, bad[1].2, "the message tells existing from missing");
+        assert_eq!(
+            bad[0].2, bad[1].2,
+            "the message tells existing from missing"
+        );
         assert_eq!(status["databases"].as_array().unwrap().len(), 0, "{status}");
         drop(sidecar);
 
@@ -966,7 +980,14 @@ mod issue9 {
 
         let sidecar = Sidecar::start(
             &dir,
-            &["--stats-base", base_s, "--interval", "100ms", "--controller", "off"],
+            &[
+                "--stats-base",
+                base_s,
+                "--interval",
+                "100ms",
+                "--controller",
+                "off",
+            ],
         );
         let status = status_json(&sidecar);
         assert_eq!(status["stats_dirs"]["kind"], "per_user", "{status}");
@@ -979,9 +1000,19 @@ mod issue9 {
         assert_eq!(paths, vec![a.to_str().unwrap()], "{status}");
         let bad = bad_files(&status);
         assert_eq!(bad.len(), 1, "{bad:?}");
-        assert!(bad[0].0.ends_with("walwatch-4242") && bad[0].1 == "dir_refused", "{bad:?}");
-        assert!(bad[0].2.contains("owned by uid 4243, not uid 4242"), "{bad:?}");
-        assert!(sidecar.log().contains("per-user directories"), "{}", sidecar.log());
+        assert!(
+            bad[0].0.ends_with("walwatch-4242") && bad[0].1 == "dir_refused",
+            "{bad:?}"
+        );
+        assert!(
+            bad[0].2.contains("owned by uid 4243, not uid 4242"),
+            "{bad:?}"
+        );
+        assert!(
+            sidecar.log().contains("per-user directories"),
+            "{}",
+            sidecar.log()
+        );
 
         // A new user's directory and database, made while the sidecar runs.
         let nobody = base.join("walwatch-65534");
@@ -1002,6 +1033,63 @@ mod issue9 {
         assert!(out.status.success(), "{stdout}{stderr}");
         assert!(stdout.contains(a.to_str().unwrap()) && stdout.contains(c.to_str().unwrap()));
         assert!(!stdout.contains(b.to_str().unwrap()), "{stdout}");
-        assert!(stderr.contains("walwatch-4242: stats directory refused"), "{stderr}");
+        assert!(
+            stderr.contains("walwatch-4242: stats directory refused"),
+            "{stderr}"
+        );
+    }
+
+    /// Zero configuration on a single-user host: an application sets no `WALWATCH_DIR`, so the
+    /// shim writes to its user's `/dev/shm/walwatch-<uid>`; `walwatch status` and `walwatch
+    /// serve` with no flags find the database there.
+    #[test]
+    fn zero_configuration_finds_the_shims_per_user_directory() {
+        let lib = extension();
+        let dir = TempDir::new("zeroconf");
+        let db = dir.path("zeroconf.db");
+        let mut child = Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                PYTHON_WRITER,
+                lib.with_extension("").to_str().unwrap(),
+                db.to_str().unwrap(),
+            ])
+            .env_remove("WALWATCH_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3");
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let _python = Proc(child);
+        writeln!(stdin, "10").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "written", "python writer failed");
+        /// Removes the stats file this test made in the real per-user directory.
+        struct Remove(PathBuf);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+        let stats_file = walwatch::paths::default_stats_dir().join(
+            walwatch::paths::stats_file_name(db.as_os_str().as_encoded_bytes()),
+        );
+        let _remove = Remove(stats_file.clone());
+        assert!(stats_file.exists(), "{} missing", stats_file.display());
+
+        let out = run_within(&["status"]);
+        let report = text(&out.stdout);
+        assert!(
+            report.contains(db.to_str().unwrap()),
+            "{report}{}",
+            text(&out.stderr)
+        );
+
+        let sidecar = Sidecar::start(&dir, &["--controller", "off"]);
+        let up = format!("walwatch_up{{db=\"{}\"}}", db.display());
+        assert_eq!(sample(&sidecar.get("/metrics"), &up), Some(1.0));
     }
 }

@@ -168,10 +168,12 @@ pub fn read(db: &Path) -> Result<WalFiles, DbError> {
             }
             out.shm = Some(shm);
         }
-        Ok(Err(found)) => out.shm_error = Some(format!(
+        Ok(Err(found)) => {
+            out.shm_error = Some(format!(
             "-shm is {}, not a regular file: not read; remove it once no process uses the database",
             found.name()
-        )),
+        ))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => out.shm_error = Some(format!("cannot open -shm: {e}")),
     }

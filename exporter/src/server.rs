@@ -250,7 +250,7 @@ impl ChangeLog {
         let mut bad = HashMap::new();
         for b in &c.bad_stats_files {
             if self.bad_files.get(&b.path) != Some(&b.message) && b.reason != "uninitialized" {
-                tracing::warn!(stats_file = %b.path.display(), reason = b.reason, "skipping stats file: {}", b.message);
+                tracing::warn!(stats_file = %crate::text::path(&b.path), reason = b.reason, "skipping stats file: {}", b.message);
             }
             bad.insert(b.path.clone(), b.message.clone());
         }

@@ -94,9 +94,19 @@ struct Sidecar {
 
 impl Sidecar {
     fn start(dir: &TempDir, args: &[&str]) -> Self {
+        Self::start_as(dir, None, args)
+    }
+
+    /// Starts `walwatch serve` as user `uid` (and group `uid`) when given.
+    fn start_as(dir: &TempDir, uid: Option<u32>, args: &[&str]) -> Self {
+        use std::os::unix::process::CommandExt;
         let addr = free_addr();
         let log = dir.path(&format!("walwatch-{}.log", addr.port()));
-        let child = Command::new(WALWATCH)
+        let mut command = Command::new(WALWATCH);
+        if let Some(uid) = uid {
+            command.uid(uid).gid(uid);
+        }
+        let child = command
             .arg("serve")
             .args(["--listen", &addr.to_string()])
             .args(args)
@@ -1091,5 +1101,53 @@ mod issue9 {
         let sidecar = Sidecar::start(&dir, &["--controller", "off"]);
         let up = format!("walwatch_up{{db=\"{}\"}}", db.display());
         assert_eq!(sample(&sidecar.get("/metrics"), &up), Some(1.0));
+    }
+
+    /// A sidecar that is not root reads the per-user directories it may open and skips the
+    /// others (private 0700 directories of other users) quietly, counting them in `/status`.
+    #[test]
+    fn non_root_sidecar_skips_other_users_directories_quietly() {
+        if !is_root() {
+            eprintln!("NOTICE: not root; skipping (needs another uid)");
+            return;
+        }
+        let dir = TempDir::new("nonroot");
+        let base = dir.path("shm");
+        let root_dir = base.join("walwatch-0");
+        std::fs::create_dir_all(&root_dir).unwrap();
+        chown(&root_dir, 0, 0o700);
+        let a = dir.path("a.db");
+        std::fs::write(&a, synth::database(true)).unwrap();
+        stats_file_for(&root_dir, &a, 1);
+        let mine = base.join("walwatch-65534");
+        std::fs::create_dir_all(&mine).unwrap();
+        chown(&mine, 65534, 0o700);
+        let c = dir.path("c.db");
+        std::fs::write(&c, synth::database(true)).unwrap();
+        chown(&c, 65534, 0o600);
+        let file = stats_file_for(&mine, &c, 4);
+        chown(&file, 65534, 0o600);
+
+        let sidecar = Sidecar::start_as(
+            &dir,
+            Some(65534),
+            &[
+                "--stats-base",
+                base.to_str().unwrap(),
+                "--controller",
+                "off",
+            ],
+        );
+        let status = status_json(&sidecar);
+        let paths: Vec<&str> = status["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(paths, vec![c.to_str().unwrap()], "{status}");
+        assert_eq!(status["unreadable_stats_dirs"], 1, "{status}");
+        assert!(bad_files(&status).is_empty(), "{status}");
+        assert!(!sidecar.log().contains("walwatch-0"), "{}", sidecar.log());
     }
 }

@@ -564,6 +564,26 @@ mod tests {
         ));
     }
 
+    /// An operator's directory must not be writable by others (a sticky group directory is).
+    #[test]
+    fn the_operators_directory_is_checked_for_its_own_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("walwatch-opdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let set = |mode| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
+        set(0o1777).unwrap();
+        let dirs = StatsDirs::Configured(dir.clone());
+        let refused = scan(&dirs).dir_error;
+        assert!(
+            matches!(refused, Some(DirError::Refused(Refusal::Writable { .. }))),
+            "{refused:?}"
+        );
+        set(0o3770).unwrap();
+        assert!(scan(&dirs).dir_error.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn per_user_directories_are_checked_against_the_uid_they_name() {
         use std::os::unix::fs::PermissionsExt;

@@ -408,3 +408,40 @@ fn checkpoint(conn: &Connection, mode: &str) -> Result<Counts, String> {
         Err(e) => Err(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 9, attack 4: the checkpoint child refuses a database that is a symlink, not a
+    /// regular file, or no longer owned by the uid the sidecar checked, before SQLite opens it.
+    #[test]
+    fn the_child_refuses_a_database_swapped_after_the_check() {
+        let dir = std::env::temp_dir().join(format!("walwatch-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("a.db");
+        std::fs::write(&db, crate::synth::database(true)).unwrap();
+        let me = walwatch::paths::effective_uid();
+        assert!(open_checked(&db, false, Some(me)).is_ok());
+        let moved = open_checked(&db, false, Some(me + 1)).unwrap_err();
+        assert!(
+            moved.contains(&format!("now owned by uid {me}, not uid {}", me + 1)),
+            "{moved}"
+        );
+        let link = dir.join("link.db");
+        std::os::unix::fs::symlink(&db, &link).unwrap();
+        let outcome = run_here(&link, Action::Passive, Duration::ZERO, false, None);
+        assert_eq!(outcome.result, ResultKind::Error);
+        assert!(outcome.error.unwrap().contains("symbolic link"));
+        let fifo = dir.join("fifo.db");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let outcome = run_here(&fifo, Action::Truncate, Duration::ZERO, false, None);
+        assert!(outcome.error.unwrap().contains("not a regular file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

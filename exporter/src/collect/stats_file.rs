@@ -151,6 +151,11 @@ pub fn read_in(
     let mut bytes = vec![0u8; REGION_SIZE];
     let n = read_up_to(&file, &mut bytes).map_err(StatsFileError::Io)?;
     let snapshot = Snapshot::parse(&bytes[..n]).map_err(StatsFileError::Invalid)?;
+    // The shim records SQLite's full pathname: absolute, no NUL. Anything else would be
+    // resolved against the sidecar's working directory.
+    if !snapshot.db_path.starts_with(b"/") || snapshot.db_path.contains(&0) {
+        return Err(StatsFileError::Invalid(SnapshotError::BadPath));
+    }
     Ok((snapshot, facts.uid))
 }
 
@@ -246,6 +251,8 @@ mod tests {
         );
         assert_eq!(read("linked", None).unwrap_err().reason(), "hard_linked");
         std::fs::remove_file(dir.join("linked")).unwrap();
+        std::fs::write(dir.join("relative"), crate::synth::stats_file(b"a.db", 1)).unwrap();
+        assert_eq!(read("relative", None).unwrap_err().reason(), "bad_path");
         let (snap, owner) = read("good", Some(me)).unwrap();
         assert_eq!((snap.db_path.as_slice(), owner), (&b"/a.db"[..], me));
         assert_eq!(read("good", Some(me + 1)).unwrap_err().reason(), "owner");

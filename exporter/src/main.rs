@@ -244,6 +244,12 @@ fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
         if collection.dbs.is_empty() {
             println!("no databases: none named, and no stats file in {stats_dirs}");
         }
+        if collection.unreadable_stats_dirs > 0 {
+            eprintln!(
+                "walwatch: {} per-user stats directories of other users were not read (only root may read them)",
+                collection.unreadable_stats_dirs
+            );
+        }
         for (i, db) in collection.dbs.iter().enumerate() {
             if i > 0 {
                 println!();

@@ -438,7 +438,7 @@ pub static SELF_FAMILIES: &[Desc] = &[
         name: "walwatch_stats_file_errors",
         kind: Type::Gauge,
         unit: None,
-        help: "Stats files and per-user stats directories that are not used, by reason (see the README)",
+        help: "Stats files and per-user stats directories not used, by reason (truncated, bad_magic, wrong_version, wrong_size, bad_path, uninitialized, io, not_regular, owner, writable_by_others, hard_linked, not_owner, dir_refused, too_many_files)",
         labels: &["reason"],
     },
     Desc {

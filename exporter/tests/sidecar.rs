@@ -591,6 +591,9 @@ fn python_with_the_extension_counters_rise() {
     let lib = extension();
     let dir = TempDir::new("python");
     let stats = dir.path("stats");
+    // A private directory made beforehand, as an operator does for WALWATCH_DIR.
+    std::fs::create_dir_all(&stats).unwrap();
+    std::fs::set_permissions(&stats, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let db = dir.path("py.db");
     let mut child = Command::new("/usr/bin/python3")
         .args([

@@ -33,7 +33,9 @@
 //! checked (`--expect-owner`), and keeps that descriptor open until the connection is closed
 //! (closing it earlier would drop SQLite's locks, as for `-shm`). SQLite then opens the path
 //! with `SQLITE_OPEN_NOFOLLOW`, which refuses a symlink anywhere in it: a database swapped for
-//! a link to someone else's after the sidecar looked is not checkpointed.
+//! a link to someone else's after the sidecar looked is not checkpointed. With an expected
+//! owner, `-wal` and `-shm` must be regular files with one link (no hard link to another
+//! user's file; `fs.protected_hardlinks` already forbids making one on most systems).
 
 use super::policy::Action;
 use crate::collect::locks::SHM_LOCK_BASE;
@@ -246,6 +248,31 @@ fn open_checked(path: &Path, write: bool, owner: Option<u32>) -> Result<std::fs:
     Ok(file)
 }
 
+/// With `owner` (a database found through a stats file): `-wal` and `-shm`, when they exist,
+/// must be regular files with one link each, so that a checkpoint run with the sidecar's
+/// privileges never writes or truncates another file through a hard link. (Their owner may
+/// differ from the database's: in a group-shared application, whoever opened it first made them.)
+fn check_siblings(db: &Path, owner: Option<u32>) -> Result<(), String> {
+    if owner.is_none() {
+        return Ok(());
+    }
+    for suffix in ["-wal", "-shm"] {
+        let path = crate::collect::wal_files::sibling(db, suffix);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot stat {}: {e}", crate::text::path(&path))),
+        };
+        if !meta.file_type().is_file() || meta.nlink() != 1 {
+            return Err(format!(
+                "refused {}: not a regular file with one link; remove it once no process uses the database",
+                crate::text::path(&path)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs `action` on `db` in this process. Only for `walwatch checkpoint`: see the module
 /// documentation for why the sidecar itself must not. With `owner`, a database file that uid
 /// does not own is refused.
@@ -272,6 +299,9 @@ pub fn run_here(
         Ok(f) => f,
         Err(e) => return outcome(FAILED, Some(e)),
     };
+    if let Err(e) = check_siblings(db, owner) {
+        return outcome(FAILED, Some(e));
+    }
     // For a TRUNCATE, a descriptor of -shm of our own to take WRITE on in step 2. Opened before
     // the connection so that it is closed after it, on every path: closing it drops all of this
     // process's locks on -shm, SQLite's included. No -shm: no connection has the database open
@@ -442,6 +472,16 @@ mod tests {
             .success());
         let outcome = run_here(&fifo, Action::Truncate, Duration::ZERO, false, None);
         assert!(outcome.error.unwrap().contains("not a regular file"));
+        // A -wal hard-linked to another file (someone else's, where hard links are allowed).
+        let other = dir.join("other");
+        std::fs::write(&other, b"precious").unwrap();
+        std::fs::hard_link(&other, dir.join("a.db-wal")).unwrap();
+        let outcome = run_here(&db, Action::Truncate, Duration::ZERO, false, Some(me));
+        assert!(outcome
+            .error
+            .unwrap()
+            .contains("a.db-wal: not a regular file with one link"));
+        assert_eq!(std::fs::read(&other).unwrap(), b"precious");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

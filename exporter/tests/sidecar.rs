@@ -1153,4 +1153,48 @@ mod issue9 {
         assert!(bad_files(&status).is_empty(), "{status}");
         assert!(!sidecar.log().contains("walwatch-0"), "{}", sidecar.log());
     }
+
+    /// The other side of attack 4: a database its owner names in their own stats file is in
+    /// reach, and a root sidecar checkpoints it (the child checks the owner again).
+    #[test]
+    fn attack4_owners_own_stats_file_is_acted_on() {
+        if !is_root() {
+            eprintln!("NOTICE: not root; skipping (needs chown to another uid)");
+            return;
+        }
+        let dir = TempDir::new("owned");
+        let (db, _writer, _) = root_database_with_a_wal(&dir);
+        for suffix in ["", "-wal", "-shm"] {
+            let f = dir.path(&format!("secret.db{suffix}"));
+            std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
+        }
+        let base = dir.path("shm");
+        let user_dir = base.join("walwatch-65534");
+        std::fs::create_dir_all(&user_dir).unwrap();
+        chown(&user_dir, 65534, 0o700);
+        let file = stats_file_for(&user_dir, &db, 3);
+        chown(&file, 65534, 0o600);
+        let sidecar = Sidecar::start(
+            &dir,
+            &[
+                "--stats-base",
+                base.to_str().unwrap(),
+                "--interval",
+                "100ms",
+                "--soft-limit",
+                "1KiB",
+                "--hard-limit",
+                "4KiB",
+            ],
+        );
+        let wal = dir.path("secret.db-wal");
+        wait_for("the owner's database to be checkpointed", || {
+            (std::fs::metadata(&wal).unwrap().len() == 0).then_some(())
+        });
+        let status = status_json(&sidecar);
+        let state = &status["databases"][0];
+        assert_eq!(state["path"], db.to_str().unwrap(), "{status}");
+        assert_eq!(state["sources"], serde_json::json!(["shim"]), "{status}");
+        assert!(bad_files(&status).is_empty(), "{status}");
+    }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use walwatch_exporter::config::{self, LogFormat, Overrides};
 use walwatch_exporter::controller::policy::Mode;
-use walwatch_exporter::{collect, discovery, server, status};
+use walwatch_exporter::{collect, discovery, server, status, text};
 
 /// Watch SQLite WAL files, -shm locks and checkpoints; export them to Prometheus.
 #[derive(Parser)]
@@ -215,14 +215,14 @@ fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
         for b in &collection.bad_stats_files {
             eprintln!(
                 "walwatch: skipping stats file {}: {}",
-                b.path.display(),
-                b.message
+                text::path(&b.path),
+                text::escaped(b.message.as_bytes())
             );
         }
         if collection.dbs.is_empty() {
             println!(
                 "no databases: none named, and no stats file in {}",
-                stats_dir.display()
+                text::path(&stats_dir)
             );
         }
         for (i, db) in collection.dbs.iter().enumerate() {

@@ -45,9 +45,11 @@ impl Limit {
             "GiB" | "G" => 1 << 30,
             "TB" => 1_000_000_000_000,
             "TiB" | "T" => 1 << 40,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "`{text}`: unknown unit `{other}` (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB or %)"
-            )),
+            ))
+            }
         };
         let bytes = n * scale as f64;
         if bytes < 1.0 {

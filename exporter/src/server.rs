@@ -30,6 +30,7 @@ use crate::controller::Controller;
 use crate::discovery;
 use crate::metrics::{Format, Renderer};
 use crate::model::DbState;
+use crate::text;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -250,7 +251,7 @@ impl ChangeLog {
         let mut bad = HashMap::new();
         for b in &c.bad_stats_files {
             if self.bad_files.get(&b.path) != Some(&b.message) && b.reason != "uninitialized" {
-                tracing::warn!(stats_file = %b.path.display(), reason = b.reason, "skipping stats file: {}", b.message);
+                tracing::warn!(stats_file = %text::path(&b.path), reason = b.reason, "skipping stats file: {}", text::escaped(b.message.as_bytes()));
             }
             bad.insert(b.path.clone(), b.message.clone());
         }
@@ -258,18 +259,21 @@ impl ChangeLog {
 
         let mut seen = HashMap::new();
         for db in &c.dbs {
+            let shown = text::escaped(db.path.as_bytes());
             let blockers: Vec<(u32, &'static str)> =
                 db.blockers.iter().map(|b| (b.pid, b.slot)).collect();
             let now = (db.error.clone(), blockers);
             let before = self.dbs.get(&db.path);
             if before.is_none() {
-                tracing::info!(db = %db.path, sources = ?db.sources, up = db.up, "watching database");
+                tracing::info!(db = %shown, sources = ?db.sources, up = db.up, "watching database");
             }
             if before.map(|b| &b.0) != Some(&now.0) {
                 match &now.0 {
-                    Some(e) => tracing::warn!(db = %db.path, up = db.up, "{e}"),
+                    Some(e) => {
+                        tracing::warn!(db = %shown, up = db.up, "{}", text::escaped(e.as_bytes()))
+                    }
                     None if before.is_some() => {
-                        tracing::info!(db = %db.path, "database readable again")
+                        tracing::info!(db = %shown, "database readable again")
                     }
                     None => {}
                 }
@@ -280,7 +284,7 @@ impl ChangeLog {
             seen.insert(db.path.clone(), now);
         }
         for gone in self.dbs.keys().filter(|k| !seen.contains_key(*k)) {
-            tracing::info!(db = %gone, "database gone; no longer watched");
+            tracing::info!(db = %text::escaped(gone.as_bytes()), "database gone; no longer watched");
         }
         self.dbs = seen;
     }
@@ -292,10 +296,10 @@ fn log_blockers(db: &DbState) {
     }
     for b in &db.blockers {
         tracing::warn!(
-            db = %db.path,
+            db = %text::escaped(db.path.as_bytes()),
             slot = b.slot,
             pid = b.pid,
-            process = b.process.as_deref().unwrap_or("?"),
+            process = %text::escaped(b.process.as_deref().unwrap_or("?").as_bytes()),
             read_mark = b.read_mark,
             age_seconds = b.age_seconds,
             blocks = b.blocks,

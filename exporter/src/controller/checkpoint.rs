@@ -271,6 +271,7 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass:
     // SQLite released WRITE when the checkpoint ended; if it stopped before taking it (another
     // checkpoint held CKPT), the lock is still ours alone: give it back before anything else.
     if let Err(e) = sys::unlock(shm, write_lock) {
+        let shm_path = crate::text::escaped(shm_path.as_bytes());
         eprintln!("walwatch checkpoint: cannot unlock {shm_path}: {e}");
     }
     done.write_lock_held = held_since.elapsed();

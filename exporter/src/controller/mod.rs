@@ -7,6 +7,7 @@
 //! [`watch`], which reacts to `-wal` growth between collections through inotify.
 
 pub mod checkpoint;
+pub mod failures;
 pub mod limits;
 pub mod policy;
 pub mod watch;
@@ -112,6 +113,8 @@ struct DbControl {
     last_passive: Option<Instant>,
     /// How fast the last PASSIVE pass of a TRUNCATE copied, in bytes per second.
     passive_pass_rate: Option<f64>,
+    /// The checkpoint error logged last, while it repeats (see [`failures`]).
+    failing: Option<failures::Failing>,
 }
 
 pub struct Controller {
@@ -276,7 +279,7 @@ impl Controller {
             // A checkpoint already running is routine; holds for observe mode and back-off are news.
             Decision::Hold(action, why) if !why.ends_with("already running") => {
                 if was_holding.is_none() {
-                    tracing::info!(db = %db.display(), action = action.name(), "holding a checkpoint: {why}");
+                    tracing::info!(db = %crate::text::path(db), action = action.name(), "holding a checkpoint: {why}");
                 }
             }
             Decision::Hold(..) => {}
@@ -306,7 +309,13 @@ impl Controller {
         } else {
             Vec::new()
         };
-        self.log(db, action, &reason, &outcome, &blockers);
+        let mut dbs = lock(&self.dbs);
+        let c = dbs.entry(db.to_owned()).or_default();
+        let error = (outcome.result == ResultKind::Error)
+            .then(|| outcome.error.as_deref().unwrap_or("unknown error"));
+        let report = failures::track(&mut c.failing, error, Instant::now());
+        drop(dbs);
+        self.log(db, action, &reason, &outcome, &blockers, report);
         let mut dbs = lock(&self.dbs);
         let c = dbs.entry(db.to_owned()).or_default();
         c.in_progress = false;
@@ -367,7 +376,22 @@ impl Controller {
             .unwrap_or_default()
     }
 
-    fn log(&self, db: &Path, action: Action, reason: &str, o: &Outcome, blockers: &[Blocker]) {
+    /// Logs one checkpoint: every success and busy result, and a failure when it is news (see
+    /// [`failures`]). Paths and process names are escaped (`crate::text`).
+    fn log(
+        &self,
+        db: &Path,
+        action: Action,
+        reason: &str,
+        o: &Outcome,
+        blockers: &[Blocker],
+        report: failures::Report,
+    ) {
+        use failures::Report;
+        let db = crate::text::path(db);
+        if let Report::Recovered { count, for_ } = report {
+            tracing::info!(%db, action = action.name(), failures = count, "checkpoints work again after {count} failures over {}", crate::status::human_age(for_.as_secs_f64()));
+        }
         let ms = o.duration.as_secs_f64() * 1e3;
         let stall_ms = o.write_lock_held.as_secs_f64() * 1e3;
         let passive_pass = match (action, o.passive_pass_rate) {
@@ -377,7 +401,7 @@ impl Controller {
         };
         match o.result {
             ResultKind::Ok => {
-                tracing::info!(db = %db.display(), action = action.name(), result = "ok", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpointed: {reason}")
+                tracing::info!(%db, action = action.name(), result = "ok", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpointed: {reason}")
             }
             ResultKind::Busy => {
                 let named: Vec<String> = blockers.iter().map(describe_blocker).collect();
@@ -387,10 +411,20 @@ impl Controller {
                 } else {
                     named.join("; ")
                 };
-                tracing::warn!(db = %db.display(), action = action.name(), result = "busy", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpoint could not complete: blocked by {named}");
+                tracing::warn!(%db, action = action.name(), result = "busy", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpoint could not complete: blocked by {named}");
             }
             ResultKind::Error => {
-                tracing::error!(db = %db.display(), action = action.name(), result = "error", "checkpoint failed: {}; the sidecar needs read-write access to the database and its directory", o.error.as_deref().unwrap_or("unknown error"))
+                let error =
+                    crate::text::escaped(o.error.as_deref().unwrap_or("unknown error").as_bytes());
+                match report {
+                    Report::Quiet => {}
+                    Report::Still { count, for_ } => {
+                        tracing::error!(%db, action = action.name(), result = "error", failures = count, "checkpoints still failing ({count} times over {}): {error}; the sidecar needs read-write access to the database and its directory", crate::status::human_age(for_.as_secs_f64()))
+                    }
+                    _ => {
+                        tracing::error!(%db, action = action.name(), result = "error", "checkpoint failed: {error}; the sidecar needs read-write access to the database and its directory (while it keeps failing this way, a reminder is logged at most every {} min; every attempt is counted in walwatch_controller_actions_total)", failures::FIRST_REMINDER.as_secs() / 60)
+                    }
+                }
             }
         }
     }
@@ -447,7 +481,7 @@ fn pinned_by_reader(blockers: &[Blocker]) -> bool {
 pub fn describe_blocker(b: &Blocker) -> String {
     let mut s = format!("pid {}", b.pid);
     if let Some(p) = &b.process {
-        s += &format!(" ({p})");
+        s += &format!(" ({})", crate::text::escaped(p.as_bytes()));
     }
     s += &format!(" on {}", b.slot);
     if let Some(m) = b.read_mark {

@@ -229,8 +229,9 @@ async fn collect_loop(
     }
 }
 
-/// What was last logged about one database: its error and its blockers (pid, slot).
-type DbLogState = (Option<String>, Vec<(u32, &'static str)>);
+/// What was last logged about one database: its error, its blockers (pid, slot) and the rules
+/// its inconsistent values broke.
+type DbLogState = (Option<String>, Vec<(u32, &'static str)>, Vec<&'static str>);
 
 /// Logs problems and blockers when they appear, change or clear.
 #[derive(Default)]
@@ -262,7 +263,8 @@ impl ChangeLog {
             let shown = text::escaped(db.path.as_bytes());
             let blockers: Vec<(u32, &'static str)> =
                 db.blockers.iter().map(|b| (b.pid, b.slot)).collect();
-            let now = (db.error.clone(), blockers);
+            let inconsistent: Vec<&'static str> = db.inconsistent.iter().map(|i| i.what).collect();
+            let now = (db.error.clone(), blockers, inconsistent);
             let before = self.dbs.get(&db.path);
             if before.is_none() {
                 tracing::info!(db = %shown, sources = ?db.sources, up = db.up, "watching database");
@@ -281,12 +283,39 @@ impl ChangeLog {
             if before.map(|b| &b.1) != Some(&now.1) {
                 log_blockers(db);
             }
+            if before.map_or(&[][..], |b| &b.2[..]) != &now.2[..] && !now.2.is_empty() {
+                log_inconsistent(db);
+            }
             seen.insert(db.path.clone(), now);
         }
         for gone in self.dbs.keys().filter(|k| !seen.contains_key(*k)) {
             tracing::info!(db = %text::escaped(gone.as_bytes()), "database gone; no longer watched");
         }
         self.dbs = seen;
+    }
+}
+
+/// Values that cannot be true, once per change of the rules they break (see plausible.rs).
+fn log_inconsistent(db: &DbState) {
+    for source in ["stats_file", "shm"] {
+        let found: Vec<String> = db
+            .inconsistent
+            .iter()
+            .filter(|i| i.source == source)
+            .map(|i| format!("{}: {}", i.what, i.detail))
+            .collect();
+        if !found.is_empty() {
+            let stats_file = db
+                .stats_file
+                .as_deref()
+                .map(|f| text::escaped(f.as_bytes()));
+            tracing::warn!(
+                db = %text::escaped(db.path.as_bytes()),
+                "{} ({})",
+                crate::plausible::advice(source, stats_file.as_deref()),
+                text::escaped(found.join("; ").as_bytes())
+            );
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! ```toml
 //! listen = "127.0.0.1:9866"        # address of the HTTP server
 //! stats_dir = "/dev/shm/walwatch"  # where the shim writes stats files
-//! interval = "1s"                  # collection interval: "500ms", "5s", "1m"
+//! interval = "1s"                  # collection interval: "500ms", "5s", "1m" (100ms to 1h)
 //! databases = ["/srv/app.db"]      # also watch these, with or without the shim
 //! log_format = "human"             # or "json"
 //! log_level = "info"               # tracing-subscriber EnvFilter syntax
@@ -13,9 +13,9 @@
 //! [controller]                     # the checkpoint controller (see controller/policy.rs)
 //! mode = "act"                     # act | observe | off
 //! soft_limit = "64MiB"             # PASSIVE above this; sizes or "10%" of available memory
-//! hard_limit = "256MiB"            # TRUNCATE at this
-//! truncate_timeout = "100ms"       # longest a TRUNCATE waits for WRITE, then for readers (writers wait)
-//! max_backoff = "30s"              # longest pause between blocked TRUNCATEs
+//! hard_limit = "256MiB"            # TRUNCATE at this (sizes: 4KiB to 16TiB; soft ≤ hard)
+//! truncate_timeout = "100ms"       # longest a TRUNCATE waits for WRITE, then for readers (writers wait; 1ms to 1m)
+//! max_backoff = "30s"              # longest pause between blocked TRUNCATEs (100ms to 1h)
 //!
 //! [controller.databases."/srv/app.db"]   # per-database limits
 //! hard_limit = "32MiB"

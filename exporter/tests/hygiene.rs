@@ -556,6 +556,21 @@ mod attack8_configuration {
         );
     }
 
+    #[test]
+    fn help_states_the_ranges_that_are_enforced() {
+        use walwatch_exporter::config::{HARD_LIMIT, INTERVAL, SOFT_LIMIT, TRUNCATE_TIMEOUT};
+        let help = text(&run_bounded(&["serve", "--help"]).stdout);
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for range in [
+            INTERVAL.range(),
+            TRUNCATE_TIMEOUT.range(),
+            SOFT_LIMIT.range(),
+            HARD_LIMIT.range(),
+        ] {
+            assert!(help.contains(&range), "`{range}` not in --help: {help}");
+        }
+    }
+
     /// Needs root (CI runs as root) for a read-only bind mount in a private mount namespace.
     #[test]
     fn a_checkpoint_failing_on_a_read_only_mount_is_logged_once_then_recovery() {

@@ -284,4 +284,42 @@ mod tests {
         };
         assert!(report(&down, 0.0).contains("DOWN: database file does not exist"));
     }
+
+    #[test]
+    fn report_escapes_what_others_wrote_and_marks_inconsistent_values() {
+        use crate::plausible::Inconsistency;
+        let db = DbState {
+            path: "/srv/\x1b[2J\nfake.db".into(),
+            up: true,
+            sources: vec!["shim"],
+            stats_file: Some("/dev/shm/walwatch-0/fake.walwatch".into()),
+            readers: vec![Reader {
+                slot: "READ1",
+                pid: 77,
+                process: Some("\x1b]0;x\x07".into()),
+                read_mark: None,
+                age_seconds: None,
+                seen_by: "lock",
+                read_index: 1,
+            }],
+            inconsistent: vec![Inconsistency {
+                what: "reader_age",
+                detail: "pid 77 on READ1 reading since before the stats file was created".into(),
+                source: "stats_file",
+            }],
+            ..Default::default()
+        };
+        let text = report(&db, 0.0);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.starts_with("/srv/\\u{1b}[2J\\nfake.db\n"), "{text}");
+        assert!(text.contains("pid 77 (\\u{1b}]0;x\\u{7})"), "{text}");
+        assert!(
+            text.contains("INCONSISTENT: values in stats file /dev/shm/walwatch-0/fake.walwatch are inconsistent"),
+            "{text}"
+        );
+        assert!(text.contains("    reader_age: pid 77 on READ1"), "{text}");
+    }
 }

@@ -14,6 +14,8 @@
 //!   future (its age becomes unknown);
 //! - `reader_duplicate`: the same pid on the same READ slot more than once (kept once);
 //! - `reader_unlocked`: a reader on a READ slot that no process holds a lock on;
+//! - `reader_stale`: a reader entry older than the process with its pid (left by an earlier
+//!   process whose pid was reused);
 //! - `wal_backfill`: a wal-index header with more frames backfilled (or attempted) than in the
 //!   WAL (the header is not used);
 //! - `shm_header`: the two copies of the wal-index header differ and stay so over several reads
@@ -29,7 +31,7 @@ use walwatch::wal_index::WalIndex;
 use crate::sys::LockHolder;
 
 /// Every `what` label, for the metric's documentation and tests.
-pub const WHATS: [&str; 9] = [
+pub const WHATS: [&str; 10] = [
     "checkpoint_seq",
     "checkpoint_frames",
     "checkpoint_time",
@@ -37,6 +39,7 @@ pub const WHATS: [&str; 9] = [
     "reader_age",
     "reader_duplicate",
     "reader_unlocked",
+    "reader_stale",
     "wal_backfill",
     "shm_header",
 ];
@@ -80,10 +83,12 @@ pub fn advice(source: &str, stats_file: Option<&str>) -> String {
 /// Checks a stats file's recent checkpoints and reader table against its own counters, its
 /// creation time and `now`; removes what cannot be true (and makes implausible reader ages
 /// unknown by zeroing `since_unix_ns`). `holders` are the `-shm` lock holders by slot, when the
-/// lock query worked: a reader on a slot nobody holds is not reading.
+/// lock query worked: a reader on a slot nobody holds is not reading. `started` tells when a
+/// pid's process started (Unix ns), when known.
 pub fn review_stats(
     snap: &mut Snapshot,
     holders: Option<&[Option<LockHolder>]>,
+    started: &mut dyn FnMut(u32) -> Option<u64>,
     now_unix_ns: u64,
 ) -> Vec<Inconsistency> {
     let mut out = Vec::new();
@@ -174,6 +179,20 @@ pub fn review_stats(
             held
         });
     }
+    snap.readers.retain(|r| {
+        let stale = r.since_unix_ns > 0
+            && started(r.pid).is_some_and(|s| r.since_unix_ns.saturating_add(CLOCK_SLACK_NS) < s);
+        if stale {
+            out.push(Inconsistency::stats(
+                "reader_stale",
+                format!(
+                    "pid {} listed as a reader on READ{} since before that process started (an earlier process with the same pid left it)",
+                    r.pid, r.read_index
+                ),
+            ));
+        }
+        !stale
+    });
     for r in &mut snap.readers {
         let since = r.since_unix_ns;
         if since > 0 && (since > future || before_creation(since)) {
@@ -250,6 +269,29 @@ mod tests {
     const NOW: u64 = 1_700_000_100_000_000_000; // synth files are created 100 s before
     const CREATED: u64 = 1_700_000_000_000_000_000;
 
+    fn unknown(_: u32) -> Option<u64> {
+        None
+    }
+
+    #[test]
+    fn a_reader_older_than_its_process_is_left_by_a_reused_pid() {
+        let mut bytes = synth::stats_file(b"/srv/a.db", 0);
+        synth::set_reader(&mut bytes, 0, 42, 1, 7, CREATED + 10_000_000_000);
+        synth::set_reader(&mut bytes, 1, 43, 2, 7, CREATED + 90_000_000_000);
+        let mut snap = Snapshot::parse(&bytes).unwrap();
+        // Both processes started 80 s after the file was created.
+        let found = review_stats(
+            &mut snap,
+            None,
+            &mut |_| Some(CREATED + 80_000_000_000),
+            NOW,
+        );
+        assert_eq!(whats(&found), ["reader_stale"]);
+        assert!(found[0].detail.contains("pid 42"), "{found:?}");
+        assert_eq!(snap.readers.len(), 1);
+        assert_eq!(snap.readers[0].pid, 43);
+    }
+
     fn whats(found: &[Inconsistency]) -> Vec<&str> {
         found.iter().map(|i| i.what).collect()
     }
@@ -272,7 +314,7 @@ mod tests {
         let mut snap = Snapshot::parse(&bytes).unwrap();
         let before = snap.clone();
         assert_eq!(
-            review_stats(&mut snap, Some(&holders_on(&[1])), NOW),
+            review_stats(&mut snap, Some(&holders_on(&[1])), &mut unknown, NOW),
             vec![]
         );
         assert_eq!(snap, before);
@@ -283,7 +325,7 @@ mod tests {
         let mut snap = Snapshot::parse(&synth::stats_file(b"/srv/a.db", 3)).unwrap();
         snap.checkpoints = 2;
         snap.recent[0].seq = u64::MAX;
-        let found = review_stats(&mut snap, None, NOW);
+        let found = review_stats(&mut snap, None, &mut unknown, NOW);
         assert_eq!(whats(&found), ["checkpoint_seq"]);
         assert!(
             found[0]
@@ -295,7 +337,7 @@ mod tests {
         // The record written just after the counter was read is fine.
         let mut snap = Snapshot::parse(&synth::stats_file(b"/srv/a.db", 3)).unwrap();
         snap.checkpoints = snap.recent[0].seq - 1;
-        assert!(review_stats(&mut snap, None, NOW).is_empty());
+        assert!(review_stats(&mut snap, None, &mut unknown, NOW).is_empty());
     }
 
     #[test]
@@ -303,7 +345,7 @@ mod tests {
         let mut snap = Snapshot::parse(&synth::stats_file(b"/srv/a.db", 3)).unwrap();
         snap.recent[0].wal_frames = 2;
         snap.recent[0].backfilled_frames = 237_493_113;
-        let found = review_stats(&mut snap, None, NOW);
+        let found = review_stats(&mut snap, None, &mut unknown, NOW);
         assert_eq!(whats(&found), ["checkpoint_frames"]);
         assert!(
             found[0].detail.contains("237493113 frames backfilled"),
@@ -320,7 +362,7 @@ mod tests {
         synth::set_reader(&mut bytes, 1, 43, 2, 7, NOW + 3_600_000_000_000);
         let mut snap = Snapshot::parse(&bytes).unwrap();
         snap.recent[0].started_unix_ns = CREATED - 7_200_000_000_000;
-        let found = review_stats(&mut snap, None, NOW);
+        let found = review_stats(&mut snap, None, &mut unknown, NOW);
         assert_eq!(
             whats(&found),
             ["checkpoint_time", "reader_age", "reader_age"]
@@ -341,7 +383,10 @@ mod tests {
 
         let mut snap = Snapshot::parse(&synth::stats_file(b"/srv/a.db", 0)).unwrap();
         snap.created_unix_ns = NOW + 86_400_000_000_000;
-        assert_eq!(whats(&review_stats(&mut snap, None, NOW)), ["created_time"]);
+        assert_eq!(
+            whats(&review_stats(&mut snap, None, &mut unknown, NOW)),
+            ["created_time"]
+        );
     }
 
     #[test]
@@ -354,7 +399,7 @@ mod tests {
         let mut snap = Snapshot::parse(&bytes).unwrap();
         assert_eq!(snap.readers.len(), 64);
         // Nobody holds READ1; READ2 is held.
-        let found = review_stats(&mut snap, Some(&holders_on(&[2])), NOW);
+        let found = review_stats(&mut snap, Some(&holders_on(&[2])), &mut unknown, NOW);
         assert_eq!(whats(&found), ["reader_duplicate", "reader_unlocked"]);
         assert!(
             found[0].detail.contains("pid 1 listed 63 times"),
@@ -364,7 +409,7 @@ mod tests {
         assert_eq!(snap.readers[0].pid, 77);
         // Without a lock query (no -shm), the entries stay, deduplicated.
         let mut snap = Snapshot::parse(&bytes).unwrap();
-        review_stats(&mut snap, None, NOW);
+        review_stats(&mut snap, None, &mut unknown, NOW);
         assert_eq!(snap.readers.len(), 2);
     }
 

@@ -168,7 +168,8 @@ pub fn collect_db(
     // Values that cannot be true are left out, and listed (see plausible.rs).
     let known_holders = locks_known.then_some(&holders[..]);
     if let Some(c) = counters.as_mut() {
-        state.inconsistent = plausible::review_stats(c, known_holders, now);
+        state.inconsistent =
+            plausible::review_stats(c, known_holders, &mut proc::started_unix_ns, now);
     }
     let wal_index = match files.wal_index.map(plausible::review_wal_index).transpose() {
         Ok(w) => w,
@@ -255,7 +256,7 @@ mod tests {
         let mut file = synth::stats_file(path, 1);
         let mut dead = std::process::Command::new("true").spawn().unwrap();
         dead.wait().unwrap();
-        let since = 1_700_000_000_000_000_001;
+        let since = unix_ns(SystemTime::now()); // after the reader started, as the shim writes it
         synth::set_reader(&mut file, 0, dead.id(), 1, 2, since);
         synth::set_reader(&mut file, 1, reader.0.id(), 2, 9, since);
         std::fs::write(stats.join(walwatch::paths::stats_file_name(path)), file).unwrap();

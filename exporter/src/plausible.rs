@@ -255,7 +255,7 @@ pub fn corrupt_shm_header(reads: usize) -> Inconsistency {
     Inconsistency {
         what: "shm_header",
         detail: format!(
-            "the two copies of the wal-index header differ and stayed the same over {reads} reads: corrupt, or from an unsupported SQLite version (not a write in progress)"
+            "the two copies of the wal-index header differ and stayed the same over {reads} reads 1 ms apart: corrupt, or from an unsupported SQLite version (not a write in progress)"
         ),
         source: "shm",
     }

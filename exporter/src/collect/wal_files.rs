@@ -146,8 +146,9 @@ pub fn read_wal_index(shm: &File) -> Result<WalIndex, WalIndexError> {
     last
 }
 
-/// Reads of a torn header, 2 ms apart, that tell corruption from a write in progress.
-const TORN_READS: usize = 3;
+/// Reads of a torn header, 1 ms apart, that tell corruption from a write in progress (SQLite
+/// rewrites both copies within microseconds). At most 1 ms per torn header per collection.
+const TORN_READS: usize = 2;
 
 /// Whether the header's two copies differ the same way over [`TORN_READS`] reads (see
 /// [`crate::plausible::persistent_mismatch`]). Runs only after [`read_wal_index`] found it torn.
@@ -155,7 +156,7 @@ fn torn_for_good(shm: &File) -> bool {
     let mut reads = Vec::with_capacity(TORN_READS);
     for i in 0..TORN_READS {
         if i > 0 {
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let mut bytes = vec![0u8; HEADER_BYTES];
         match read_up_to(shm, &mut bytes) {

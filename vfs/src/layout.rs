@@ -239,6 +239,9 @@ pub struct Header {
     /// at the same path has another identity, and gets a fresh stats file.
     pub db_dev: u64,
     pub db_ino: u64,
+    /// Birth time of the database file (`statx` `STATX_BTIME`, in ns since the epoch), or 0
+    /// where the file system does not keep it. Inode numbers are reused; birth times are not.
+    pub db_birth_ns: u64,
     /// Absolute path of the database, UTF-8 or not, `db_path_len` bytes.
     pub db_path: [u8; MAX_PATH],
 }
@@ -363,19 +366,19 @@ const _: () = {
     assert!(offset_of!(Region, header) == 0);
     assert!(offset_of!(Header, version) == 8);
     assert!(offset_of!(Header, db_dev) == 32);
-    assert!(offset_of!(Header, db_path) == 48);
-    assert!(size_of::<Header>() == 4144);
-    assert!(offset_of!(Region, io) == 4144);
+    assert!(offset_of!(Header, db_path) == 56);
+    assert!(size_of::<Header>() == 4152);
+    assert!(offset_of!(Region, io) == 4152);
     assert!(size_of::<IoCounters>() == 96);
     assert!(size_of::<SlotCounters>() == 104);
     assert!(size_of::<CheckpointCounters>() == 112);
     assert!(size_of::<CheckpointRecord>() == 88);
     assert!(size_of::<ReaderEntry>() == 24);
-    assert!(offset_of!(Region, locks) == 4240);
-    assert!(offset_of!(Region, checkpoints) == 5072);
-    assert!(offset_of!(Region, recent) == 5856);
-    assert!(offset_of!(Region, readers) == 7264);
-    assert!(REGION_SIZE == 8800);
+    assert!(offset_of!(Region, locks) == 4248);
+    assert!(offset_of!(Region, checkpoints) == 5080);
+    assert!(offset_of!(Region, recent) == 5864);
+    assert!(offset_of!(Region, readers) == 7272);
+    assert!(REGION_SIZE == 8808);
     assert!(OUTCOME_NAMES.len() == Outcome::ALL.len());
     assert!(CHECKPOINT_MODE_NAMES.len() == Mode::ALL.len());
 };

@@ -214,6 +214,40 @@ def scenario_passive_pinned(args):
                     "reader_pid": pid}))
 
 
+def scenario_auto_checkpoint(args):
+    """Auto-checkpoints (PASSIVE, through the C API: no pragma tells the mode)."""
+    db = setup(args)
+    db.run("PRAGMA wal_autocheckpoint=10")
+    write_rows(db, 30)
+    stats = db.stats()
+    say(json.dumps({"sqlite_version": db.version(), "driver": db.driver,
+                    "record": stats["checkpoints"]["recent"][0], "stats": stats}))
+
+
+def scenario_c_api(args):
+    """apsw's Connection.wal_checkpoint (sqlite3_wal_checkpoint_v2): FULL with no reader, then
+    TRUNCATE against a reader that began after the last commit; the mode comes from the locks."""
+    import apsw
+
+    db = setup(args)
+    write_rows(db, 20)
+    full = list(db.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_FULL))
+    full_record = db.stats()["checkpoints"]["recent"][0]
+    write_rows(db, 20)
+    reader, pid = helper("hold-read", args)
+    db.conn.setbusytimeout(200)
+    try:
+        truncate = [0] + list(db.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE))
+    except apsw.BusyError:
+        # apsw raises on SQLITE_BUSY; the frame counts are the wal-index's after the call.
+        truncate = None
+    stats = db.stats()
+    release(reader)
+    say(json.dumps({"sqlite_version": db.version(), "driver": db.driver,
+                    "full": [0] + full, "full_record": full_record, "truncate": truncate,
+                    "record": stats["checkpoints"]["recent"][0], "reader_pid": pid}))
+
+
 def scenario_begin_immediate_waits(args):
     """BEGIN IMMEDIATE while another process holds the write lock for --hold seconds: prints
     how many times the busy handler slept and how many WRITE busy walwatch counted."""

@@ -39,8 +39,9 @@
 //! the database file's `xFileControl` as `SQLITE_FCNTL_PRAGMA` when it is prepared: the mode
 //! asked is remembered there (the file control's result is never changed) and used by the
 //! connection's next checkpoint if the locks agree with it; another pragma forgets it. Without
-//! it (`sqlite3_wal_checkpoint_v2`, apsw's `wal_checkpoint()`, a re-run of a cached prepared
-//! statement, an attached database checkpointed by an unqualified pragma, auto-checkpoints)
+//! it (`sqlite3_wal_checkpoint_v2`, apsw's `wal_checkpoint()`, auto-checkpoints, an attached
+//! database checkpointed by an unqualified `PRAGMA wal_checkpoint`, which only the main
+//! database's file hears; a re-run prepared pragma is re-prepared by SQLite, so it is heard)
 //! the mode is what the locks prove, and labels say what cannot be told apart: `passive` (no
 //! write lock tried: PASSIVE, auto-checkpoints), `full` (write lock held, every frame copied, no
 //! restart step), `restart`/`truncate` (restart step granted; the WAL truncated or not),
@@ -622,4 +623,78 @@ fn claim_reader_entry(region: &'static Region) -> Option<&'static ReaderEntry> {
     entry.read_slot.store(0, Relaxed);
     entry.since_unix_ns.store(0, Relaxed);
     Some(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pragma_argument_is_read_as_sqlite_reads_it() {
+        assert_eq!(pragma_mode(Some(b"TRUNCATE")), Mode::Truncate);
+        assert_eq!(pragma_mode(Some(b"Restart")), Mode::Restart);
+        assert_eq!(pragma_mode(Some(b"full")), Mode::Full);
+        assert_eq!(pragma_mode(Some(b"passive")), Mode::Passive);
+        assert_eq!(pragma_mode(Some(b"bogus")), Mode::Passive);
+        assert_eq!(pragma_mode(None), Mode::Passive);
+    }
+
+    #[test]
+    fn the_locks_prove_only_so_much() {
+        let write = Seen {
+            write_tried: true,
+            write_granted: true,
+            ..Seen::default()
+        };
+        assert_eq!(Seen::default().inferred(), Mode::Passive);
+        let full = Seen {
+            all_copied: true,
+            ..write
+        };
+        assert_eq!(full.inferred(), Mode::Full);
+        assert_eq!(write.inferred(), Mode::FullRestartOrTruncate);
+        let refused = Seen {
+            restart_tried: true,
+            ..full
+        };
+        assert_eq!(refused.inferred(), Mode::RestartOrTruncate);
+        let restarted = Seen {
+            restart_granted: true,
+            ..refused
+        };
+        assert_eq!(restarted.inferred(), Mode::Restart);
+        let truncated = Seen {
+            truncated: true,
+            ..restarted
+        };
+        assert_eq!(truncated.inferred(), Mode::Truncate);
+        let ckpt_busy = Seen {
+            ckpt_busy: true,
+            ..Seen::default()
+        };
+        assert_eq!(ckpt_busy.inferred(), Mode::Unknown);
+
+        // The mode asked is used when the locks agree with it, else the inferred one.
+        assert_eq!(
+            refused.mode(Some(Mode::Truncate)),
+            (Mode::Truncate, MODE_FROM_PRAGMA)
+        );
+        assert_eq!(
+            write.mode(Some(Mode::Restart)),
+            (Mode::Restart, MODE_FROM_PRAGMA)
+        );
+        // A TRUNCATE prepared, then an auto-checkpoint (PASSIVE) ran first.
+        assert_eq!(
+            Seen::default().mode(Some(Mode::Truncate)),
+            (Mode::Passive, MODE_FROM_LOCKS)
+        );
+        assert_eq!(
+            full.mode(Some(Mode::Restart)),
+            (Mode::Full, MODE_FROM_LOCKS)
+        );
+        assert_eq!(
+            ckpt_busy.mode(Some(Mode::Full)),
+            (Mode::Full, MODE_FROM_PRAGMA)
+        );
+    }
 }

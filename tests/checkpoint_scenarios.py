@@ -134,6 +134,14 @@ def role_hold_write(args):
     db.close()
 
 
+def role_checkpoint(args):
+    """Runs PRAGMA wal_checkpoint(--mode) and prints its triple (after a READY line)."""
+    db = Db(args.driver, args.db, args.timeout)
+    say("WRITING", os.getpid())  # ready: the caller goes on at once
+    say(json.dumps(checkpoint(db, args.mode)))
+    db.close()
+
+
 # Scenarios.
 
 def scenario_modes(args):
@@ -248,6 +256,25 @@ def scenario_c_api(args):
                     "record": stats["checkpoints"]["recent"][0], "reader_pid": pid}))
 
 
+def scenario_checkpoint_lock_busy(args):
+    """Another process's TRUNCATE holds the checkpoint lock (it waits for a reader): this
+    process's PASSIVE cannot start and SQLite returns (1, -1, -1)."""
+    db = setup(args)
+    write_rows(db, 20)
+    reader, reader_pid = helper("hold-read", args)
+    other, other_pid = helper("checkpoint", args, "--mode", "TRUNCATE", "--timeout", "3")
+    time.sleep(0.5)  # the other checkpoint now holds CKPT, waiting for the reader
+    triple = checkpoint(db, "PASSIVE")
+    stats = db.stats()
+    release(reader)
+    other_triple = json.loads(other.stdout.readline())
+    other.wait(timeout=20)
+    mine = [c for c in stats["checkpoints"]["recent"] if c["pid"] == os.getpid()]
+    say(json.dumps({"sqlite_version": db.version(), "driver": db.driver, "triple": triple,
+                    "record": mine[0] if mine else None, "other_triple": other_triple,
+                    "other_pid": other_pid, "stats": stats}))
+
+
 def scenario_begin_immediate_waits(args):
     """BEGIN IMMEDIATE while another process holds the write lock for --hold seconds: prints
     how many times the busy handler slept and how many WRITE busy walwatch counted."""
@@ -275,8 +302,10 @@ def main():
     p.add_argument("--timeout", type=float, default=5.0, help="busy timeout, seconds")
     p.add_argument("--seconds", type=float, default=0, help="helper roles: how long to hold")
     p.add_argument("--hold", type=float, default=0.5, help="how long the other process holds")
+    p.add_argument("--mode", default="PASSIVE", help="checkpoint role: the mode")
     args = p.parse_args()
-    roles = {"hold-read": role_hold_read, "hold-write": role_hold_write}
+    roles = {"hold-read": role_hold_read, "hold-write": role_hold_write,
+             "checkpoint": role_checkpoint}
     if args.scenario in roles:
         return roles[args.scenario](args)
     globals()["scenario_" + args.scenario.replace("-", "_")](args)

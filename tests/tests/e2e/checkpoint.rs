@@ -353,3 +353,19 @@ fn c_api_checkpoints_are_labelled_from_the_locks() {
         assert_eq!(record["blocked_read_mark"], record["log"], "{v}");
     }
 }
+
+/// A checkpoint that cannot take the checkpoint lock (another process's TRUNCATE holds it while
+/// it waits for a reader) returns `(1, -1, -1)` at once: recorded `busy`, naming the holder.
+#[test]
+fn checkpoint_lock_held_by_another_checkpoint_is_busy() {
+    let s = Scratch::new();
+    for (python, driver) in drivers() {
+        let v = scenario(&s, &python, driver, "checkpoint-lock-busy", &[]);
+        let (triple, record) = (&v["triple"], &v["record"]);
+        assert_eq!(triple, &serde_json::json!([1, -1, -1]), "{v}");
+        assert_record(&v, triple, record, "passive", "busy");
+        assert_eq!(record["frames_moved"], 0, "{v}");
+        assert_eq!(record["blocked_slot"], "CKPT", "{v}");
+        assert_eq!(record["blocked_pid"], v["other_pid"], "{v}");
+    }
+}

@@ -83,6 +83,9 @@ pub(crate) struct Recorder {
     requested: Option<Mode>,
     /// The last busy lock counted, while it may still be the same busy-handler round.
     last_busy: Option<ShmLock>,
+    /// This connection holds a READ slot shared (is in a read transaction). Checkpoints never
+    /// run inside one; `sqlite3_snapshot_recover` takes CKPT inside one and is no checkpoint.
+    reading: bool,
 }
 
 /// A lock found busy and not (yet) granted.
@@ -316,6 +319,7 @@ impl Recorder {
             checkpoint: None,
             requested: None,
             last_busy: None,
+            reading: false,
         }
     }
 
@@ -347,7 +351,7 @@ impl Recorder {
         if self.last_busy.is_some_and(|b| b.overlaps(lock)) {
             self.last_busy = None;
         }
-        if lock.exclusive && lock.is(SLOT_CKPT, 1) {
+        if lock.exclusive && lock.is(SLOT_CKPT, 1) && !self.reading {
             let start = wal.header();
             if let Some(h) = start {
                 self.region.io.page_size.store(h.page_size, Relaxed);
@@ -368,6 +372,9 @@ impl Recorder {
                 ckpt.restart_granted = true;
                 ckpt.at_restart = wal.header();
             }
+        }
+        if !lock.exclusive && lock.read_index().is_some() {
+            self.reading = true;
         }
         if !lock.exclusive {
             if let (Some(read_index), Some(entry)) = (lock.read_index(), self.reader_entry) {
@@ -394,7 +401,7 @@ impl Recorder {
             return;
         }
         let now = Instant::now();
-        if lock.is(SLOT_CKPT, 1) && self.checkpoint.is_none() {
+        if lock.is(SLOT_CKPT, 1) && self.checkpoint.is_none() && !self.reading {
             // Another checkpoint holds CKPT: this one returns (1, -1, -1) at once.
             let mut ckpt = Checkpoint::new(now, self.requested.take(), wal.header(), self.region);
             ckpt.blocked = Some(Wait {
@@ -452,6 +459,7 @@ impl Recorder {
         if !lock.exclusive && lock.read_index().is_some() {
             // The end of a read transaction ends a busy-handler round.
             self.last_busy = None;
+            self.reading = false;
             if let Some(entry) = self.reader_entry {
                 entry.read_slot.store(0, Release);
                 entry.since_unix_ns.store(0, Relaxed);

@@ -19,24 +19,26 @@ import time
 class Db:
     """The few calls the scenarios need, on sqlite3 or apsw."""
 
-    def __init__(self, driver, path, timeout):
+    def __init__(self, driver, path, timeout, shim=True):
         self.driver = driver
         if driver == "apsw":
             import apsw
 
-            loader = apsw.Connection(":memory:")
-            loader.enable_load_extension(True)
-            loader.load_extension(os.environ["WALWATCH_EXT"])
-            loader.close()
+            if shim:
+                loader = apsw.Connection(":memory:")
+                loader.enable_load_extension(True)
+                loader.load_extension(os.environ["WALWATCH_EXT"])
+                loader.close()
             self.conn = apsw.Connection(path)
             self.conn.setbusytimeout(int(timeout * 1000))
         else:
             import sqlite3
 
-            loader = sqlite3.connect(":memory:")
-            loader.enable_load_extension(True)
-            loader.load_extension(os.environ["WALWATCH_EXT"])
-            loader.close()
+            if shim:
+                loader = sqlite3.connect(":memory:")
+                loader.enable_load_extension(True)
+                loader.load_extension(os.environ["WALWATCH_EXT"])
+                loader.close()
             self.conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
 
     def all(self, sql, params=()):
@@ -78,6 +80,8 @@ def setup(args):
 
 def helper(role, args, *extra):
     cmd = [sys.executable, os.path.abspath(__file__), role, args.db, "--driver", args.driver]
+    if args.no_shim_helpers:
+        cmd.append("--no-shim")
     child = subprocess.Popen(cmd + list(extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True)
     line = child.stdout.readline().split()
@@ -108,7 +112,7 @@ def result(db, triple, **extra):
 
 def role_hold_read(args):
     """A read transaction, held until --seconds pass or a line arrives on stdin."""
-    db = Db(args.driver, args.db, args.timeout)
+    db = Db(args.driver, args.db, args.timeout, shim=not args.no_shim)
     db.run("BEGIN")
     db.one("SELECT count(*) FROM t")
     say("READING", os.getpid())
@@ -303,6 +307,9 @@ def main():
     p.add_argument("--seconds", type=float, default=0, help="helper roles: how long to hold")
     p.add_argument("--hold", type=float, default=0.5, help="how long the other process holds")
     p.add_argument("--mode", default="PASSIVE", help="checkpoint role: the mode")
+    p.add_argument("--no-shim", action="store_true", help="helper roles: without walwatch")
+    p.add_argument("--no-shim-helpers", action="store_true",
+                   help="readers and writers run without walwatch (seen only through locks)")
     args = p.parse_args()
     roles = {"hold-read": role_hold_read, "hold-write": role_hold_write,
              "checkpoint": role_checkpoint}

@@ -189,6 +189,25 @@ fn truncate_against_a_reader_after_the_last_commit_is_not_reset() {
     }
 }
 
+/// The same, with a reader that does not use walwatch: the record names it from `/proc/locks`.
+#[test]
+fn a_reader_without_walwatch_is_named_from_the_kernel_locks() {
+    let s = Scratch::new();
+    for (python, driver) in drivers() {
+        let v = scenario(
+            &s,
+            &python,
+            driver,
+            "truncate-reader-after-commit",
+            &["--timeout", "0.2", "--no-shim-helpers"],
+        );
+        let (triple, record) = (&v["triple"], &v["record"]);
+        assert_record(&v, triple, record, "truncate", "not_reset");
+        assert_eq!(record["blocked_pid"], v["reader_pid"], "{record}");
+        assert_eq!(record["blocked_read_mark"], triple[1], "{record}");
+    }
+}
+
 #[test]
 fn truncate_against_a_reader_before_the_inserts_is_partial() {
     let s = Scratch::new();

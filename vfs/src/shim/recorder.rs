@@ -17,7 +17,9 @@
 //! `waited_slot` say how long and on what (a FULL that waited 0.5 s for a writer and returned
 //! `(0, 26, 26)` is `complete`). Only a lock never granted names `blocked_slot`, with the
 //! blocking reader's read mark and pid: for the restart step, which locks READ1..READ4 in one
-//! call, the slot really held is found in `/proc/locks` (or the reader table).
+//! call, the slot really held is found in the reader table, or in `/proc/locks` for processes
+//! that do not use walwatch (read once, when a checkpoint ends stopped by a lock; never on the
+//! I/O path).
 //!
 //! # How a checkpoint is recognized (see `sqlite3WalCheckpoint` and `walCheckpoint` in wal.c)
 //! - Every checkpoint takes CKPT (slot 1) exclusive, alone (`ofst=1, n=1`), without the busy
@@ -582,32 +584,33 @@ impl Recorder {
     }
 }
 
-/// Who holds (part of) `lock` now: from `/proc/locks` (any process, walwatch or not), else
-/// from the reader table. Runs only when a checkpoint ends blocked, never on the I/O path.
+/// Who holds (part of) `lock` now: a live reader in the reader table (walwatch's own
+/// connections: no system call but `kill(pid, 0)`), else `/proc/locks` (any process, walwatch or
+/// not). Runs only when a checkpoint ends stopped by a lock, never on the I/O path.
 fn holder_of(region: &Region, lock: ShmLock) -> Holder {
+    let wanted = lock.slots();
+    let me = std::process::id();
+    let from_table = region.readers.iter().find_map(|e| {
+        let slot = e.read_slot.load(Relaxed) as usize;
+        let pid = e.pid.load(Relaxed);
+        let held = slot.checked_sub(1).map(|i| SLOT_READ0 + i)?;
+        (wanted.contains(&held) && (pid == me || crate::process_alive(pid))).then_some(Holder {
+            pid,
+            read_index: Some(held - SLOT_READ0),
+        })
+    });
+    if let Some(holder) = from_table {
+        return holder;
+    }
     let header = &region.header;
     let len = (header.db_path_len as usize).min(MAX_PATH);
     let mut shm = header.db_path[..len].to_vec();
     shm.extend_from_slice(b"-shm");
-    let wanted = lock.slots();
-    if let Some(holder) = crate::wal_index::shm_lock_holders(&shm, wanted.clone()).first() {
-        return Holder {
-            pid: holder.pid,
-            read_index: (holder.slot >= SLOT_READ0).then(|| holder.slot - SLOT_READ0),
-        };
-    }
-    let me = std::process::id();
-    region
-        .readers
-        .iter()
-        .find_map(|e| {
-            let slot = e.read_slot.load(Relaxed) as usize;
-            let pid = e.pid.load(Relaxed);
-            let held = slot.checked_sub(1).map(|i| SLOT_READ0 + i)?;
-            (wanted.contains(&held) && (pid == me || crate::process_alive(pid))).then_some(Holder {
-                pid,
-                read_index: Some(held - SLOT_READ0),
-            })
+    crate::wal_index::shm_lock_holders(&shm, wanted)
+        .first()
+        .map(|h| Holder {
+            pid: h.pid,
+            read_index: (h.slot >= SLOT_READ0).then(|| h.slot - SLOT_READ0),
         })
         .unwrap_or_default()
 }

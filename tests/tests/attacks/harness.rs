@@ -119,7 +119,9 @@ impl Scene {
     /// arguments say `--no-shim`) and `WALWATCH_DIR` set only when `stats_dir` is given.
     pub fn client(&self, user: &User, stats_dir: Option<&Path>, args: &[&str]) -> Command {
         let mut cmd = user.command("/usr/bin/python3");
-        cmd.arg(&self.client).args(args).env("WALWATCH_EXT", &self.ext);
+        cmd.arg(&self.client)
+            .args(args)
+            .env("WALWATCH_EXT", &self.ext);
         if let Some(dir) = stats_dir {
             cmd.env("WALWATCH_DIR", dir);
         }
@@ -164,7 +166,13 @@ impl User {
         let _one_at_a_time = CREATE.lock().unwrap_or_else(|e| e.into_inner());
         if id(name, "-u").is_none() {
             let out = Command::new("useradd")
-                .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    name,
+                ])
                 .output()
                 .expect("run useradd");
             // Another test binary may have created it meanwhile (exit 9: already exists).
@@ -214,7 +222,11 @@ impl User {
     pub fn write_file(&self, path: &Path, bytes: &[u8], mode: &str) {
         let mut child = self
             .command("/bin/sh")
-            .args(["-c", "umask 077 && cat > \"$1\" && chmod \"$2\" \"$1\"", "sh"])
+            .args([
+                "-c",
+                "umask 077 && cat > \"$1\" && chmod \"$2\" \"$1\"",
+                "sh",
+            ])
             .arg(path)
             .arg(mode)
             .stdin(Stdio::piped())
@@ -222,7 +234,12 @@ impl User {
             .expect("spawn sh");
         child.stdin.take().unwrap().write_all(bytes).unwrap();
         let status = child.wait().unwrap();
-        assert!(status.success(), "{} could not write {}", self.name, path.display());
+        assert!(
+            status.success(),
+            "{} could not write {}",
+            self.name,
+            path.display()
+        );
     }
 
     /// This user's database directory, `/srv/<name without walwatch->`.
@@ -282,7 +299,9 @@ fn bounded_for(cmd: &mut Command, what: &str, limit: Duration) -> Output {
         }
         if start.elapsed() > limit {
             kill_group(&mut child);
-            let err = stderr.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+            let err = stderr
+                .recv_timeout(Duration::from_secs(2))
+                .unwrap_or_default();
             panic!(
                 "{what}: HUNG, still running after {limit:?}; stderr so far:\n{}",
                 String::from_utf8_lossy(&err)
@@ -320,7 +339,7 @@ fn kill_group(child: &mut Child) {
 pub fn assert_success(out: &Output, what: &str) {
     assert!(
         out.status.success(),
-        "{what}: exited with {} (a SIGBUS is signal 7, exit 135):\nstdout: {}\nstderr: {}",
+        "{what}: exited with {} (signal 7 is SIGBUS):\nstdout: {}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -449,15 +468,19 @@ pub fn contents(path: &Path) -> Option<Vec<u8>> {
     }
 }
 
-pub fn assert_unchanged(path: &Path, before: &Option<Vec<u8>>) {
-    let after = contents(path);
+/// Compares contents taken with [`contents`].
+pub fn assert_unchanged(path: &Path, before: &Option<Vec<u8>>, after: &Option<Vec<u8>>) {
     assert!(
-        &after == before,
+        after == before,
         "{} changed: {} before, {} after (a file outside the stats directory must not be \
          touched)",
         path.display(),
-        before.as_ref().map_or("absent".into(), |b| format!("{} bytes", b.len())),
-        after.as_ref().map_or("absent".into(), |b| format!("{} bytes", b.len())),
+        before
+            .as_ref()
+            .map_or("absent".into(), |b| format!("{} bytes", b.len())),
+        after
+            .as_ref()
+            .map_or("absent".into(), |b| format!("{} bytes", b.len())),
     );
 }
 
@@ -479,7 +502,10 @@ pub fn forged_stats_file(db_path: &[u8], reader_pid: Option<u32>) -> Vec<u8> {
     let mut b = vec![0u8; REGION_SIZE];
     let mut put = |at: usize, bytes: &[u8]| b[at..at + bytes.len()].copy_from_slice(bytes);
     put(offset_of!(Header, version), &VERSION.to_ne_bytes());
-    put(offset_of!(Header, size), &(REGION_SIZE as u32).to_ne_bytes());
+    put(
+        offset_of!(Header, size),
+        &(REGION_SIZE as u32).to_ne_bytes(),
+    );
     let created = (now - Duration::from_secs(2 * 3600)).as_nanos() as u64;
     put(offset_of!(Header, created_unix_ns), &created.to_ne_bytes());
     put(
@@ -490,10 +516,19 @@ pub fn forged_stats_file(db_path: &[u8], reader_pid: Option<u32>) -> Vec<u8> {
     if let Some(pid) = reader_pid {
         let entry = offset_of!(Region, readers);
         put(entry + offset_of!(ReaderEntry, pid), &pid.to_ne_bytes());
-        put(entry + offset_of!(ReaderEntry, read_slot), &2u32.to_ne_bytes());
-        put(entry + offset_of!(ReaderEntry, read_mark), &1u32.to_ne_bytes());
+        put(
+            entry + offset_of!(ReaderEntry, read_slot),
+            &2u32.to_ne_bytes(),
+        );
+        put(
+            entry + offset_of!(ReaderEntry, read_mark),
+            &1u32.to_ne_bytes(),
+        );
         let since = (now - Duration::from_secs(3600)).as_nanos() as u64;
-        put(entry + offset_of!(ReaderEntry, since_unix_ns), &since.to_ne_bytes());
+        put(
+            entry + offset_of!(ReaderEntry, since_unix_ns),
+            &since.to_ne_bytes(),
+        );
     }
     // The magic last, as the shim writes it.
     put(offset_of!(Header, magic), &MAGIC);
@@ -515,7 +550,12 @@ impl Sidecar {
         let log = PathBuf::from(format!("/srv/sidecar-{port}.log"));
         let child = Command::new(sidecar_binary())
             .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", "500ms"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--interval",
+                "500ms",
+            ])
             .args(args)
             .env_remove("WALWATCH_DIR")
             .stdin(Stdio::null())
@@ -536,7 +576,8 @@ impl Sidecar {
     }
 
     pub fn status_json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.get("/status").expect("/status answers")).expect("/status is JSON")
+        serde_json::from_str(&self.get("/status").expect("/status answers"))
+            .expect("/status is JSON")
     }
 
     /// Polls `ok` every 100 ms; fails the test if it is not true within [`HANG`].

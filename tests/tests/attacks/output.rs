@@ -11,21 +11,34 @@ fn attack7_control_characters_in_a_database_path_never_reach_the_terminal() {
     isolated(|s| {
         let evil = s.attacker.db("\x1b]0;pwned\x07\x1b[2J\nevil.db");
         let evil = evil.to_str().unwrap();
-        s.run_client(&s.attacker, None, &["commit", "--rows", "5", "--leave-wal", evil]);
+        s.run_client(
+            &s.attacker,
+            None,
+            &["commit", "--rows", "5", "--leave-wal", evil],
+        );
 
         let every = walwatch(&["status"]);
         let named = walwatch(&["status", evil]);
-        for (what, out) in [("walwatch status", &every), ("walwatch status <path>", &named)] {
+        for (what, out) in [
+            ("walwatch status", &every),
+            ("walwatch status <path>", &named),
+        ] {
             for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
                 let raw: Vec<String> = lines(bytes)
                     .into_iter()
                     .filter(|l| l.contains(['\x1b', '\x07']))
                     .map(|l| format!("{l:?}"))
                     .collect();
-                assert!(raw.is_empty(), "{what} printed control bytes on {stream}: {raw:#?}");
+                assert!(
+                    raw.is_empty(),
+                    "{what} printed control bytes on {stream}: {raw:#?}"
+                );
             }
         }
         let named = String::from_utf8_lossy(&named.stdout);
-        assert!(named.contains("pwned"), "walwatch status <path> names the database:\n{named}");
+        assert!(
+            named.contains("pwned"),
+            "walwatch status <path> names the database:\n{named}"
+        );
     });
 }

@@ -8,14 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Rows of 8000-byte blobs with auto-checkpoint off: a WAL of a few MiB, over the hard limit.
-const BIG_WAL: [&str; 6] = [
-    "--rows",
-    "300",
-    "--size",
-    "8000",
-    "--autocheckpoint",
-    "0",
-];
+const BIG_WAL: [&str; 6] = ["--rows", "300", "--size", "8000", "--autocheckpoint", "0"];
 const LIMITS: [&str; 6] = [
     "--controller",
     "act",
@@ -40,17 +33,30 @@ fn attack4_forged_stats_file_naming_a_root_only_database() {
         std::fs::set_permissions(secret_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let secret = secret_dir.join("app.db");
         let missing = secret_dir.join("missing.db");
-        let root_app = [&["commit", "--no-shim", "--leave-wal"][..], &BIG_WAL, &[secret.to_str().unwrap()]].concat();
+        let root_app = [
+            &["commit", "--no-shim", "--leave-wal"][..],
+            &BIG_WAL,
+            &[secret.to_str().unwrap()],
+        ]
+        .concat();
         s.run_client(&s.root, None, &root_app);
         let secret_wal = secret_dir.join("app.db-wal");
         let wal_before = size_and_mtime(&secret_wal);
         let db_before = contents(&secret);
-        assert!(wal_before.0 > 1 << 20, "the root WAL is over the hard limit: {wal_before:?}");
+        assert!(
+            wal_before.0 > 1 << 20,
+            "the root WAL is over the hard limit: {wal_before:?}"
+        );
 
         // The attacker's own database, through the shim: a genuine stats file in its
         // per-user directory and a WAL over the hard limit (the control).
         let own = s.attacker.db("own.db");
-        let own_app = [&["commit", "--leave-wal"][..], &BIG_WAL, &[own.to_str().unwrap()]].concat();
+        let own_app = [
+            &["commit", "--leave-wal"][..],
+            &BIG_WAL,
+            &[own.to_str().unwrap()],
+        ]
+        .concat();
         s.run_client(&s.attacker, None, &own_app);
         let own_wal = s.attacker.db("own.db-wal");
 
@@ -74,7 +80,7 @@ fn attack4_forged_stats_file_naming_a_root_only_database() {
             wal_before,
             "the root database's WAL was checkpointed because of a forged stats file"
         );
-        assert_unchanged(&secret, &db_before);
+        assert_unchanged(&secret, &db_before, &contents(&secret));
         let metrics = sidecar.get("/metrics").expect("/metrics answers");
         let status = sidecar.get("/status").expect("/status answers");
         for (what, body) in [("/metrics", &metrics), ("/status", &status)] {
@@ -96,7 +102,11 @@ fn attack4_forged_stats_file_naming_a_root_only_database() {
         let about = |name: &str, db: &Path| -> Vec<String> {
             mentions(&status, name)
                 .into_iter()
-                .map(|v| v.to_string().replace(name, "<forged>").replace(db.to_str().unwrap(), "<db>"))
+                .map(|v| {
+                    v.to_string()
+                        .replace(name, "<forged>")
+                        .replace(db.to_str().unwrap(), "<db>")
+                })
                 .collect()
         };
         assert_eq!(
@@ -115,10 +125,20 @@ fn attack4_forged_stats_file_naming_a_root_only_database() {
 fn attack4_forged_blocker_for_a_victims_database_in_a_shared_directory() {
     isolated(|s| {
         let shared = Path::new("/dev/shm/walwatch");
-        s.attacker
-            .sh_ok("mkdir \"$1\" && chmod 1777 \"$1\"", &[shared.to_str().unwrap()]);
+        s.attacker.sh_ok(
+            "mkdir \"$1\" && chmod 1777 \"$1\"",
+            &[shared.to_str().unwrap()],
+        );
         let app = s.victim.db("app.db");
-        let args = ["commit", "--rows", "100", "--autocheckpoint", "0", "--leave-wal", app.to_str().unwrap()];
+        let args = [
+            "commit",
+            "--rows",
+            "100",
+            "--autocheckpoint",
+            "0",
+            "--leave-wal",
+            app.to_str().unwrap(),
+        ];
         s.run_client(&s.victim, Some(shared), &args);
 
         let file = predicted_stats_file(shared, &app);
@@ -133,9 +153,16 @@ fn attack4_forged_blocker_for_a_victims_database_in_a_shared_directory() {
         println!("{text}");
         let json: Value = serde_json::from_slice(&json.stdout).expect("status --json is JSON");
         for db in find_by_path(&json, app.to_str().unwrap()) {
-            assert_ne!(db["checkpoint_blocked"], true, "the victim's database shown blocked: {db:#}");
+            assert_ne!(
+                db["checkpoint_blocked"], true,
+                "the victim's database shown blocked: {db:#}"
+            );
             for key in ["readers", "blockers"] {
-                let by_pid_1 = db[key].as_array().into_iter().flatten().any(|r| r["pid"] == 1);
+                let by_pid_1 = db[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["pid"] == 1);
                 assert!(!by_pid_1, "a forged pid 1 among the {key}: {db:#}");
             }
         }
@@ -154,17 +181,35 @@ fn attack5_fifos_dev_zero_and_sparse_files_stall_nothing() {
     isolated(|s| {
         let fifo_db = s.attacker.db("fifo.db");
         let pipe_db = s.attacker.db("pipe.db");
-        s.run_client(&s.attacker, None, &["commit", "--rows", "10", "--leave-wal", fifo_db.to_str().unwrap()]);
+        s.run_client(
+            &s.attacker,
+            None,
+            &[
+                "commit",
+                "--rows",
+                "10",
+                "--leave-wal",
+                fifo_db.to_str().unwrap(),
+            ],
+        );
         let dir = s.attacker.default_stats_dir();
         s.attacker.sh_ok(
             "set -e; rm \"$2-shm\"; mkfifo \"$2-shm\"; mkfifo \"$3\"; cd \"$1\"; \
              mkfifo x.walwatch; ln -s /dev/zero z.walwatch; truncate -s 2G big.walwatch",
-            &[dir.to_str().unwrap(), fifo_db.to_str().unwrap(), pipe_db.to_str().unwrap()],
+            &[
+                dir.to_str().unwrap(),
+                fifo_db.to_str().unwrap(),
+                pipe_db.to_str().unwrap(),
+            ],
         );
 
         let sidecar = Sidecar::start(&["--db", pipe_db.to_str().unwrap()]);
         let late = s.victim.db("late.db");
-        s.run_client(&s.victim, None, &["commit", "--rows", "10", late.to_str().unwrap()]);
+        s.run_client(
+            &s.victim,
+            None,
+            &["commit", "--rows", "10", late.to_str().unwrap()],
+        );
         let late_label = format!("db=\"{}\"", late.display());
         sidecar.wait_for("a database opened later to appear on /metrics", |s| {
             s.get("/metrics").is_some_and(|m| m.contains(&late_label))
@@ -174,14 +219,21 @@ fn attack5_fifos_dev_zero_and_sparse_files_stall_nothing() {
         for args in [
             &["status"][..],
             &["status", "--json"],
-            &["status", pipe_db.to_str().unwrap(), fifo_db.to_str().unwrap()],
+            &[
+                "status",
+                pipe_db.to_str().unwrap(),
+                fifo_db.to_str().unwrap(),
+            ],
         ] {
             let out = walwatch(args);
             println!("walwatch {args:?}: {}", out.status);
         }
         let peak = sidecar.peak_rss_kib();
         println!("sidecar VmHWM: {peak} KiB");
-        assert!(peak < 200 * 1024, "the sidecar's peak memory is {peak} KiB (limit 200 MiB)");
+        assert!(
+            peak < 200 * 1024,
+            "the sidecar's peak memory is {peak} KiB (limit 200 MiB)"
+        );
         assert_eq!(sidecar.get("/healthz").as_deref(), Some("ok\n"));
     });
 }

@@ -64,9 +64,14 @@ fn symlink_attack(s: &Scene, layout: Layout) {
     let dbs = [&app, &fresh, &notes].map(|p| p.to_str().unwrap());
 
     // The victim's databases exist, each with an empty -wal left by a TRUNCATE checkpoint.
-    let prepared = s.run_client(&s.victim, None, &[&["prepare", "--no-shim"][..], &dbs].concat());
+    let prepared = s.run_client(
+        &s.victim,
+        None,
+        &[&["prepare", "--no-shim"][..], &dbs].concat(),
+    );
     assert!(prepared.iter().all(|l| l.ends_with(" 0")), "{prepared:?}");
-    s.victim.write_file(&precious, b"the victim's own data\n", "0644");
+    s.victim
+        .write_file(&precious, b"the victim's own data\n", "0644");
 
     let dir = layout.squat(s);
     let wal = PathBuf::from(format!("{}-wal", app.display()));
@@ -87,29 +92,47 @@ fn symlink_attack(s: &Scene, layout: Layout) {
         &mut s.client(
             &s.victim,
             layout.victim_env(),
-            &[&["commit", "--rows", "100", "--autocheckpoint", "0", "--hold"][..], &dbs].concat(),
+            &[
+                &["commit", "--rows", "100", "--autocheckpoint", "0", "--hold"][..],
+                &dbs,
+            ]
+            .concat(),
         ),
         "victim committing 100 rows",
     );
     assert_eq!(victim.expect_line("COMMITTED"), "COMMITTED 100 100 100");
     victim.kill9();
 
-    // Nothing outside the stats directory changed: the database files (their commits are
-    // in the WALs) and the victim's file; nothing was created at the new path.
-    for (path, before) in [&app, &fresh, &notes, &precious].iter().zip(&before) {
-        assert_unchanged(path, before);
-    }
-    assert!(
-        !new_path.exists(),
-        "{} was created through a symlink",
-        new_path.display()
-    );
+    // Right after the crash, before anything reopens (and checkpoints) them.
+    let after_crash: Vec<_> = [&app, &fresh, &notes, &precious]
+        .iter()
+        .map(|p| contents(p))
+        .collect();
+    let created = new_path.exists();
 
+    // Every committed row is there.
     let after = s.verify(layout.victim_env(), &[&app, &fresh, &notes]);
     for (db, (check, rows)) in dbs.iter().zip(&after) {
         assert_eq!(check, "ok", "{db}: integrity_check after the crash");
-        assert_eq!(*rows, 100, "{db}: committed rows after the crash and reopen");
+        assert_eq!(
+            *rows, 100,
+            "{db}: committed rows after the crash and reopen"
+        );
     }
+    // Nothing outside the stats directory changed: the database files (their commits are
+    // in the WALs) and the victim's file; nothing was created at the new path.
+    for ((path, before), after) in [&app, &fresh, &notes, &precious]
+        .iter()
+        .zip(&before)
+        .zip(after_crash)
+    {
+        assert_unchanged(path, before, &after);
+    }
+    assert!(
+        !created,
+        "{} was created through a symlink",
+        new_path.display()
+    );
 }
 
 /// Attack 2, "Application killed by SIGBUS": the attacker pre-creates an empty 0666 stats file
@@ -139,13 +162,22 @@ fn truncate_attack(s: &Scene, layout: Layout) {
         &mut s.client(
             &s.victim,
             layout.victim_env(),
-            &["commit", "--rows", "50", "--then", "50", app.to_str().unwrap()],
+            &[
+                "commit",
+                "--rows",
+                "50",
+                "--then",
+                "50",
+                app.to_str().unwrap(),
+            ],
         ),
         "victim writing",
     );
     assert_eq!(victim.expect_line("COMMITTED"), "COMMITTED 50");
     // The victim has the database open (and the file mapped, if it took it): cut it to 0.
-    let truncated = s.attacker.sh("truncate -s 0 \"$1\"", &[planted.to_str().unwrap()]);
+    let truncated = s
+        .attacker
+        .sh("truncate -s 0 \"$1\"", &[planted.to_str().unwrap()]);
     println!(
         "attacker's truncate: {} {}",
         truncated.status,
@@ -203,7 +235,12 @@ fn attack2_full_tmpfs_leaves_the_database_working_and_recording_resumes() {
             "{}: a whole stats file",
             file.display()
         );
-        assert_eq!(&bytes[..8], &walwatch::layout::MAGIC, "{}: initialized", file.display());
+        assert_eq!(
+            &bytes[..8],
+            &walwatch::layout::MAGIC,
+            "{}: initialized",
+            file.display()
+        );
         let path_at = std::mem::offset_of!(walwatch::layout::Header, db_path);
         assert_eq!(&bytes[path_at..path_at + db.len()], db.as_bytes());
     });
@@ -231,7 +268,11 @@ fn attack3_flock_on_a_planted_stats_file_in_a_squatted_default_directory() {
 fn attack3_flock_on_the_victims_own_default_directory() {
     isolated(|s| {
         let (app, other) = (s.victim.db("app.db"), s.victim.db("other.db"));
-        s.run_client(&s.victim, None, &["commit", "--rows", "1", app.to_str().unwrap()]);
+        s.run_client(
+            &s.victim,
+            None,
+            &["commit", "--rows", "1", app.to_str().unwrap()],
+        );
         let file = predicted_stats_file(&s.victim.default_stats_dir(), &app);
         assert!(file.exists(), "the victim records into {}", file.display());
         assert!(
@@ -251,7 +292,11 @@ fn attack3_flock_on_every_stats_file_of_a_shared_directory() {
         let layout = Layout::SharedByAttacker;
         let (app, other) = (s.victim.db("app.db"), s.victim.db("other.db"));
         let dir = layout.squat(s);
-        s.run_client(&s.victim, layout.victim_env(), &["commit", "--rows", "1", app.to_str().unwrap()]);
+        s.run_client(
+            &s.victim,
+            layout.victim_env(),
+            &["commit", "--rows", "1", app.to_str().unwrap()],
+        );
         let planted = predicted_stats_file(&dir, &other);
         s.attacker
             .sh_ok("umask 022 && : > \"$1\"", &[planted.to_str().unwrap()]);
@@ -259,8 +304,15 @@ fn attack3_flock_on_every_stats_file_of_a_shared_directory() {
             .unwrap()
             .filter_map(|e| hold_flock(&s.attacker, &e.unwrap().path()))
             .collect();
-        println!("the attacker holds {} locks in {}", locks.len(), dir.display());
-        assert!(!locks.is_empty(), "the attacker locks at least its own file");
+        println!(
+            "the attacker holds {} locks in {}",
+            locks.len(),
+            dir.display()
+        );
+        assert!(
+            !locks.is_empty(),
+            "the attacker locks at least its own file"
+        );
         open_both_within_bound(s, layout.victim_env(), &app, &other);
     });
 }
@@ -271,7 +323,11 @@ fn attack3_flock_on_every_stats_file_of_a_shared_directory() {
 fn attack3_a_stuck_process_of_the_same_user_holds_the_stats_file() {
     isolated(|s| {
         let (app, other) = (s.victim.db("app.db"), s.victim.db("other.db"));
-        s.run_client(&s.victim, None, &["commit", "--rows", "1", app.to_str().unwrap()]);
+        s.run_client(
+            &s.victim,
+            None,
+            &["commit", "--rows", "1", app.to_str().unwrap()],
+        );
         let file = predicted_stats_file(&s.victim.default_stats_dir(), &app);
         let _lock = hold_flock(&s.victim, &file).expect("the victim can lock its own file");
         open_both_within_bound(s, None, &app, &other);
@@ -281,10 +337,11 @@ fn attack3_a_stuck_process_of_the_same_user_holds_the_stats_file() {
 /// `flock -x FILE sleep 60` as `user`; `None` when the user cannot open or lock the file.
 fn hold_flock(user: &User, file: &Path) -> Option<Running> {
     let mut holder = Running::spawn(
-        user.command("flock")
-            .args(["-x", "-n"])
-            .arg(file)
-            .args(["sh", "-c", "echo LOCKED && exec sleep 60"]),
+        user.command("flock").args(["-x", "-n"]).arg(file).args([
+            "sh",
+            "-c",
+            "echo LOCKED && exec sleep 60",
+        ]),
         &format!("{} holding flock -x on {}", user.name, file.display()),
     );
     (holder.next_line().as_deref() == Some("LOCKED")).then_some(holder)

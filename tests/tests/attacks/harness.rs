@@ -18,6 +18,8 @@ pub const HANG: Duration = Duration::from_secs(20);
 const SCENARIO_LIMIT: Duration = Duration::from_secs(240);
 /// Set (to the test's name) in the copy of the test binary that runs inside the namespace.
 const INSIDE: &str = "WALWATCH_ATTACK_SCENARIO";
+/// The two unprivileged users: the victim, then the attacker.
+const USERS: [&str; 2] = ["walwatch-victim", "walwatch-attacker"];
 /// Mounted fresh in every scenario's namespace: `/srv` holds the users' databases (and the
 /// root-only `/srv/secret`), `/dev/shm` the stats directories.
 const NAMESPACE_SETUP: &str = "set -e; \
@@ -47,6 +49,10 @@ pub fn isolated(body: impl FnOnce(&Scene)) {
     if std::env::var(INSIDE).as_deref() == Ok(test.as_str()) {
         body(&Scene::new());
         return;
+    }
+    // Users are created here, by one process, so parallel scenarios never race on useradd.
+    for name in USERS {
+        User::get(name);
     }
     let exe = std::env::current_exe().expect("path of this test binary");
     let out = bounded_for(
@@ -85,8 +91,7 @@ pub struct Scene {
 
 impl Scene {
     fn new() -> Self {
-        let victim = User::get("walwatch-victim");
-        let attacker = User::get("walwatch-attacker");
+        let [victim, attacker] = USERS.map(User::get);
         // The users run copies on the namespace's tmpfs: nothing depends on the checkout's modes.
         let bin = Path::new("/srv/bin");
         std::fs::create_dir_all(bin).unwrap();

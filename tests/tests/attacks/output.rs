@@ -1,39 +1,53 @@
-//! Attack 7 of issue 9, "Output": control characters in a database path reach root's
-//! terminal raw.
+//! Attack 7 of issue 9, "Output": control characters in database paths and file names reach
+//! root's terminal and logs raw.
 
 use crate::harness::*;
 
+/// What the attacker puts in names: a terminal title sequence, a clear-screen sequence, a newline.
+const EVIL: &str = "\x1b]0;pwned\x07\x1b[2J\n";
+
 /// Attack 7, "Output" (the brief's scenario 6): the attacker opens a database whose path holds
-/// a terminal title sequence, a clear-screen sequence and a newline. `walwatch status`, run by
-/// root over every stats file and over that path, prints no ESC or BEL byte, yet names it.
+/// control sequences and a newline, and plants a garbage stats file whose name holds them too.
+/// `walwatch status`, run by root over every stats file and over that path, and the log of a
+/// root `walwatch serve`, contain no ESC or BEL byte; `status` still names the database.
 #[test]
-fn attack7_control_characters_in_a_database_path_never_reach_the_terminal() {
+fn attack7_control_characters_in_names_never_reach_the_terminal_or_the_log() {
     isolated(|s| {
-        let evil = s.attacker.db("\x1b]0;pwned\x07\x1b[2J\nevil.db");
+        let evil = s.attacker.db(&format!("{EVIL}evil.db"));
         let evil = evil.to_str().unwrap();
         s.run_client(
             &s.attacker,
             None,
             &["commit", "--rows", "5", "--leave-wal", evil],
         );
+        let garbage = s
+            .attacker
+            .default_stats_dir()
+            .join(format!("{EVIL}.walwatch"));
+        s.attacker.write_file(&garbage, b"not a stats file", "0600");
 
         let every = walwatch(&["status"]);
         let named = walwatch(&["status", evil]);
-        for (what, out) in [
-            ("walwatch status", &every),
-            ("walwatch status <path>", &named),
+        let sidecar = Sidecar::start(&[]);
+        sidecar.wait_collections(2);
+        let log = sidecar.log_text();
+        println!(
+            "serve's log names the attacker's files: {}",
+            log.contains("pwned")
+        );
+        for (what, bytes) in [
+            ("walwatch status: stdout", &every.stdout),
+            ("walwatch status: stderr", &every.stderr),
+            ("walwatch status <path>: stdout", &named.stdout),
+            ("walwatch status <path>: stderr", &named.stderr),
+            ("walwatch serve's log", &log.into_bytes()),
         ] {
-            for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
-                let raw: Vec<String> = lines(bytes)
-                    .into_iter()
-                    .filter(|l| l.contains(['\x1b', '\x07']))
-                    .map(|l| format!("{l:?}"))
-                    .collect();
-                assert!(
-                    raw.is_empty(),
-                    "{what} printed control bytes on {stream}: {raw:#?}"
-                );
-            }
+            let raw: Vec<String> = lines(bytes)
+                .into_iter()
+                .filter(|l| l.contains(['\x1b', '\x07']))
+                .map(|l| format!("{l:?}"))
+                .collect();
+            assert!(raw.is_empty(), "{what} has raw control bytes: {raw:#?}");
         }
         let named = String::from_utf8_lossy(&named.stdout);
         assert!(

@@ -109,6 +109,10 @@ fn attack4_forged_stats_file_naming_a_root_only_database() {
                 })
                 .collect()
         };
+        println!(
+            "/status about the forged files: {:?}",
+            about(&forged_names[0], &secret)
+        );
         assert_eq!(
             about(&forged_names[0], &secret),
             about(&forged_names[1], &missing),

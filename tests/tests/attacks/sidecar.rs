@@ -153,25 +153,86 @@ fn attack4_forged_blocker_for_a_victims_database_in_a_shared_directory() {
         let dir = ["--stats-dir", shared.to_str().unwrap()];
         let json = walwatch(&[&["status", "--json"][..], &dir].concat());
         let text = walwatch(&[&["status"][..], &dir].concat());
-        let text = String::from_utf8_lossy(&text.stdout);
-        println!("{text}");
-        let json: Value = serde_json::from_slice(&json.stdout).expect("status --json is JSON");
-        for db in find_by_path(&json, app.to_str().unwrap()) {
-            assert_ne!(
-                db["checkpoint_blocked"], true,
-                "the victim's database shown blocked: {db:#}"
-            );
-            for key in ["readers", "blockers"] {
-                let by_pid_1 = db[key]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|r| r["pid"] == 1);
-                assert!(!by_pid_1, "a forged pid 1 among the {key}: {db:#}");
-            }
-        }
-        assert!(!text.contains("BLOCKED"), "walwatch status:\n{text}");
+        assert_no_forged_blocker(&json.stdout, &text.stdout, &app, false);
     });
+}
+
+/// Attack 4, "forge one ('BLOCKED by pid 1 for 1h')", in the default layout: the victim
+/// records into its private directory, and the attacker puts a forged stats file naming the
+/// victim's database, with pid 1 reading for an hour, in its own per-user directory. Neither
+/// root's `walwatch status` nor a root `walwatch serve` shows the victim's database blocked.
+#[test]
+fn attack4_forged_blocker_for_a_victims_database_from_the_attackers_directory() {
+    isolated(|s| {
+        let app = s.victim.db("app.db");
+        let args = [
+            "commit",
+            "--rows",
+            "100",
+            "--autocheckpoint",
+            "0",
+            "--leave-wal",
+            app.to_str().unwrap(),
+        ];
+        s.run_client(&s.victim, None, &args);
+        s.run_client(
+            &s.attacker,
+            None,
+            &[
+                "commit",
+                "--rows",
+                "1",
+                s.attacker.db("own.db").to_str().unwrap(),
+            ],
+        );
+        let file = predicted_stats_file(&s.attacker.default_stats_dir(), &app);
+        let forged = forged_stats_file(app.to_str().unwrap().as_bytes(), Some(1));
+        s.attacker.write_file(&file, &forged, "0600");
+
+        let json = walwatch(&["status", "--json"]);
+        let text = walwatch(&["status"]);
+        assert_no_forged_blocker(&json.stdout, &text.stdout, &app, true);
+        let sidecar = Sidecar::start(&[]);
+        sidecar.wait_collections(2);
+        let status = sidecar.get("/status").expect("/status answers");
+        assert_no_forged_blocker(status.as_bytes(), b"", &app, true);
+        let metrics = sidecar.get("/metrics").expect("/metrics answers");
+        let blocked = metrics.lines().find(|l| {
+            l.starts_with("walwatch_checkpoint_blocked")
+                && l.contains("app.db")
+                && l.ends_with(" 1")
+        });
+        assert!(blocked.is_none(), "/metrics: {blocked:?}");
+    });
+}
+
+/// What root's sidecar says about the victim's `db` (JSON of `status --json` or `/status`,
+/// and the text report) shows no checkpoint blocked and no pid 1 reader or blocker; with
+/// `listed`, it does show the database (from the victim's own stats file).
+fn assert_no_forged_blocker(json: &[u8], text: &[u8], db: &Path, listed: bool) {
+    let text = String::from_utf8_lossy(text);
+    println!("{text}");
+    let json: Value = serde_json::from_slice(json).expect("status JSON");
+    let entries = find_by_path(&json, db.to_str().unwrap());
+    assert!(
+        !listed || !entries.is_empty(),
+        "the victim's database, recorded in its own directory, is not listed: {json:#}"
+    );
+    for entry in entries {
+        assert_ne!(
+            entry["checkpoint_blocked"], true,
+            "the victim's database shown blocked: {entry:#}"
+        );
+        for key in ["readers", "blockers"] {
+            let by_pid_1 = entry[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["pid"] == 1);
+            assert!(!by_pid_1, "a forged pid 1 among the {key}: {entry:#}");
+        }
+    }
+    assert!(!text.contains("BLOCKED"), "walwatch status:\n{text}");
 }
 
 /// Attack 5, "Sidecar stalls and memory blow-up": in its own per-user directory the attacker

@@ -40,7 +40,9 @@ pub fn isolated(body: impl FnOnce(&Scene)) {
         .to_string();
     // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
+        // Straight to stderr, past libtest's capture: a skip must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
             "\n*** SKIPPED {test}: the attack suite needs root (it creates users and mount \
              namespaces). Run it as root, as CI does. ***\n"
         );

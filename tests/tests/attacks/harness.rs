@@ -108,13 +108,14 @@ impl Scene {
         for f in [&ext, &client] {
             std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        for user in [&victim, &attacker] {
+        let root = User::get("root");
+        for user in [&root, &victim, &attacker] {
             let home = user.home();
             std::fs::create_dir_all(&home).unwrap();
             chown(&home, user.uid, user.gid);
         }
         Self {
-            root: User::get("root"),
+            root,
             victim,
             attacker,
             ext: ext.with_extension(""),
@@ -145,11 +146,16 @@ impl Scene {
         lines(&out.stdout)
     }
 
-    /// Reopens databases as the victim and returns `(integrity_check, rows)` of each.
-    pub fn verify(&self, stats_dir: Option<&Path>, dbs: &[&Path]) -> Vec<(String, u64)> {
+    /// Reopens databases as their owner and returns `(integrity_check, rows)` of each.
+    pub fn verify(
+        &self,
+        owner: &User,
+        stats_dir: Option<&Path>,
+        dbs: &[&Path],
+    ) -> Vec<(String, u64)> {
         let mut args = vec!["verify"];
         args.extend(dbs.iter().map(|p| p.to_str().unwrap()));
-        self.run_client(&self.victim, stats_dir, &args)
+        self.run_client(owner, stats_dir, &args)
             .iter()
             .map(|line| {
                 let (check, rows) = line.rsplit_once(' ').expect("'check rows'");
@@ -249,7 +255,7 @@ impl User {
         );
     }
 
-    /// This user's database directory, `/srv/<name without walwatch->`.
+    /// This user's database directory, `/srv/<name without walwatch->` (`/srv/root` for root).
     pub fn home(&self) -> PathBuf {
         Path::new("/srv").join(self.name.trim_start_matches("walwatch-"))
     }

@@ -17,10 +17,10 @@ enum Layout {
 }
 
 impl Layout {
-    /// The attacker creates the directory; returns it.
-    fn squat(self, s: &Scene) -> PathBuf {
+    /// The attacker creates the directory for `victim`; returns it.
+    fn squat(self, s: &Scene, victim: &User) -> PathBuf {
         let (dir, mode) = match self {
-            Layout::SquattedDefault => (s.victim.default_stats_dir(), "0777"),
+            Layout::SquattedDefault => (victim.default_stats_dir(), "0777"),
             Layout::SharedByAttacker => (PathBuf::from("/dev/shm/walwatch"), "1777"),
         };
         s.attacker.sh_ok(
@@ -43,37 +43,43 @@ impl Layout {
 /// the attacker created first.
 #[test]
 fn attack1_symlinks_in_a_squatted_default_directory_lose_no_row_and_touch_no_file() {
-    isolated(|s| symlink_attack(s, Layout::SquattedDefault));
+    isolated(|s| symlink_attack(s, &s.victim, Layout::SquattedDefault));
+}
+
+/// Attack 1, "Data loss through a symlink … or a root application": the attacker squats
+/// root's default directory `/dev/shm/walwatch-0`; a root application is the victim.
+#[test]
+fn attack1_symlinks_in_roots_squatted_default_directory_lose_no_row_and_touch_no_file() {
+    isolated(|s| symlink_attack(s, &s.root, Layout::SquattedDefault));
 }
 
 /// Attack 1, "Data loss through a symlink", in a shared 1777 `WALWATCH_DIR` the attacker made.
 #[test]
 fn attack1_symlinks_in_a_shared_directory_lose_no_row_and_touch_no_file() {
-    isolated(|s| symlink_attack(s, Layout::SharedByAttacker));
+    isolated(|s| symlink_attack(s, &s.victim, Layout::SharedByAttacker));
 }
 
 /// The attacker points the victim's predicted stats file names at the victim's empty `-wal`
 /// (after a TRUNCATE), at a path that does not exist, and at a file of the victim's. The
 /// victim commits 100 rows to each database, crashes (SIGKILL) and reopens.
-fn symlink_attack(s: &Scene, layout: Layout) {
-    let app = s.victim.db("app.db");
-    let fresh = s.victim.db("fresh.db");
-    let notes = s.victim.db("notes.db");
-    let new_path = s.victim.db("created-by-walwatch");
-    let precious = s.victim.db("precious.txt");
+fn symlink_attack(s: &Scene, victim: &User, layout: Layout) {
+    let app = victim.db("app.db");
+    let fresh = victim.db("fresh.db");
+    let notes = victim.db("notes.db");
+    let new_path = victim.db("created-by-walwatch");
+    let precious = victim.db("precious.txt");
     let dbs = [&app, &fresh, &notes].map(|p| p.to_str().unwrap());
 
     // The victim's databases exist, each with an empty -wal left by a TRUNCATE checkpoint.
     let prepared = s.run_client(
-        &s.victim,
+        victim,
         None,
         &[&["prepare", "--no-shim"][..], &dbs].concat(),
     );
     assert!(prepared.iter().all(|l| l.ends_with(" 0")), "{prepared:?}");
-    s.victim
-        .write_file(&precious, b"the victim's own data\n", "0644");
+    victim.write_file(&precious, b"the victim's own data\n", "0644");
 
-    let dir = layout.squat(s);
+    let dir = layout.squat(s, victim);
     let wal = PathBuf::from(format!("{}-wal", app.display()));
     for (db, target) in [(&app, &wal), (&fresh, &new_path), (&notes, &precious)] {
         let link = predicted_stats_file(&dir, db);
@@ -88,9 +94,9 @@ fn symlink_attack(s: &Scene, layout: Layout) {
         .collect();
 
     // 100 committed rows in each (auto-checkpoint off: they stay in the WAL), then a crash.
-    let mut victim = Running::spawn(
+    let mut app_process = Running::spawn(
         &mut s.client(
-            &s.victim,
+            victim,
             layout.victim_env(),
             &[
                 &["commit", "--rows", "100", "--autocheckpoint", "0", "--hold"][..],
@@ -100,8 +106,11 @@ fn symlink_attack(s: &Scene, layout: Layout) {
         ),
         "victim committing 100 rows",
     );
-    assert_eq!(victim.expect_line("COMMITTED"), "COMMITTED 100 100 100");
-    victim.kill9();
+    assert_eq!(
+        app_process.expect_line("COMMITTED"),
+        "COMMITTED 100 100 100"
+    );
+    app_process.kill9();
 
     // Right after the crash, before anything reopens (and checkpoints) them.
     let after_crash: Vec<_> = [&app, &fresh, &notes, &precious]
@@ -111,7 +120,7 @@ fn symlink_attack(s: &Scene, layout: Layout) {
     let created = new_path.exists();
 
     // Every committed row is there.
-    let after = s.verify(layout.victim_env(), &[&app, &fresh, &notes]);
+    let after = s.verify(victim, layout.victim_env(), &[&app, &fresh, &notes]);
     for (db, (check, rows)) in dbs.iter().zip(&after) {
         assert_eq!(check, "ok", "{db}: integrity_check after the crash");
         assert_eq!(
@@ -151,7 +160,7 @@ fn attack2_stats_file_truncated_under_the_victim_in_a_shared_directory() {
 
 fn truncate_attack(s: &Scene, layout: Layout) {
     let app = s.victim.db("app.db");
-    let dir = layout.squat(s);
+    let dir = layout.squat(s, &s.victim);
     let planted = predicted_stats_file(&dir, &app);
     s.attacker.sh_ok(
         "umask 0 && : > \"$1\" && chmod 0666 \"$1\"",
@@ -191,7 +200,10 @@ fn truncate_attack(s: &Scene, layout: Layout) {
          (SIGBUS is signal 7); output: {rest:?}"
     );
     assert_eq!(rest.first().map(String::as_str), Some("COMMITTED 100"));
-    assert_eq!(s.verify(layout.victim_env(), &[&app]), [("ok".into(), 100)]);
+    assert_eq!(
+        s.verify(&s.victim, layout.victim_env(), &[&app]),
+        [("ok".into(), 100)]
+    );
 }
 
 /// Attack 2, "on a full tmpfs": `/dev/shm` is tiny and full when the victim opens its
@@ -217,7 +229,7 @@ fn attack2_full_tmpfs_leaves_the_database_working_and_recording_resumes() {
         let db = app.to_str().unwrap();
         let out = s.run_client(&s.victim, None, &["commit", "--rows", "100", db]);
         assert_eq!(out, ["COMMITTED 100", "CLOSED"]);
-        assert_eq!(s.verify(None, &[&app]), [("ok".into(), 100)]);
+        assert_eq!(s.verify(&s.victim, None, &[&app]), [("ok".into(), 100)]);
 
         std::fs::remove_file("/dev/shm/filler").unwrap();
         let stats = s.run_client(&s.victim, None, &["stats", db]);
@@ -253,7 +265,7 @@ fn attack2_full_tmpfs_leaves_the_database_working_and_recording_resumes() {
 fn attack3_flock_on_a_planted_stats_file_in_a_squatted_default_directory() {
     isolated(|s| {
         let (app, other) = (s.victim.db("app.db"), s.victim.db("other.db"));
-        let dir = Layout::SquattedDefault.squat(s);
+        let dir = Layout::SquattedDefault.squat(s, &s.victim);
         let planted = predicted_stats_file(&dir, &app);
         s.attacker
             .sh_ok("umask 022 && : > \"$1\"", &[planted.to_str().unwrap()]);
@@ -291,7 +303,7 @@ fn attack3_flock_on_every_stats_file_of_a_shared_directory() {
     isolated(|s| {
         let layout = Layout::SharedByAttacker;
         let (app, other) = (s.victim.db("app.db"), s.victim.db("other.db"));
-        let dir = layout.squat(s);
+        let dir = layout.squat(s, &s.victim);
         s.run_client(
             &s.victim,
             layout.victim_env(),

@@ -352,7 +352,7 @@ fn kill_group(child: &mut Child) {
 pub fn assert_success(out: &Output, what: &str) {
     assert!(
         out.status.success(),
-        "{what}: exited with {} (signal 7 is SIGBUS):\nstdout: {}\nstderr: {}",
+        "{what}: exited with {}:\nstdout: {}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

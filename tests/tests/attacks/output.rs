@@ -35,20 +35,22 @@ fn attack7_control_characters_in_names_never_reach_the_terminal_or_the_log() {
             "serve's log names the attacker's files: {}",
             log.contains("pwned")
         );
-        for (what, bytes) in [
+        let raw: Vec<String> = [
             ("walwatch status: stdout", &every.stdout),
             ("walwatch status: stderr", &every.stderr),
             ("walwatch status <path>: stdout", &named.stdout),
             ("walwatch status <path>: stderr", &named.stderr),
             ("walwatch serve's log", &log.into_bytes()),
-        ] {
-            let raw: Vec<String> = lines(bytes)
+        ]
+        .into_iter()
+        .flat_map(|(what, bytes)| {
+            lines(bytes)
                 .into_iter()
                 .filter(|l| l.contains(['\x1b', '\x07']))
-                .map(|l| format!("{l:?}"))
-                .collect();
-            assert!(raw.is_empty(), "{what} has raw control bytes: {raw:#?}");
-        }
+                .map(move |l| format!("{what}: {l:?}"))
+        })
+        .collect();
+        assert!(raw.is_empty(), "raw control bytes: {raw:#?}");
         let named = String::from_utf8_lossy(&named.stdout);
         assert!(
             named.contains("pwned"),

@@ -196,8 +196,8 @@ fn truncate_attack(s: &Scene, layout: Layout) {
     let (status, rest) = victim.finish();
     assert!(
         status.success(),
-        "the victim was killed or failed while its stats file was truncated: {status} \
-        ; output: {rest:?}"
+        "the victim was killed or failed while its stats file was truncated: {status}; \
+         output: {rest:?}"
     );
     assert_eq!(rest.first().map(String::as_str), Some("COMMITTED 100"));
     assert_eq!(

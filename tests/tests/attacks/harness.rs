@@ -22,7 +22,7 @@ const INSIDE: &str = "WALWATCH_ATTACK_SCENARIO";
 const USERS: [&str; 2] = ["walwatch-victim", "walwatch-attacker"];
 /// Mounted fresh in every scenario's namespace: `/srv` holds the users' databases (and the
 /// root-only `/srv/secret`), `/dev/shm` the stats directories.
-const NAMESPACE_SETUP: &str = "set -e; \
+const NAMESPACE_SETUP: &str = "set -e; mkdir -p /srv; \
     mount -t tmpfs -o size=512m,mode=1777 walwatch-attack-shm /dev/shm; \
     mount -t tmpfs -o size=512m,mode=0755 walwatch-attack-srv /srv; \
     exec \"$@\"";

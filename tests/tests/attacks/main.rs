@@ -2,8 +2,10 @@
 //! (`walwatch-victim`, `walwatch-attacker`) and a root sidecar, each scenario in a private
 //! mount namespace with its own `/dev/shm`. Every test names the attack it replays.
 //!
-//! Needs root (CI runs as root; elsewhere the tests skip with a notice), `cargo build --release`
-//! first, `/usr/bin/python3`, `unshare`, `setpriv`, `flock`, `curl`.
+//! Run: `cargo build --release && cargo test --release -p walwatch-tests --test attacks`.
+//! Needs root (CI runs as root; elsewhere the tests skip with a notice), `/usr/bin/python3`,
+//! `unshare`, `setpriv`, `flock`, `useradd`, `curl`. The users stay (creating them again is a
+//! no-op); every file a scenario makes is on tmpfs mounts that vanish with its namespace.
 //!
 //! Each scenario asserts what the issue promises: no committed row lost across a crash, no
 //! application killed or hung (bounded waits), no file outside the stats directory created or

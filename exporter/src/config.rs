@@ -4,7 +4,9 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:9866"        # address of the HTTP server
-//! stats_dir = "/dev/shm/walwatch"  # where the shim writes stats files
+//! # stats_dir = "/srv/walwatch"    # one stats directory (WALWATCH_DIR of the applications);
+//!                                  # unset: every per-user /dev/shm/walwatch-<uid>
+//! # stats_base = "/dev/shm"        # where the per-user directories are (without stats_dir)
 //! interval = "1s"                  # collection interval: "500ms", "5s", "1m"
 //! databases = ["/srv/app.db"]      # also watch these, with or without the shim
 //! log_format = "human"             # or "json"
@@ -22,6 +24,7 @@
 //! ```
 
 use crate::controller::{self, limits::Limit, policy::Mode};
+use crate::discovery::StatsDirs;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,6 +52,7 @@ pub enum LogFormat {
 pub struct FileConfig {
     pub listen: Option<String>,
     pub stats_dir: Option<PathBuf>,
+    pub stats_base: Option<PathBuf>,
     pub interval: Option<String>,
     #[serde(default)]
     pub databases: Vec<PathBuf>,
@@ -83,6 +87,7 @@ pub struct DbLimits {
 pub struct Overrides {
     pub listen: Option<String>,
     pub stats_dir: Option<PathBuf>,
+    pub stats_base: Option<PathBuf>,
     pub interval: Option<String>,
     pub databases: Vec<PathBuf>,
     pub log_format: Option<LogFormat>,
@@ -97,7 +102,7 @@ pub struct Overrides {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub listen: SocketAddr,
-    pub stats_dir: PathBuf,
+    pub stats_dirs: StatsDirs,
     pub interval: Duration,
     pub databases: Vec<PathBuf>,
     pub log_format: LogFormat,
@@ -270,10 +275,10 @@ pub fn resolve(
     })
     .map_err(|(f, m)| locate("interval", "--interval (WALWATCH_INTERVAL)", f, m))?;
 
-    let stats_dir = over
-        .stats_dir
-        .or(cfg.stats_dir)
-        .unwrap_or_else(walwatch::paths::default_stats_dir);
+    let stats_dirs = StatsDirs::resolve(
+        over.stats_dir.or(cfg.stats_dir),
+        over.stats_base.or(cfg.stats_base),
+    );
     let mut databases = cfg.databases;
     databases.extend(over.databases);
 
@@ -335,11 +340,11 @@ pub fn resolve(
         truncate_timeout,
         max_backoff,
         horizon: interval,
-        stats_dir: stats_dir.clone(),
+        stats_dirs: stats_dirs.clone(),
     };
     Ok(Settings {
         listen,
-        stats_dir,
+        stats_dirs,
         interval,
         databases,
         log_format: over.log_format.or(cfg.log_format).unwrap_or_default(),

@@ -5,7 +5,8 @@
 //! Map: [`config`] (TOML + env + flags) · [`controller`] (checkpoints that keep WALs bounded) · [`discovery`] (which databases) · [`collect`] (one
 //! collector per file) · [`model`] (the `DbState` every output renders) · [`metrics`] (the
 //! catalogue and its exposition) · [`server`] (`walwatch serve`) · [`status`]
-//! (`walwatch status`) · [`sys`] (the only unsafe code: `fcntl(F_GETLK)` and `kill(pid, 0)`).
+//! (`walwatch status`) · [`sys`] (the only unsafe code: `fcntl(F_GETLK)`, `kill(pid, 0)` and
+//! `openat`).
 #![deny(unsafe_code)]
 
 pub mod collect;

@@ -51,6 +51,9 @@ pub struct DbState {
     /// The checkpoint controller's limits, growth estimate and actions (absent when it is off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller: Option<crate::controller::ControllerView>,
+    /// Whether walwatch may checkpoint it (see `discovery`); untrusted by default.
+    #[serde(skip)]
+    pub trust: crate::discovery::Trust,
 }
 
 /// The wal-index header of `-shm`.

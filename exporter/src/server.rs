@@ -27,7 +27,7 @@ use crate::config::Settings;
 use crate::controller::policy::Mode;
 use crate::controller::watch::WalWatcher;
 use crate::controller::Controller;
-use crate::discovery;
+use crate::discovery::{self, StatsDirs};
 use crate::metrics::{Format, Renderer};
 use crate::model::DbState;
 
@@ -36,7 +36,7 @@ type Body = BoxBody<Bytes, Infallible>;
 /// State shared by the collector and the HTTP handlers.
 pub struct Shared {
     latest: RwLock<Arc<Collection>>,
-    stats_dir: PathBuf,
+    stats_dirs: StatsDirs,
 }
 
 impl Shared {
@@ -66,7 +66,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::info!(mode = ?s.mode, soft_limit = %s.soft_limit, hard_limit = %s.hard_limit, truncate_timeout = ?s.truncate_timeout, "checkpoint controller on");
     }
     let first = collect_blocking(
-        settings.stats_dir.clone(),
+        settings.stats_dirs.clone(),
         databases.clone(),
         controller.clone(),
     )
@@ -74,11 +74,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     log.observe(&first);
     let shared = Arc::new(Shared {
         latest: RwLock::new(Arc::new(first)),
-        stats_dir: settings.stats_dir.clone(),
+        stats_dirs: settings.stats_dirs.clone(),
     });
     tracing::info!(
         listen = %settings.listen,
-        stats_dir = %settings.stats_dir.display(),
+        stats_dirs = %settings.stats_dirs,
         interval = ?settings.interval,
         databases = databases.len(),
         "walwatch {} serving http://{}/metrics",
@@ -177,12 +177,12 @@ async fn shutdown_signal() -> &'static str {
 
 /// One collection, then the controller's turn on it (checkpoints are blocking I/O too).
 async fn collect_blocking(
-    stats_dir: PathBuf,
+    stats_dirs: StatsDirs,
     databases: Vec<PathBuf>,
     controller: Option<Arc<Controller>>,
 ) -> anyhow::Result<Collection> {
     tokio::task::spawn_blocking(move || {
-        let mut collection = collect::collect(&stats_dir, &databases);
+        let mut collection = collect::collect(&stats_dirs, &databases);
         if let Some(c) = controller {
             c.after_collection(&mut collection.dbs);
             collection.controller_mode = Some(match c.settings().mode {
@@ -210,7 +210,7 @@ async fn collect_loop(
     loop {
         ticker.tick().await;
         match collect_blocking(
-            settings.stats_dir.clone(),
+            settings.stats_dirs.clone(),
             databases.clone(),
             controller.clone(),
         )
@@ -250,7 +250,7 @@ impl ChangeLog {
         let mut bad = HashMap::new();
         for b in &c.bad_stats_files {
             if self.bad_files.get(&b.path) != Some(&b.message) && b.reason != "uninitialized" {
-                tracing::warn!(stats_file = %b.path.display(), reason = b.reason, "skipping stats file: {}", b.message);
+                tracing::warn!(stats_file = %crate::text::path(&b.path), reason = b.reason, "skipping stats file: {}", b.message);
             }
             bad.insert(b.path.clone(), b.message.clone());
         }
@@ -323,7 +323,8 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             let latest = shared.latest();
             let status = StatusJson {
                 walwatch_version: env!("CARGO_PKG_VERSION"),
-                stats_dir: shared.stats_dir.to_string_lossy().into_owned(),
+                stats_dirs: &shared.stats_dirs,
+                unreadable_stats_dirs: latest.unreadable_stats_dirs,
                 collected_unix_seconds: latest.finished_unix_seconds,
                 collect_duration_seconds: latest.duration.as_secs_f64(),
                 stats_dir_error: latest.stats_dir_error.as_deref(),
@@ -364,7 +365,9 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
 #[derive(Serialize)]
 struct StatusJson<'a> {
     walwatch_version: &'static str,
-    stats_dir: String,
+    stats_dirs: &'a StatsDirs,
+    /// Per-user directories this sidecar may not open (it is not root).
+    unreadable_stats_dirs: usize,
     collected_unix_seconds: f64,
     collect_duration_seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::discovery::{self, Target};
+use crate::discovery::{self, DirError, StatsDirs, Target};
 use crate::model::{self, CheckpointView, DbState, WalIndexView};
 
 /// Time spent in each collector during one collection.
@@ -35,8 +35,12 @@ pub struct BadStatsFile {
 pub struct Collection {
     pub dbs: Vec<DbState>,
     pub bad_stats_files: Vec<BadStatsFile>,
-    /// The stats directory could not be listed.
+    /// The stats directory (or the base of the per-user ones) could not be listed, or was
+    /// refused.
     pub stats_dir_error: Option<String>,
+    /// Per-user stats directories this sidecar may not open (skipped quietly: another user's
+    /// private directory, for a sidecar that is not root).
+    pub unreadable_stats_dirs: usize,
     pub timings: Timings,
     pub duration: Duration,
     pub finished_unix_seconds: f64,
@@ -50,15 +54,17 @@ fn unix_ns(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs one collection over the stats directory and the `--db` list (normalized paths).
-pub fn collect(stats_dir: &Path, explicit: &[PathBuf]) -> Collection {
+/// Runs one collection over the stats directories and the `--db` list (normalized paths).
+pub fn collect(dirs: &StatsDirs, explicit: &[PathBuf]) -> Collection {
     let start = Instant::now();
     let mut timings = Timings::default();
-    let scan = discovery::scan(stats_dir);
+    let scan = discovery::scan(dirs);
+    let (targets, refused) = discovery::targets(scan.found, explicit, &mut discovery::owner_of);
     timings.stats_files += start.elapsed();
     let bad_stats_files = scan
         .errors
         .iter()
+        .chain(&refused)
         .map(|(path, e)| BadStatsFile {
             path: path.clone(),
             reason: e.reason(),
@@ -68,10 +74,15 @@ pub fn collect(stats_dir: &Path, explicit: &[PathBuf]) -> Collection {
     let stats_dir_error = scan
         .dir_error
         .as_ref()
-        .filter(|e| e.kind() != std::io::ErrorKind::NotFound || !explicit.is_empty())
-        .map(|e| format!("cannot list stats directory {}: {e}", stats_dir.display()));
+        .filter(|e| !matches!(e, DirError::NotFound) || !explicit.is_empty())
+        .map(|e| match (dirs, e) {
+            (StatsDirs::Configured(dir), DirError::Refused(_)) => {
+                format!("stats directory {} {e}", crate::text::path(dir))
+            }
+            _ => format!("cannot list stats directory {dirs}: {e}"),
+        });
     let mut names = HashMap::new();
-    let dbs = discovery::targets(scan.found, explicit)
+    let dbs = targets
         .into_iter()
         .filter_map(|t| collect_db(t, &mut timings, &mut names))
         .collect();
@@ -80,6 +91,7 @@ pub fn collect(stats_dir: &Path, explicit: &[PathBuf]) -> Collection {
         dbs,
         bad_stats_files,
         stats_dir_error,
+        unreadable_stats_dirs: scan.unreadable_dirs,
         timings,
         duration: start.elapsed(),
         finished_unix_seconds: unix_ns(now) as f64 / 1e9,
@@ -87,22 +99,16 @@ pub fn collect(stats_dir: &Path, explicit: &[PathBuf]) -> Collection {
     }
 }
 
-/// A fresh look at one database (its stats file found by name): what the controller uses to
-/// name the blocker of a checkpoint that just failed between collections.
-pub fn collect_path(stats_dir: &Path, db: &Path) -> Option<DbState> {
-    let stats_file = stats_dir.join(walwatch::paths::stats_file_name(
-        db.as_os_str().as_encoded_bytes(),
-    ));
-    let stats = stats_file::read(&stats_file)
-        .ok()
-        .map(|snapshot| discovery::Found {
-            stats_file,
-            snapshot,
-        });
+/// A fresh look at one database (its stats file found by name, under the same rules as a
+/// collection's): what the controller uses to name the blocker of a checkpoint that just failed
+/// between collections.
+pub fn collect_path(dirs: &StatsDirs, db: &Path) -> Option<DbState> {
+    let stats = discovery::find_stats_of(dirs, db);
     let target = discovery::Target {
         path: db.to_owned(),
         stats,
         explicit: true,
+        trust: discovery::Trust::Untrusted,
     };
     collect_db(target, &mut Timings::default(), &mut HashMap::new())
 }
@@ -117,6 +123,7 @@ pub fn collect_db(
     let mut name = |pid: u32| names.entry(pid).or_insert_with(|| proc::name(pid)).clone();
     let mut state = DbState {
         path: target.path.to_string_lossy().into_owned(),
+        trust: target.trust,
         ..Default::default()
     };
     if target.stats.is_some() {
@@ -222,10 +229,16 @@ mod tests {
         let gone = synth::stats_file(dir.join("gone.db").to_str().unwrap().as_bytes(), 1);
         std::fs::write(stats.join("gone.walwatch"), gone).unwrap();
 
-        let c = collect(&stats, &[]);
+        let c = collect(&StatsDirs::Configured(stats.clone()), &[]);
         assert_eq!(c.dbs.len(), 1, "{:?}", c.dbs);
         let state = &c.dbs[0];
         assert!(state.up);
+        let me = walwatch::paths::effective_uid();
+        assert_eq!(state.trust, discovery::Trust::Owner { uid: me });
+        // The stats file of the deleted database: root's is dropped quietly, another user's
+        // is reported like a stats file naming someone else's database.
+        let not_owner = c.bad_stats_files.iter().filter(|b| b.reason == "not_owner");
+        assert_eq!(not_owner.count(), usize::from(me != 0));
         assert_eq!(state.readers.len(), 1);
         assert_eq!(
             (state.readers[0].pid, state.readers[0].slot),

@@ -5,6 +5,11 @@
 //!
 //! It is driven from two places: every collection (with the blockers the collection found), and
 //! [`watch`], which reacts to `-wal` growth between collections through inotify.
+//!
+//! It acts only on databases the collection marked as within reach ([`Trust::may_act`]: named
+//! by the operator, or by a stats file of the database's owner or of root; see `discovery`).
+//! The check is made where it decides ([`Controller::consider`]), for both drivers, and again
+//! by the checkpoint child when it opens the database ([`checkpoint::run_here`]).
 
 pub mod checkpoint;
 pub mod limits;
@@ -20,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::discovery::Trust;
 use crate::model::{Blocker, DbState};
 
 /// Controller settings (from config and flags).
@@ -36,8 +42,8 @@ pub struct Settings {
     pub max_backoff: Duration,
     /// How far ahead growth is projected (the collection interval).
     pub horizon: Duration,
-    /// The shim's stats directory (to name blockers between collections).
-    pub stats_dir: PathBuf,
+    /// Where the shim's stats files are (to name blockers between collections).
+    pub stats_dirs: crate::discovery::StatsDirs,
 }
 
 pub const DEFAULT_SOFT_LIMIT: Limit = Limit::Bytes(64 << 20);
@@ -110,6 +116,8 @@ struct DbControl {
     holding: Option<String>,
     limits: Option<Limits>,
     last_passive: Option<Instant>,
+    /// Whether the last collection put it in reach (see the module documentation).
+    trust: Trust,
     /// How fast the last PASSIVE pass of a TRUNCATE copied, in bytes per second.
     passive_pass_rate: Option<f64>,
 }
@@ -203,6 +211,7 @@ impl Controller {
         self.refresh_memory();
         for db in dbs.iter_mut() {
             let path = PathBuf::from(&db.path);
+            lock(&self.dbs).entry(path.clone()).or_default().trust = db.trust;
             if let (true, Some(wal_bytes)) = (db.up, db.wal_bytes) {
                 let pending = db.wal_index.as_ref().map(|w| w.pending_frames);
                 let blocker_pids: Vec<u32> = db.blockers.iter().map(|b| b.pid).collect();
@@ -223,6 +232,8 @@ impl Controller {
     }
 
     /// Updates the growth estimate, decides, and runs the checkpoint if there is one to run.
+    /// A database the last collection did not put in reach ([`Trust`]), or has not seen, is
+    /// left alone.
     fn consider(
         self: &Arc<Self>,
         db: &Path,
@@ -233,9 +244,11 @@ impl Controller {
     ) {
         let now = Instant::now();
         let limits = self.limits_for(db);
-        let (decision, was_holding) = {
+        let (decision, was_holding, trust) = {
             let mut dbs = lock(&self.dbs);
-            let c = dbs.entry(db.to_owned()).or_default();
+            let Some(c) = dbs.get_mut(db).filter(|c| c.trust.may_act()) else {
+                return;
+            };
             // A WAL that shrank was checkpointed (by us or the application): that says nothing
             // about how fast writers fill it, so only growth updates the estimate.
             if let Some((at, size)) = c.last_sample.filter(|&(_, size)| wal_bytes >= size) {
@@ -269,7 +282,7 @@ impl Controller {
                 Decision::Hold(_, why) => c.holding = Some(why.clone()),
                 Decision::Nothing => {}
             }
-            (decision, was_holding)
+            (decision, was_holding, c.trust)
         };
         match decision {
             Decision::Nothing => {}
@@ -284,12 +297,21 @@ impl Controller {
                 // Each checkpoint waits on its own thread, so a long one (a big backfill, a
                 // wait for readers) never delays the reaction to another database.
                 let (this, db, blockers) = (self.clone(), db.to_owned(), blockers.to_vec());
-                std::thread::spawn(move || this.run(&db, action, why, &blockers));
+                let owner = trust.expected_owner();
+                std::thread::spawn(move || this.run(&db, owner, action, why, &blockers));
             }
         }
     }
 
-    fn run(&self, db: &Path, action: Action, reason: String, known_blockers: &[Blocker]) {
+    /// Runs one checkpoint; `owner`: the uid the database file must still belong to.
+    fn run(
+        &self,
+        db: &Path,
+        owner: Option<u32>,
+        action: Action,
+        reason: String,
+        known_blockers: &[Blocker],
+    ) {
         let timeout = match action {
             Action::Passive => Duration::ZERO,
             Action::Truncate => self.settings.truncate_timeout,
@@ -300,7 +322,7 @@ impl Controller {
             c.passive_pass_rate
                 .map_or(true, |rate| c.growth < rate / 2.0)
         });
-        let outcome = checkpoint::run(db, action, timeout, passive_pass);
+        let outcome = checkpoint::run(db, owner, action, timeout, passive_pass);
         let blockers = if outcome.result == ResultKind::Busy {
             self.blockers_of(db, known_blockers)
         } else {
@@ -362,7 +384,7 @@ impl Controller {
         if !known.is_empty() {
             return known.to_vec();
         }
-        crate::collect::collect_path(&self.settings.stats_dir, db)
+        crate::collect::collect_path(&self.settings.stats_dirs, db)
             .map(|s| s.blockers)
             .unwrap_or_default()
     }

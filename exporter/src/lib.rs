@@ -3,7 +3,8 @@
 //! one-shot report.
 //!
 //! Map: [`config`] (TOML + env + flags) · [`controller`] (checkpoints that keep WALs bounded) · [`discovery`] (which databases) · [`collect`] (one
-//! collector per file) · [`model`] (the `DbState` every output renders) · [`metrics`] (the
+//! collector per file) · [`model`] (the `DbState` every output renders) · [`plausible`] (values that cannot be
+//! true) · [`metrics`] (the
 //! catalogue and its exposition) · [`server`] (`walwatch serve`) · [`status`]
 //! (`walwatch status`) · [`sys`] (the only unsafe code: `fcntl(F_GETLK)`, `kill(pid, 0)` and
 //! `openat`).
@@ -15,6 +16,7 @@ pub mod controller;
 pub mod discovery;
 pub mod metrics;
 pub mod model;
+pub mod plausible;
 pub mod server;
 pub mod status;
 pub mod synth;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use walwatch_exporter::config::{self, LogFormat, Overrides};
 use walwatch_exporter::controller::policy::Mode;
-use walwatch_exporter::{collect, discovery, server, status};
+use walwatch_exporter::{collect, discovery, server, status, text};
 
 /// Watch SQLite WAL files, -shm locks and checkpoints; export them to Prometheus.
 #[derive(Parser)]
@@ -57,7 +57,7 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     databases: Vec<PathBuf>,
-    /// Collection interval, e.g. 500ms, 5s, 1m [default: 5s].
+    /// Collection interval, e.g. 500ms, 5s, 1m; 100ms to 1h [default: 5s].
     #[arg(long, env = "WALWATCH_INTERVAL", value_name = "DURATION")]
     interval: Option<String>,
     /// Log format [default: human].
@@ -71,14 +71,15 @@ struct ServeArgs {
     #[arg(long = "controller", env = "WALWATCH_CONTROLLER", value_enum)]
     controller_mode: Option<Mode>,
     /// WAL size over which the controller runs PASSIVE checkpoints: 64MiB, 1GB, or 10% of
-    /// available memory [default: 64MiB].
+    /// available memory; 4KiB to 16TiB, at most the hard limit [default: 64MiB].
     #[arg(long, env = "WALWATCH_SOFT_LIMIT", value_name = "SIZE")]
     soft_limit: Option<String>,
-    /// WAL size at which the controller runs TRUNCATE checkpoints [default: 256MiB].
+    /// WAL size at which the controller runs TRUNCATE checkpoints; 4KiB to 16TiB, or a
+    /// percentage [default: 256MiB].
     #[arg(long, env = "WALWATCH_HARD_LIMIT", value_name = "SIZE")]
     hard_limit: Option<String>,
     /// Longest a TRUNCATE waits for the WRITE lock, and then (holding it, so writers stall) for
-    /// readers [default: 100ms]. Keep it below your applications' busy timeout.
+    /// readers; 1ms to 1m [default: 100ms]. Keep it below your applications' busy timeout.
     #[arg(long, env = "WALWATCH_TRUNCATE_TIMEOUT", value_name = "DURATION")]
     truncate_timeout: Option<String>,
 }
@@ -236,9 +237,9 @@ fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
         for b in &collection.bad_stats_files {
             eprintln!(
-                "walwatch: skipping {}: {}",
-                walwatch_exporter::text::path(&b.path),
-                b.message
+                "walwatch: skipping stats file {}: {}",
+                text::path(&b.path),
+                text::escaped(b.message.as_bytes())
             );
         }
         if collection.dbs.is_empty() {

@@ -313,6 +313,14 @@ pub static DB_FAMILIES: &[Family] = &[
             s.gauge(&[], flag(db.checkpoint_blocked))
         }
     }),
+    family!("walwatch_inconsistent_values", Gauge, None, ["what"], "Values read in the last collection that cannot be true, by rule (see /status); they are left out of the other metrics. Only rules that found something are listed", |s, db| {
+        for what in crate::plausible::WHATS {
+            let n = db.inconsistent.iter().filter(|i| i.what == what).count();
+            if n > 0 {
+                s.gauge(&[("what", what)], n);
+            }
+        }
+    }),
     family!("walwatch_wal_write_bytes", Counter, Some("bytes"), [], "Bytes written to the -wal file through the shim", |s, db| {
         if let Some(c) = &db.counters {
             s.counter(&[], c.wal_write_bytes)

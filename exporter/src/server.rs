@@ -30,6 +30,7 @@ use crate::controller::Controller;
 use crate::discovery::{self, StatsDirs};
 use crate::metrics::{Format, Renderer};
 use crate::model::DbState;
+use crate::text;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -228,8 +229,9 @@ async fn collect_loop(
     }
 }
 
-/// What was last logged about one database: its error and its blockers (pid, slot).
-type DbLogState = (Option<String>, Vec<(u32, &'static str)>);
+/// What was last logged about one database: its error, its blockers (pid, slot) and the rules
+/// its inconsistent values broke.
+type DbLogState = (Option<String>, Vec<(u32, &'static str)>, Vec<&'static str>);
 
 /// Logs problems and blockers when they appear, change or clear.
 #[derive(Default)]
@@ -250,7 +252,7 @@ impl ChangeLog {
         let mut bad = HashMap::new();
         for b in &c.bad_stats_files {
             if self.bad_files.get(&b.path) != Some(&b.message) && b.reason != "uninitialized" {
-                tracing::warn!(stats_file = %crate::text::path(&b.path), reason = b.reason, "skipping stats file: {}", b.message);
+                tracing::warn!(stats_file = %text::path(&b.path), reason = b.reason, "skipping stats file: {}", text::escaped(b.message.as_bytes()));
             }
             bad.insert(b.path.clone(), b.message.clone());
         }
@@ -258,18 +260,22 @@ impl ChangeLog {
 
         let mut seen = HashMap::new();
         for db in &c.dbs {
+            let shown = text::escaped(db.path.as_bytes());
             let blockers: Vec<(u32, &'static str)> =
                 db.blockers.iter().map(|b| (b.pid, b.slot)).collect();
-            let now = (db.error.clone(), blockers);
+            let inconsistent: Vec<&'static str> = db.inconsistent.iter().map(|i| i.what).collect();
+            let now = (db.error.clone(), blockers, inconsistent);
             let before = self.dbs.get(&db.path);
             if before.is_none() {
-                tracing::info!(db = %db.path, sources = ?db.sources, up = db.up, "watching database");
+                tracing::info!(db = %shown, sources = ?db.sources, up = db.up, "watching database");
             }
             if before.map(|b| &b.0) != Some(&now.0) {
                 match &now.0 {
-                    Some(e) => tracing::warn!(db = %db.path, up = db.up, "{e}"),
+                    Some(e) => {
+                        tracing::warn!(db = %shown, up = db.up, "{}", text::escaped(e.as_bytes()))
+                    }
                     None if before.is_some() => {
-                        tracing::info!(db = %db.path, "database readable again")
+                        tracing::info!(db = %shown, "database readable again")
                     }
                     None => {}
                 }
@@ -277,12 +283,39 @@ impl ChangeLog {
             if before.map(|b| &b.1) != Some(&now.1) {
                 log_blockers(db);
             }
+            if before.map_or(&[][..], |b| &b.2[..]) != &now.2[..] && !now.2.is_empty() {
+                log_inconsistent(db);
+            }
             seen.insert(db.path.clone(), now);
         }
         for gone in self.dbs.keys().filter(|k| !seen.contains_key(*k)) {
-            tracing::info!(db = %gone, "database gone; no longer watched");
+            tracing::info!(db = %text::escaped(gone.as_bytes()), "database gone; no longer watched");
         }
         self.dbs = seen;
+    }
+}
+
+/// Values that cannot be true, once per change of the rules they break (see plausible.rs).
+fn log_inconsistent(db: &DbState) {
+    for source in ["stats_file", "shm"] {
+        let found: Vec<String> = db
+            .inconsistent
+            .iter()
+            .filter(|i| i.source == source)
+            .map(|i| format!("{}: {}", i.what, i.detail))
+            .collect();
+        if !found.is_empty() {
+            let stats_file = db
+                .stats_file
+                .as_deref()
+                .map(|f| text::escaped(f.as_bytes()));
+            tracing::warn!(
+                db = %text::escaped(db.path.as_bytes()),
+                "{} ({})",
+                crate::plausible::advice(source, stats_file.as_deref()),
+                text::escaped(found.join("; ").as_bytes())
+            );
+        }
     }
 }
 
@@ -292,10 +325,10 @@ fn log_blockers(db: &DbState) {
     }
     for b in &db.blockers {
         tracing::warn!(
-            db = %db.path,
+            db = %text::escaped(db.path.as_bytes()),
             slot = b.slot,
             pid = b.pid,
-            process = b.process.as_deref().unwrap_or("?"),
+            process = %text::escaped(b.process.as_deref().unwrap_or("?").as_bytes()),
             read_mark = b.read_mark,
             age_seconds = b.age_seconds,
             blocks = b.blocks,

@@ -907,9 +907,9 @@ mod issue9 {
             "--interval",
             "100ms",
             "--soft-limit",
-            "1KiB",
-            "--hard-limit",
             "4KiB",
+            "--hard-limit",
+            "8KiB",
         ];
 
         let sidecar = Sidecar::start(&dir, &low_limits);
@@ -1182,9 +1182,9 @@ mod issue9 {
                 "--interval",
                 "100ms",
                 "--soft-limit",
-                "1KiB",
-                "--hard-limit",
                 "4KiB",
+                "--hard-limit",
+                "8KiB",
             ],
         );
         let wal = dir.path("secret.db-wal");

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::discovery::{self, DirError, StatsDirs, Target};
 use crate::model::{self, CheckpointView, DbState, WalIndexView};
+use crate::plausible;
 
 /// Time spent in each collector during one collection.
 #[derive(Clone, Debug, Default)]
@@ -161,8 +162,8 @@ pub fn collect_db(
     state.error = files.shm_error.clone();
 
     let t = Instant::now();
-    let holders = match files.shm.as_ref().map(locks::holders).transpose() {
-        Ok(h) => h.unwrap_or_default(),
+    let (holders, locks_known) = match files.shm.as_ref().map(locks::holders).transpose() {
+        Ok(h) => (h.unwrap_or_default(), h.is_some()),
         Err(e) => {
             state.error = Some(format!("cannot query -shm locks: {e}"));
             Default::default()
@@ -171,23 +172,29 @@ pub fn collect_db(
     timings.locks += t.elapsed();
 
     let now = unix_ns(SystemTime::now());
+    // Values that cannot be true are left out, and listed (see plausible.rs).
+    let known_holders = locks_known.then_some(&holders[..]);
+    if let Some(c) = counters.as_mut() {
+        state.inconsistent =
+            plausible::review_stats(c, known_holders, &mut proc::started_unix_ns, now);
+    }
+    let wal_index = match files.wal_index.map(plausible::review_wal_index).transpose() {
+        Ok(w) => w,
+        Err(found) => {
+            state.wal_index = None;
+            state.inconsistent.push(found);
+            None
+        }
+    };
+    state.inconsistent.extend(files.shm_inconsistent.clone());
     let shim_readers = counters
         .as_mut()
         .map(|c| std::mem::take(&mut c.readers))
         .unwrap_or_default();
-    state.readers = model::readers(
-        &shim_readers,
-        &holders,
-        files.wal_index.as_ref(),
-        now,
-        &mut name,
-    );
+    state.readers = model::readers(&shim_readers, &holders, wal_index.as_ref(), now, &mut name);
     state.lock_holders = model::lock_holders(&holders, &mut name);
-    (state.blockers, state.checkpoint_blocked) = model::blockers(
-        files.wal_index.as_ref(),
-        &state.readers,
-        &state.lock_holders,
-    );
+    (state.blockers, state.checkpoint_blocked) =
+        model::blockers(wal_index.as_ref(), &state.readers, &state.lock_holders);
     state.oldest_reader_age_seconds = state
         .readers
         .iter()
@@ -205,6 +212,36 @@ pub fn collect_db(
 mod tests {
     use super::*;
     use crate::synth;
+    use walwatch::layout::SLOT_READ0;
+
+    /// A python process holding a shared POSIX lock on byte `offset` of `file`, as SQLite
+    /// holds a READ slot; killed when dropped.
+    struct Locker(std::process::Child);
+
+    impl Drop for Locker {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn lock_holder(file: &Path, offset: u64) -> Locker {
+        use std::io::BufRead;
+        let script = "import fcntl,sys,time\nf=open(sys.argv[1],'rb')\nfcntl.lockf(f,fcntl.LOCK_SH,1,int(sys.argv[2]))\nprint('locked',flush=True)\ntime.sleep(600)\n";
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script])
+            .arg(file)
+            .arg(offset.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        Locker(child)
+    }
 
     #[test]
     fn collects_synthetic_databases_drops_dead_readers_and_deleted_databases() {
@@ -218,12 +255,17 @@ mod tests {
             synth::wal_index(9, 2, [0, 2, 9, u32::MAX, u32::MAX]),
         )
         .unwrap();
+        // A live reader really holds its READ2 lock: a reader entry on a slot nobody holds is
+        // dropped as inconsistent (plausible.rs).
+        let shm = wal_files::sibling(&db, "-shm");
+        let reader = lock_holder(&shm, locks::SHM_LOCK_BASE + SLOT_READ0 as u64 + 2);
         let path = db.to_str().unwrap().as_bytes();
         let mut file = synth::stats_file(path, 1);
         let mut dead = std::process::Command::new("true").spawn().unwrap();
         dead.wait().unwrap();
-        synth::set_reader(&mut file, 0, dead.id(), 1, 2, 1);
-        synth::set_reader(&mut file, 1, std::process::id(), 2, 9, 1);
+        let since = unix_ns(SystemTime::now()); // after the reader started, as the shim writes it
+        synth::set_reader(&mut file, 0, dead.id(), 1, 2, since);
+        synth::set_reader(&mut file, 1, reader.0.id(), 2, 9, since);
         std::fs::write(stats.join(walwatch::paths::stats_file_name(path)), file).unwrap();
         // A stats file whose database was deleted.
         let gone = synth::stats_file(dir.join("gone.db").to_str().unwrap().as_bytes(), 1);
@@ -242,8 +284,10 @@ mod tests {
         assert_eq!(state.readers.len(), 1);
         assert_eq!(
             (state.readers[0].pid, state.readers[0].slot),
-            (std::process::id(), "READ2")
+            (reader.0.id(), "READ2")
         );
+        assert_eq!(state.readers[0].seen_by, "shim+lock");
+        assert!(state.inconsistent.is_empty(), "{:?}", state.inconsistent);
         assert_eq!(state.wal_index.as_ref().unwrap().pending_frames, 7);
         // The live reader sees every frame: it only keeps the WAL from being reset.
         assert!(!state.checkpoint_blocked);

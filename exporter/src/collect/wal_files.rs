@@ -95,6 +95,8 @@ pub struct WalFiles {
     pub wal_index: Option<WalIndex>,
     /// A `-shm` that exists but could not be read or parsed.
     pub shm_error: Option<String>,
+    /// A wal-index header that stays torn: corrupt, not mid-update.
+    pub shm_inconsistent: Option<crate::plausible::Inconsistency>,
 }
 
 /// What a file is, from `lstat` or `fstat`.
@@ -157,6 +159,7 @@ pub fn read(db: &Path) -> Result<WalFiles, DbError> {
         shm: None,
         wal_index: None,
         shm_error: None,
+        shm_inconsistent: None,
     };
     match open_regular(&sibling(db, "-shm")) {
         Ok(Ok(shm)) => {
@@ -164,6 +167,9 @@ pub fn read(db: &Path) -> Result<WalFiles, DbError> {
                 Ok(idx) => out.wal_index = Some(idx),
                 Err(WalIndexError::NotInitialized) => {}
                 Err(WalIndexError::TooShort(0)) => {} // just created
+                Err(WalIndexError::Torn) if torn_for_good(&shm) => {
+                    out.shm_inconsistent = Some(crate::plausible::corrupt_shm_header(TORN_READS));
+                }
                 Err(e) => out.shm_error = Some(e.to_string()),
             }
             out.shm = Some(shm);
@@ -193,6 +199,29 @@ pub fn read_wal_index(shm: &File) -> Result<WalIndex, WalIndexError> {
         std::thread::yield_now();
     }
     last
+}
+
+/// Reads of a torn header, 1 ms apart, that tell corruption from a write in progress (SQLite
+/// rewrites both copies within microseconds). At most 1 ms per torn header per collection.
+const TORN_READS: usize = 2;
+
+/// Whether the header's two copies differ the same way over [`TORN_READS`] reads (see
+/// [`crate::plausible::persistent_mismatch`]). Runs only after [`read_wal_index`] found it torn.
+fn torn_for_good(shm: &File) -> bool {
+    let mut reads = Vec::with_capacity(TORN_READS);
+    for i in 0..TORN_READS {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let mut bytes = vec![0u8; HEADER_BYTES];
+        match read_up_to(shm, &mut bytes) {
+            Ok(HEADER_BYTES) if WalIndex::parse(&bytes) == Err(WalIndexError::Torn) => {
+                reads.push(bytes)
+            }
+            _ => return false,
+        }
+    }
+    crate::plausible::persistent_mismatch(&reads)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! by the checkpoint child when it opens the database ([`checkpoint::run_here`]).
 
 pub mod checkpoint;
+pub mod failures;
 pub mod limits;
 pub mod policy;
 pub mod watch;
@@ -120,6 +121,8 @@ struct DbControl {
     trust: Trust,
     /// How fast the last PASSIVE pass of a TRUNCATE copied, in bytes per second.
     passive_pass_rate: Option<f64>,
+    /// The checkpoint error logged last, while it repeats (see [`failures`]).
+    failing: Option<failures::Failing>,
 }
 
 pub struct Controller {
@@ -289,7 +292,7 @@ impl Controller {
             // A checkpoint already running is routine; holds for observe mode and back-off are news.
             Decision::Hold(action, why) if !why.ends_with("already running") => {
                 if was_holding.is_none() {
-                    tracing::info!(db = %db.display(), action = action.name(), "holding a checkpoint: {why}");
+                    tracing::info!(db = %crate::text::path(db), action = action.name(), "holding a checkpoint: {why}");
                 }
             }
             Decision::Hold(..) => {}
@@ -328,7 +331,13 @@ impl Controller {
         } else {
             Vec::new()
         };
-        self.log(db, action, &reason, &outcome, &blockers);
+        let mut dbs = lock(&self.dbs);
+        let c = dbs.entry(db.to_owned()).or_default();
+        let error = (outcome.result == ResultKind::Error)
+            .then(|| outcome.error.as_deref().unwrap_or("unknown error"));
+        let report = failures::track(&mut c.failing, error, Instant::now());
+        drop(dbs);
+        self.log(db, action, &reason, &outcome, &blockers, report);
         let mut dbs = lock(&self.dbs);
         let c = dbs.entry(db.to_owned()).or_default();
         c.in_progress = false;
@@ -389,7 +398,22 @@ impl Controller {
             .unwrap_or_default()
     }
 
-    fn log(&self, db: &Path, action: Action, reason: &str, o: &Outcome, blockers: &[Blocker]) {
+    /// Logs one checkpoint: every success and busy result, and a failure when it is news (see
+    /// [`failures`]). Paths and process names are escaped (`crate::text`).
+    fn log(
+        &self,
+        db: &Path,
+        action: Action,
+        reason: &str,
+        o: &Outcome,
+        blockers: &[Blocker],
+        report: failures::Report,
+    ) {
+        use failures::Report;
+        let db = crate::text::path(db);
+        if let Report::Recovered { count, for_ } = report {
+            tracing::info!(%db, action = action.name(), failures = count, "checkpoints work again after {count} failures over {}", crate::status::human_age(for_.as_secs_f64()));
+        }
         let ms = o.duration.as_secs_f64() * 1e3;
         let stall_ms = o.write_lock_held.as_secs_f64() * 1e3;
         let passive_pass = match (action, o.passive_pass_rate) {
@@ -399,7 +423,7 @@ impl Controller {
         };
         match o.result {
             ResultKind::Ok => {
-                tracing::info!(db = %db.display(), action = action.name(), result = "ok", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpointed: {reason}")
+                tracing::info!(%db, action = action.name(), result = "ok", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpointed: {reason}")
             }
             ResultKind::Busy => {
                 let named: Vec<String> = blockers.iter().map(describe_blocker).collect();
@@ -409,10 +433,20 @@ impl Controller {
                 } else {
                     named.join("; ")
                 };
-                tracing::warn!(db = %db.display(), action = action.name(), result = "busy", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpoint could not complete: blocked by {named}");
+                tracing::warn!(%db, action = action.name(), result = "busy", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpoint could not complete: blocked by {named}");
             }
             ResultKind::Error => {
-                tracing::error!(db = %db.display(), action = action.name(), result = "error", "checkpoint failed: {}; the sidecar needs read-write access to the database and its directory", o.error.as_deref().unwrap_or("unknown error"))
+                let error =
+                    crate::text::escaped(o.error.as_deref().unwrap_or("unknown error").as_bytes());
+                match report {
+                    Report::Quiet => {}
+                    Report::Still { count, for_ } => {
+                        tracing::error!(%db, action = action.name(), result = "error", failures = count, "checkpoints still failing ({count} times over {}): {error}; the sidecar needs read-write access to the database and its directory", crate::status::human_age(for_.as_secs_f64()))
+                    }
+                    _ => {
+                        tracing::error!(%db, action = action.name(), result = "error", "checkpoint failed: {error}; the sidecar needs read-write access to the database and its directory (while it keeps failing this way, reminders follow after {} min, then ever less often, at least hourly; every attempt is counted in walwatch_controller_actions_total)", failures::FIRST_REMINDER.as_secs() / 60)
+                    }
+                }
             }
         }
     }
@@ -469,7 +503,7 @@ fn pinned_by_reader(blockers: &[Blocker]) -> bool {
 pub fn describe_blocker(b: &Blocker) -> String {
     let mut s = format!("pid {}", b.pid);
     if let Some(p) = &b.process {
-        s += &format!(" ({p})");
+        s += &format!(" ({})", crate::text::escaped(p.as_bytes()));
     }
     s += &format!(" on {}", b.slot);
     if let Some(m) = b.read_mark {

@@ -112,6 +112,7 @@ impl Scene {
         for user in [&root, &victim, &attacker] {
             let home = user.home();
             std::fs::create_dir_all(&home).unwrap();
+            std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
             chown(&home, user.uid, user.gid);
         }
         Self {

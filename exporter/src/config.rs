@@ -10,6 +10,11 @@
 //! log_format = "human"             # or "json"
 //! log_level = "info"               # tracing-subscriber EnvFilter syntax
 //!
+//! [web]                            # the HTTP server (see web/mod.rs)
+//! config_file = "/etc/walwatch/web.yml"  # TLS and basic auth, exporter-toolkit's YAML format
+//! max_connections = 64             # idle connections give way to new ones beyond this
+//! header_timeout = "10s"           # to send request headers (and most idle time between requests)
+//!
 //! [controller]                     # the checkpoint controller (see controller/policy.rs)
 //! mode = "act"                     # act | observe | off
 //! soft_limit = "64MiB"             # PASSIVE above this; sizes or "10%" of available memory
@@ -55,7 +60,23 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     pub controller: Option<ControllerConfig>,
+    pub web: Option<WebFileConfig>,
 }
+
+/// The `[web]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebFileConfig {
+    pub config_file: Option<PathBuf>,
+    pub max_connections: Option<u64>,
+    pub header_timeout: Option<String>,
+}
+
+/// Accepted range of `--web.max-connections`.
+pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<u64> = 1..=65536;
+/// Accepted range of `--web.header-timeout`.
+pub const HEADER_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(3600);
 
 /// The `[controller]` table.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -91,6 +112,9 @@ pub struct Overrides {
     pub soft_limit: Option<String>,
     pub hard_limit: Option<String>,
     pub truncate_timeout: Option<String>,
+    pub web_config_file: Option<PathBuf>,
+    pub web_max_connections: Option<String>,
+    pub web_header_timeout: Option<String>,
 }
 
 /// Resolved settings.
@@ -103,6 +127,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_level: String,
     pub controller: controller::Settings,
+    pub web: crate::web::WebSettings,
 }
 
 /// A configuration error, with where it is when it comes from the file.
@@ -337,7 +362,57 @@ pub fn resolve(
         horizon: interval,
         stats_dir: stats_dir.clone(),
     };
+    let web_cfg = cfg.web.unwrap_or_default();
+    let max_connections = overridden(
+        over.web_max_connections,
+        web_cfg.max_connections.map(|n| n.to_string()),
+        crate::web::DEFAULT_MAX_CONNECTIONS as u64,
+        |t| match t.trim().parse::<u64>() {
+            Ok(n) if MAX_CONNECTIONS_RANGE.contains(&n) => Ok(n),
+            _ => Err(format!(
+                "`{t}` is not a number of connections from {} to {}",
+                MAX_CONNECTIONS_RANGE.start(),
+                MAX_CONNECTIONS_RANGE.end()
+            )),
+        },
+    )
+    .map_err(|(f, m)| {
+        locate(
+            "max_connections",
+            "--web.max-connections (WALWATCH_WEB_MAX_CONNECTIONS)",
+            f,
+            m,
+        )
+    })?;
+    let header_timeout = overridden(
+        over.web_header_timeout,
+        web_cfg.header_timeout,
+        crate::web::DEFAULT_HEADER_TIMEOUT,
+        |t| {
+            parse_duration(t).and_then(|d| {
+                if HEADER_TIMEOUT_RANGE.contains(&d) {
+                    Ok(d)
+                } else {
+                    Err(format!("`{t}` is outside the accepted range, 100ms to 1h"))
+                }
+            })
+        },
+    )
+    .map_err(|(f, m)| {
+        locate(
+            "header_timeout",
+            "--web.header-timeout (WALWATCH_WEB_HEADER_TIMEOUT)",
+            f,
+            m,
+        )
+    })?;
+    let web = crate::web::WebSettings {
+        config_file: over.web_config_file.or(web_cfg.config_file),
+        max_connections: max_connections as usize,
+        header_timeout,
+    };
     Ok(Settings {
+        web,
         listen,
         stats_dir,
         interval,

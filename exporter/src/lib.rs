@@ -4,7 +4,7 @@
 //!
 //! Map: [`config`] (TOML + env + flags) · [`controller`] (checkpoints that keep WALs bounded) · [`discovery`] (which databases) · [`collect`] (one
 //! collector per file) · [`model`] (the `DbState` every output renders) · [`metrics`] (the
-//! catalogue and its exposition) · [`server`] (`walwatch serve`) · [`status`]
+//! catalogue and its exposition) · [`server`] (`walwatch serve`) · [`web`] (its HTTP(S) server: TLS, auth, limits) · [`status`]
 //! (`walwatch status`) · [`sys`] (the only unsafe code: `fcntl(F_GETLK)` and `kill(pid, 0)`).
 #![deny(unsafe_code)]
 
@@ -20,3 +20,4 @@ pub mod synth;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod text;
+pub mod web;

@@ -75,6 +75,30 @@ struct ServeArgs {
     /// readers [default: 100ms]. Keep it below your applications' busy timeout.
     #[arg(long, env = "WALWATCH_TRUNCATE_TIMEOUT", value_name = "DURATION")]
     truncate_timeout: Option<String>,
+    /// TLS and basic auth: a YAML file in the Prometheus exporter-toolkit format
+    /// (tls_server_config, basic_auth_users, http_server_config.headers).
+    #[arg(
+        long = "web.config.file",
+        env = "WALWATCH_WEB_CONFIG",
+        value_name = "FILE"
+    )]
+    web_config_file: Option<PathBuf>,
+    /// Most connections open at once; beyond it, the oldest connection not serving a request
+    /// is closed to make room [default: 64].
+    #[arg(
+        long = "web.max-connections",
+        env = "WALWATCH_WEB_MAX_CONNECTIONS",
+        value_name = "N"
+    )]
+    web_max_connections: Option<String>,
+    /// Time a client has to send its request headers, counted from the connection (or from the
+    /// previous response on a keep-alive connection) [default: 10s].
+    #[arg(
+        long = "web.header-timeout",
+        env = "WALWATCH_WEB_HEADER_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    web_header_timeout: Option<String>,
 }
 
 #[derive(Args)]
@@ -162,6 +186,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         soft_limit: args.soft_limit,
         hard_limit: args.hard_limit,
         truncate_timeout: args.truncate_timeout,
+        web_config_file: args.web_config_file,
+        web_max_connections: args.web_max_connections,
+        web_header_timeout: args.web_header_timeout,
     };
     let settings = config::resolve(
         file.as_ref()

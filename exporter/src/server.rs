@@ -482,3 +482,38 @@ impl hyper::body::Body for RenderBody {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthz_fails_on_a_stale_or_stuck_collection() {
+        let t0 = Instant::now();
+        let limit = stale_after(Duration::from_secs(5));
+        assert_eq!(limit, Duration::from_secs(25));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut p = Progress {
+            started: t0,
+            last_finished: None,
+            running_since: Some(t0),
+        };
+        assert!(unhealthy(at(1), &p, limit)
+            .unwrap()
+            .contains("no collection has finished yet"));
+        p.last_finished = Some(at(2));
+        p.running_since = None;
+        assert_eq!(unhealthy(at(20), &p, limit), None);
+        let why = unhealthy(at(30), &p, limit).unwrap();
+        assert!(
+            why.contains("finished 28.0 s ago") && why.contains("25.0 s"),
+            "{why}"
+        );
+        // A collection stuck on a file: the last one finished recently, but this one runs on.
+        p.last_finished = Some(at(100));
+        p.running_since = Some(at(101));
+        assert_eq!(unhealthy(at(120), &p, limit), None);
+        let why = unhealthy(at(127), &p, limit).unwrap();
+        assert!(why.contains("running for 26.0 s"), "{why}");
+    }
+}

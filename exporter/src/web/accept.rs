@@ -32,21 +32,24 @@ pub fn out_of_resources(e: &io::Error) -> bool {
     )
 }
 
-/// Back-off and log state of the accept loop.
+/// Back-off and log state of the accept loop. An episode of errors starts with a logged error
+/// and ends once accepting has worked for [`SUMMARY_EVERY`] without an error; successes in
+/// between (a connection accepted after another one closed) reset the pause, not the log.
 #[derive(Default)]
 pub struct Backoff {
     pause: Option<Duration>,
-    /// When the last line was logged, during an episode of errors.
+    /// When the last line was logged, during an episode.
     logged_at: Option<Instant>,
+    last_error_at: Option<Instant>,
+    /// Errors since the last line.
     suppressed: u64,
-    total: u64,
 }
 
 impl Backoff {
     /// Records a failed accept; returns how long to pause before the next one.
     pub fn failed(&mut self, e: &io::Error) -> Duration {
         let now = Instant::now();
-        self.total += 1;
+        self.last_error_at = Some(now);
         match self.logged_at {
             None => {
                 let hint = if out_of_resources(e) {
@@ -71,14 +74,17 @@ impl Backoff {
 
     /// Records a successful accept.
     pub fn succeeded(&mut self) {
-        if self.logged_at.is_some() {
+        self.pause = None;
+        let Some(last) = self.last_error_at else {
+            return;
+        };
+        if last.elapsed() >= SUMMARY_EVERY {
             tracing::info!(
-                failures = self.total,
-                "accepting connections again after {} failed attempts",
-                self.total
+                "accepting connections again ({} more failed attempts before)",
+                self.suppressed
             );
+            *self = Self::default();
         }
-        *self = Self::default();
     }
 }
 
@@ -96,5 +102,7 @@ mod tests {
         assert_eq!(b.suppressed, 9);
         b.succeeded();
         assert_eq!(b.failed(&e), FIRST_PAUSE);
+        // A success between errors resets the pause but not the episode: nothing new is logged.
+        assert_eq!(b.suppressed, 10);
     }
 }

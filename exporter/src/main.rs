@@ -18,6 +18,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at startup: the size of the `serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve /metrics, /status, /healthz and a landing page over HTTP.

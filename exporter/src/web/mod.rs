@@ -261,7 +261,7 @@ impl Throttled {
         self.count += 1;
         if self
             .last
-            .is_none_or(|t| t.elapsed() >= accept::SUMMARY_EVERY)
+            .map_or(true, |t| t.elapsed() >= accept::SUMMARY_EVERY)
         {
             log(self.count);
             self.count = 0;

@@ -202,7 +202,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .max_blocking_threads(2)
         .build()?;
-    runtime.block_on(server::serve(settings))?;
+    let served = runtime.block_on(server::serve(settings));
+    // A collection stuck on a file (its blocking thread never returns) must not keep walwatch
+    // from exiting on SIGTERM.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -259,6 +259,58 @@ mod timeouts {
     }
 }
 
+mod healthz {
+    //! A collection stuck on a file stops neither the HTTP server nor SIGTERM, and `/healthz`
+    //! says so (issue 9, attack 5: a FIFO passed as `--db`).
+    use super::*;
+
+    #[test]
+    fn a_collection_stuck_on_a_fifo_fails_healthz_but_not_the_server() {
+        let dir = TempDir::new("stuck");
+        let fifo = dir.path("fifo.db");
+        let out = Command::new("mkfifo")
+            .arg(&fifo)
+            .output()
+            .expect("run mkfifo");
+        assert!(out.status.success());
+        let mut s = Sidecar::start(
+            &dir,
+            &[],
+            &["--interval", "1s", "--db", fifo.to_str().unwrap()],
+        );
+        // Limit: 3 x 1 s + 10 s = 13 s. Either the collector skips the FIFO (healthy), or it
+        // is stuck on it and /healthz must say so once the limit has passed.
+        let verdict = wait_for("/healthz to settle", Duration::from_secs(40), || {
+            let health = curl(&[], &s.url("http", "/healthz"));
+            let metrics = curl(&[], &s.url("http", "/metrics"));
+            assert!(
+                matches!(metrics.code, 200 | 503) && matches!(health.code, 200 | 503),
+                "the server did not answer: /metrics {} /healthz {}",
+                metrics.stderr,
+                health.stderr
+            );
+            let body = String::from_utf8_lossy(&health.body).into_owned();
+            match health.code {
+                200 => (metrics.code == 200).then_some(body),
+                _ if body.contains("has been running for") => Some(body),
+                _ => None,
+            }
+        });
+        println!("/healthz with a FIFO as --db: {verdict}");
+        let pid = s.proc.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        wait_for(
+            "walwatch to exit on SIGTERM",
+            Duration::from_secs(10),
+            || (!s.alive()).then_some(()),
+        );
+    }
+}
+
 mod limits {
     //! Connections beyond `--web.max-connections` are refused while `/metrics` still answers;
     //! out of file descriptors, the server backs off and its log stays bounded.

@@ -141,11 +141,14 @@ impl Web {
         self.auth.is_some()
     }
 
+    /// Authenticates, answers, compresses. The connection counts as serving a request (and so
+    /// cannot be closed to make room for another) only once its request is authenticated: a
+    /// flood of unauthenticated requests cannot pin the slots.
     async fn respond(
         &self,
         req: Request<Incoming>,
         handler: &Handler,
-        busy: Busy,
+        slot: &Slot,
     ) -> Response<Body> {
         if let Some(auth) = &self.auth {
             let verdict = auth
@@ -159,7 +162,7 @@ impl Web {
                         WWW_AUTHENTICATE,
                         HeaderValue::from_static("Basic realm=\"walwatch\", charset=\"UTF-8\""),
                     );
-                    return self.finish(r, busy);
+                    return self.finish(r, None);
                 }
                 Verdict::Busy => {
                     let mut r = plain(
@@ -168,10 +171,11 @@ impl Web {
                     );
                     r.headers_mut()
                         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-                    return self.finish(r, busy);
+                    return self.finish(r, None);
                 }
             }
         }
+        let busy = slot.busy();
         let gzip_ok = gzip::accepted(
             req.headers()
                 .get(ACCEPT_ENCODING)
@@ -195,11 +199,11 @@ impl Web {
                 response = Response::from_parts(parts, full(gzip::compress([bytes])));
             }
         }
-        self.finish(response, busy)
+        self.finish(response, Some(busy))
     }
 
     /// Adds the configured headers; keeps the connection marked busy until the body is sent.
-    fn finish(&self, response: Response<Body>, busy: Busy) -> Response<Body> {
+    fn finish(&self, response: Response<Body>, busy: Option<Busy>) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
         for (name, value) in &self.headers {
             parts.headers.insert(name.clone(), value.clone());
@@ -227,7 +231,7 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// A body that holds its connection's [`Busy`] mark until it is dropped.
 struct Tracked {
     body: Body,
-    _busy: Busy,
+    _busy: Option<Busy>,
 }
 
 impl hyper::body::Body for Tracked {
@@ -284,6 +288,10 @@ pub async fn serve(
         last: None,
         count: 0,
     };
+    let mut made_room = Throttled {
+        last: None,
+        count: 0,
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -319,7 +327,9 @@ pub async fn serve(
             }
             (Admission::Admitted(slot, evicted), closed_one) => {
                 if closed_one {
-                    tracing::debug!(%peer, "connection limit reached: closed the oldest idle connection");
+                    made_room.hit(|n| {
+                        tracing::warn!(%peer, closed = n, "connection limit (--web.max-connections) reached: closing the oldest connections that are not serving a request (this line at most every {:?})", accept::SUMMARY_EVERY);
+                    });
                 }
                 tokio::spawn(connection(
                     web.clone(),
@@ -357,9 +367,8 @@ async fn connection(
     let service = {
         let (web, slot) = (web.clone(), slot.clone());
         hyper::service::service_fn(move |req| {
-            let busy = slot.busy();
-            let (web, handler) = (web.clone(), handler.clone());
-            async move { Ok::<_, Infallible>(web.respond(req, &handler, busy).await) }
+            let (web, handler, slot) = (web.clone(), handler.clone(), slot.clone());
+            async move { Ok::<_, Infallible>(web.respond(req, &handler, &slot).await) }
         })
     };
     let mut http = hyper::server::conn::http1::Builder::new();

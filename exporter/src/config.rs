@@ -4,8 +4,10 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:9866"        # address of the HTTP server
-//! stats_dir = "/dev/shm/walwatch"  # where the shim writes stats files
-//! interval = "1s"                  # collection interval: "500ms", "5s", "1m"
+//! # stats_dir = "/srv/walwatch"    # one stats directory (WALWATCH_DIR of the applications);
+//!                                  # unset: every per-user /dev/shm/walwatch-<uid>
+//! # stats_base = "/dev/shm"        # where the per-user directories are (without stats_dir)
+//! interval = "1s"                  # collection interval: "500ms", "5s", "1m" (100ms to 1h)
 //! databases = ["/srv/app.db"]      # also watch these, with or without the shim
 //! log_format = "human"             # or "json"
 //! log_level = "info"               # tracing-subscriber EnvFilter syntax
@@ -18,15 +20,16 @@
 //! [controller]                     # the checkpoint controller (see controller/policy.rs)
 //! mode = "act"                     # act | observe | off
 //! soft_limit = "64MiB"             # PASSIVE above this; sizes or "10%" of available memory
-//! hard_limit = "256MiB"            # TRUNCATE at this
-//! truncate_timeout = "100ms"       # longest a TRUNCATE waits for WRITE, then for readers (writers wait)
-//! max_backoff = "30s"              # longest pause between blocked TRUNCATEs
+//! hard_limit = "256MiB"            # TRUNCATE at this (sizes: 4KiB to 16TiB; soft ≤ hard)
+//! truncate_timeout = "100ms"       # longest a TRUNCATE waits for WRITE, then for readers (writers wait; 1ms to 1m)
+//! max_backoff = "30s"              # longest pause between blocked TRUNCATEs (100ms to 1h)
 //!
 //! [controller.databases."/srv/app.db"]   # per-database limits
 //! hard_limit = "32MiB"
 //! ```
 
 use crate::controller::{self, limits::Limit, policy::Mode};
+use crate::discovery::StatsDirs;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,9 +38,173 @@ use std::time::Duration;
 /// Default listen address: loopback only; 9866 is walwatch's port (see the README).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9866";
 /// Default collection interval.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_INTERVAL: Duration = INTERVAL.default;
 /// Shortest interval accepted.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub const MIN_INTERVAL: Duration = INTERVAL.min;
+
+/// A setting that takes a duration or a size: where it is set (config key, flag and
+/// environment variable, as errors name them), its default and the values accepted. Every
+/// range check goes through [`Setting::check`]; the README's table lists these.
+#[derive(Debug)]
+pub struct Setting<T: 'static> {
+    /// Key in the config file.
+    pub key: &'static str,
+    /// Flag and environment variable (empty for a file-only setting).
+    pub flag: &'static str,
+    pub default: T,
+    pub min: T,
+    pub max: T,
+}
+
+/// Collection interval: under 100 ms the collections themselves cost more than they tell; over
+/// an hour `/healthz` and every gauge go stale.
+pub const INTERVAL: Setting<Duration> = Setting {
+    key: "interval",
+    flag: "--interval (WALWATCH_INTERVAL)",
+    default: Duration::from_secs(5),
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(3600),
+};
+/// Longest a TRUNCATE waits for WRITE, then (holding it) for readers: writers stall that long,
+/// so it must stay below the applications' busy timeout.
+pub const TRUNCATE_TIMEOUT: Setting<Duration> = Setting {
+    key: "truncate_timeout",
+    flag: "--truncate-timeout (WALWATCH_TRUNCATE_TIMEOUT)",
+    default: controller::DEFAULT_TRUNCATE_TIMEOUT,
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(60),
+};
+/// Longest pause between blocked TRUNCATEs.
+pub const MAX_BACKOFF: Setting<Duration> = Setting {
+    key: "max_backoff",
+    flag: "",
+    default: controller::DEFAULT_MAX_BACKOFF,
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(3600),
+};
+/// Smallest and largest absolute WAL limit: one page of the default size, and the largest
+/// database SQLite makes with its default page count and size (16 TiB). Percentages of
+/// available memory are checked by [`Limit::parse`]: (0, 100].
+const MIN_LIMIT: Limit = Limit::Bytes(4 << 10);
+const MAX_LIMIT: Limit = Limit::Bytes(16 << 40);
+/// WAL size over which the controller runs PASSIVE checkpoints.
+pub const SOFT_LIMIT: Setting<Limit> = Setting {
+    key: "soft_limit",
+    flag: "--soft-limit (WALWATCH_SOFT_LIMIT)",
+    default: controller::DEFAULT_SOFT_LIMIT,
+    min: MIN_LIMIT,
+    max: MAX_LIMIT,
+};
+/// WAL size at which the controller runs TRUNCATE checkpoints.
+pub const HARD_LIMIT: Setting<Limit> = Setting {
+    key: "hard_limit",
+    flag: "--hard-limit (WALWATCH_HARD_LIMIT)",
+    default: controller::DEFAULT_HARD_LIMIT,
+    min: MIN_LIMIT,
+    max: MAX_LIMIT,
+};
+
+/// How a setting's values are compared and shown in errors.
+pub trait Bounded: Sized + Copy {
+    /// `Less`/`Greater` when `self` is outside `min..=max`; `None` when it cannot be compared
+    /// (a percentage of memory against byte bounds).
+    fn outside(&self, min: &Self, max: &Self) -> Option<std::cmp::Ordering>;
+    fn show(&self) -> String;
+}
+
+impl Bounded for Duration {
+    fn outside(&self, min: &Self, max: &Self) -> Option<std::cmp::Ordering> {
+        use std::cmp::Ordering::*;
+        (self < min)
+            .then_some(Less)
+            .or((self > max).then_some(Greater))
+    }
+    fn show(&self) -> String {
+        show_duration(*self)
+    }
+}
+
+impl Bounded for Limit {
+    fn outside(&self, min: &Self, max: &Self) -> Option<std::cmp::Ordering> {
+        match (self, min, max) {
+            (Limit::Bytes(v), Limit::Bytes(lo), Limit::Bytes(hi)) => v.outside(lo, hi),
+            _ => None,
+        }
+    }
+    fn show(&self) -> String {
+        match self {
+            Limit::Bytes(b) => show_bytes(*b),
+            Limit::OfAvailableMemory(f) => format!("{}%", f * 100.0),
+        }
+    }
+}
+
+impl Bounded for u64 {
+    fn outside(&self, min: &Self, max: &Self) -> Option<std::cmp::Ordering> {
+        use std::cmp::Ordering::*;
+        (self < min)
+            .then_some(Less)
+            .or((self > max).then_some(Greater))
+    }
+    fn show(&self) -> String {
+        show_bytes(*self)
+    }
+}
+
+impl<T: Bounded> Setting<T> {
+    /// `value` (parsed from `text`) when it is within range, else an error that gives the value
+    /// as written and the accepted range.
+    pub fn check(&self, text: &str, value: T) -> Result<T, String> {
+        let (what, bound) = match value.outside(&self.min, &self.max) {
+            None => return Ok(value),
+            Some(std::cmp::Ordering::Less) => ("below", "at least"),
+            Some(_) => ("above", "at most"),
+        };
+        let limit = if bound == "at least" {
+            &self.min
+        } else {
+            &self.max
+        };
+        Err(format!(
+            "`{}` is {what} the accepted range: it must be {bound} {} (accepted: {} to {})",
+            text.trim(),
+            limit.show(),
+            self.min.show(),
+            self.max.show()
+        ))
+    }
+
+    /// The accepted range, as the README and `--help` show it: `1ms to 60s`.
+    pub fn range(&self) -> String {
+        format!("{} to {}", self.min.show(), self.max.show())
+    }
+}
+
+/// `100ms`, `5s`, `1m`, `1h`, `1.5s`: the shortest exact form of the units `parse_duration` reads.
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if d.subsec_nanos() % 1_000_000 != 0 || ms == 0 {
+        format!("{d:?}")
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// `4KiB`, `64MiB`, `16TiB`, or bytes when no binary unit divides it.
+pub fn show_bytes(b: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if b >= 1 << shift && b % (1 << shift) == 0 {
+            return format!("{}{unit}", b >> shift);
+        }
+    }
+    format!("{b}B")
+}
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -54,6 +221,7 @@ pub enum LogFormat {
 pub struct FileConfig {
     pub listen: Option<String>,
     pub stats_dir: Option<PathBuf>,
+    pub stats_base: Option<PathBuf>,
     pub interval: Option<String>,
     #[serde(default)]
     pub databases: Vec<PathBuf>,
@@ -74,9 +242,14 @@ pub struct WebFileConfig {
 
 /// Accepted range of `--web.max-connections`.
 pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<u64> = 1..=65536;
-/// Accepted range of `--web.header-timeout`.
-pub const HEADER_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
-    Duration::from_millis(100)..=Duration::from_secs(3600);
+/// Time to send request headers (and most idle time between keep-alive requests).
+pub const WEB_HEADER_TIMEOUT: Setting<Duration> = Setting {
+    key: "header_timeout",
+    flag: "--web.header-timeout (WALWATCH_WEB_HEADER_TIMEOUT)",
+    default: crate::web::DEFAULT_HEADER_TIMEOUT,
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(3600),
+};
 
 /// The `[controller]` table.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -104,6 +277,7 @@ pub struct DbLimits {
 pub struct Overrides {
     pub listen: Option<String>,
     pub stats_dir: Option<PathBuf>,
+    pub stats_base: Option<PathBuf>,
     pub interval: Option<String>,
     pub databases: Vec<PathBuf>,
     pub log_format: Option<LogFormat>,
@@ -121,7 +295,7 @@ pub struct Overrides {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub listen: SocketAddr,
-    pub stats_dir: PathBuf,
+    pub stats_dirs: StatsDirs,
     pub interval: Duration,
     pub databases: Vec<PathBuf>,
     pub log_format: LogFormat,
@@ -218,7 +392,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "`{text}` is not a duration (use e.g. 500ms, 5s, 1m)"
         ));
     }
-    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("`{text}` is too long"))
+    // Finite and not negative: only overflow fails, and a range check then refuses it.
+    Ok(Duration::try_from_secs_f64(value * scale).unwrap_or(Duration::MAX))
+}
+
+/// Whether a soft limit is above a hard one, when the two can be compared (both in bytes or
+/// both fractions of memory; a mix is resolved at run time, where the soft limit is capped at
+/// the hard one).
+fn soft_above_hard(soft: Limit, hard: Limit) -> bool {
+    match (soft, hard) {
+        (Limit::Bytes(s), Limit::Bytes(h)) => s > h,
+        (Limit::OfAvailableMemory(s), Limit::OfAvailableMemory(h)) => s > h,
+        _ => false,
+    }
 }
 
 /// Parses a listen address: `host:port`, `[v6]:port`, or `:port` (all IPv4 interfaces).
@@ -234,19 +420,35 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// A setting from a flag or the environment (`over`), else the config file (`file`), else
-/// `default`. An invalid value comes back with whether it came from the file, so the error can
-/// name the file's line and key rather than the flag.
-fn overridden<T>(
+/// Where a setting's value came from, for errors that compare two settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// A flag or the environment.
+    Flag,
+    File,
+    Default,
+}
+
+/// A setting from a flag or the environment (`over`), else the config file (`file`), else its
+/// default; parsed, then checked against its range. An invalid value comes back with whether it
+/// came from the file, so the error can name the file's line and key rather than the flag.
+fn overridden<T: Bounded>(
+    setting: &Setting<T>,
     over: Option<String>,
     file: Option<String>,
-    default: T,
     parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<T, (bool, String)> {
-    let from_file = over.is_none() && file.is_some();
+) -> Result<(T, Origin), (bool, String)> {
+    let origin = match (&over, &file) {
+        (Some(_), _) => Origin::Flag,
+        (None, Some(_)) => Origin::File,
+        (None, None) => Origin::Default,
+    };
     match over.or(file) {
-        Some(text) => parse(&text).map_err(|m| (from_file, m)),
-        None => Ok(default),
+        Some(text) => parse(&text)
+            .and_then(|v| setting.check(&text, v))
+            .map(|v| (v, origin))
+            .map_err(|m| (origin == Origin::File, m)),
+        None => Ok((setting.default, origin)),
     }
 }
 
@@ -259,21 +461,26 @@ pub fn resolve(
         Some((p, t, c)) => (Some(p), t, c),
         None => (None, "", FileConfig::default()),
     };
+    // Where a key is in the file: `config file w.toml, line 3, key `soft_limit``.
+    let in_file = |key: &str| -> String {
+        let line = line_of_key(text, key)
+            .map(|l| format!(", line {l}"))
+            .unwrap_or_default();
+        let file = path.map_or_else(|| "?".into(), |p| crate::text::path(p).to_string());
+        format!("config file {file}{line}, key `{key}`")
+    };
     // An invalid value from the file names the file, line and key; one from a flag or the
     // environment names the flag.
     let locate = |key: &str, flag: &str, from_file: bool, msg: String| -> ConfigError {
         match (from_file, path) {
-            (true, Some(p)) => {
-                let line = line_of_key(text, key)
-                    .map(|l| format!(", line {l}"))
-                    .unwrap_or_default();
-                ConfigError(format!(
-                    "invalid config file {}{line}, key `{key}`: {msg}",
-                    p.display()
-                ))
-            }
+            (true, Some(_)) => ConfigError(format!("invalid {}: {msg}", in_file(key))),
             _ => ConfigError(format!("invalid {flag}: {msg}")),
         }
+    };
+    let setting = |s: &Setting<Duration>, over: Option<String>, file: Option<String>| {
+        overridden(s, over, file, parse_duration)
+            .map(|(v, _)| v)
+            .map_err(|(f, m)| locate(s.key, s.flag, f, m))
     };
 
     let listen_from_file = over.listen.is_none() && cfg.listen.is_some();
@@ -284,72 +491,73 @@ pub fn resolve(
     let listen = parse_listen(&listen_text)
         .map_err(|m| locate("listen", "--listen (WALWATCH_LISTEN)", listen_from_file, m))?;
 
-    let interval = overridden(over.interval, cfg.interval, DEFAULT_INTERVAL, |t| {
-        parse_duration(t).and_then(|d| {
-            if d < MIN_INTERVAL {
-                Err(format!("must be at least {MIN_INTERVAL:?}"))
-            } else {
-                Ok(d)
-            }
-        })
-    })
-    .map_err(|(f, m)| locate("interval", "--interval (WALWATCH_INTERVAL)", f, m))?;
+    let interval = setting(&INTERVAL, over.interval, cfg.interval)?;
 
-    let stats_dir = over
-        .stats_dir
-        .or(cfg.stats_dir)
-        .unwrap_or_else(walwatch::paths::default_stats_dir);
+    let stats_dirs = StatsDirs::resolve(
+        over.stats_dir.or(cfg.stats_dir),
+        over.stats_base.or(cfg.stats_base),
+    );
     let mut databases = cfg.databases;
     databases.extend(over.databases);
 
     let ctl = cfg.controller.unwrap_or_default();
-    let soft_limit = overridden(
-        over.soft_limit,
-        ctl.soft_limit,
-        controller::DEFAULT_SOFT_LIMIT,
-        Limit::parse,
-    )
-    .map_err(|(f, m)| locate("soft_limit", "--soft-limit (WALWATCH_SOFT_LIMIT)", f, m))?;
-    let hard_limit = overridden(
-        over.hard_limit,
-        ctl.hard_limit,
-        controller::DEFAULT_HARD_LIMIT,
-        Limit::parse,
-    )
-    .map_err(|(f, m)| locate("hard_limit", "--hard-limit (WALWATCH_HARD_LIMIT)", f, m))?;
-    let truncate_timeout = overridden(
+    let limit = |s: &Setting<Limit>, over: Option<String>, file: Option<String>| {
+        overridden(s, over, file, Limit::parse).map_err(|(f, m)| locate(s.key, s.flag, f, m))
+    };
+    let (soft_limit, soft_origin) = limit(&SOFT_LIMIT, over.soft_limit, ctl.soft_limit)?;
+    let (hard_limit, hard_origin) = limit(&HARD_LIMIT, over.hard_limit, ctl.hard_limit)?;
+    let truncate_timeout = setting(
+        &TRUNCATE_TIMEOUT,
         over.truncate_timeout,
         ctl.truncate_timeout,
-        controller::DEFAULT_TRUNCATE_TIMEOUT,
-        parse_duration,
-    )
-    .map_err(|(f, m)| {
-        locate(
-            "truncate_timeout",
-            "--truncate-timeout (WALWATCH_TRUNCATE_TIMEOUT)",
-            f,
-            m,
-        )
-    })?;
-    let max_backoff = overridden(
-        None,
-        ctl.max_backoff,
-        controller::DEFAULT_MAX_BACKOFF,
-        parse_duration,
-    )
-    .map_err(|(f, m)| locate("max_backoff", "max_backoff", f, m))?;
+    )?;
+    let max_backoff = setting(&MAX_BACKOFF, None, ctl.max_backoff)?;
+    // Names a limit and where it was set: `hard limit 256MiB (the default)`.
+    let described = |s: &Setting<Limit>, value: Limit, origin: Origin| {
+        let from = match origin {
+            Origin::Flag => s.flag.to_owned(),
+            Origin::File => in_file(s.key),
+            Origin::Default => "the default".to_owned(),
+        };
+        format!("{} {} ({from})", s.key, value.show())
+    };
+    // Both set, soft above hard: refused. A default soft limit above a hard limit that was set
+    // is simply lowered to it (see `Controller::limits_for`).
+    let set = |o: Origin| o != Origin::Default;
+    if set(soft_origin) && set(hard_origin) && soft_above_hard(soft_limit, hard_limit) {
+        return Err(ConfigError(format!(
+            "invalid limits: {} is above {}; the soft limit (PASSIVE checkpoints) must be at most the hard limit (TRUNCATE checkpoints): lower the first or raise the second",
+            described(&SOFT_LIMIT, soft_limit, soft_origin),
+            described(&HARD_LIMIT, hard_limit, hard_origin)
+        )));
+    }
     let mut per_db = std::collections::HashMap::new();
     for (path, l) in ctl.databases {
         // A per-database limit from `[controller.databases."<path>"]`; errors name the path.
-        let db_limit = |key: &str, text: Option<String>| {
+        let shown = crate::text::path(&path).to_string();
+        let db_limit = |s: &Setting<Limit>, text: Option<String>| {
             text.map(|t| {
                 Limit::parse(&t)
-                    .map_err(|m| locate(key, key, true, format!("{}: {m}", path.display())))
+                    .and_then(|v| s.check(&t, v))
+                    .map_err(|m| locate(s.key, s.key, true, format!("{shown}: {m}")))
             })
             .transpose()
         };
-        let soft = db_limit("soft_limit", l.soft_limit)?;
-        let hard = db_limit("hard_limit", l.hard_limit)?;
+        let soft = db_limit(&SOFT_LIMIT, l.soft_limit)?;
+        let hard = db_limit(&HARD_LIMIT, l.hard_limit)?;
+        let (s, h) = (soft.unwrap_or(soft_limit), hard.unwrap_or(hard_limit));
+        let origin = |own: bool, global: Origin| if own { Origin::File } else { global };
+        let (so, ho) = (
+            origin(soft.is_some(), soft_origin),
+            origin(hard.is_some(), hard_origin),
+        );
+        if set(so) && set(ho) && soft_above_hard(s, h) {
+            return Err(ConfigError(format!(
+                "invalid limits of [controller.databases.\"{shown}\"]: {} is above {}; the soft limit (PASSIVE checkpoints) must be at most the hard limit (TRUNCATE checkpoints)",
+                described(&SOFT_LIMIT, s, so),
+                described(&HARD_LIMIT, h, ho)
+            )));
+        }
         per_db.insert(crate::discovery::normalize(&path), (soft, hard));
     }
     let controller = controller::Settings {
@@ -360,52 +568,38 @@ pub fn resolve(
         truncate_timeout,
         max_backoff,
         horizon: interval,
-        stats_dir: stats_dir.clone(),
+        stats_dirs: stats_dirs.clone(),
     };
     let web_cfg = cfg.web.unwrap_or_default();
-    let max_connections = overridden(
-        over.web_max_connections,
-        web_cfg.max_connections.map(|n| n.to_string()),
-        crate::web::DEFAULT_MAX_CONNECTIONS as u64,
-        |t| match t.trim().parse::<u64>() {
-            Ok(n) if MAX_CONNECTIONS_RANGE.contains(&n) => Ok(n),
-            _ => Err(format!(
-                "`{t}` is not a number of connections from {} to {}",
-                MAX_CONNECTIONS_RANGE.start(),
-                MAX_CONNECTIONS_RANGE.end()
-            )),
+    let (max_text, max_from_file) = match (over.web_max_connections, web_cfg.max_connections) {
+        (Some(t), _) => (Some(t), false),
+        (None, Some(n)) => (Some(n.to_string()), true),
+        (None, None) => (None, false),
+    };
+    let max_connections = match max_text {
+        None => crate::web::DEFAULT_MAX_CONNECTIONS as u64,
+        Some(t) => match t.trim().parse::<u64>() {
+            Ok(n) if MAX_CONNECTIONS_RANGE.contains(&n) => n,
+            _ => {
+                return Err(locate(
+                    "max_connections",
+                    "--web.max-connections (WALWATCH_WEB_MAX_CONNECTIONS)",
+                    max_from_file,
+                    format!(
+                        "`{}` is not a number of connections in the accepted range, {} to {}",
+                        t.trim(),
+                        MAX_CONNECTIONS_RANGE.start(),
+                        MAX_CONNECTIONS_RANGE.end()
+                    ),
+                ))
+            }
         },
-    )
-    .map_err(|(f, m)| {
-        locate(
-            "max_connections",
-            "--web.max-connections (WALWATCH_WEB_MAX_CONNECTIONS)",
-            f,
-            m,
-        )
-    })?;
-    let header_timeout = overridden(
+    };
+    let header_timeout = setting(
+        &WEB_HEADER_TIMEOUT,
         over.web_header_timeout,
         web_cfg.header_timeout,
-        crate::web::DEFAULT_HEADER_TIMEOUT,
-        |t| {
-            parse_duration(t).and_then(|d| {
-                if HEADER_TIMEOUT_RANGE.contains(&d) {
-                    Ok(d)
-                } else {
-                    Err(format!("`{t}` is outside the accepted range, 100ms to 1h"))
-                }
-            })
-        },
-    )
-    .map_err(|(f, m)| {
-        locate(
-            "header_timeout",
-            "--web.header-timeout (WALWATCH_WEB_HEADER_TIMEOUT)",
-            f,
-            m,
-        )
-    })?;
+    )?;
     let web = crate::web::WebSettings {
         config_file: over.web_config_file.or(web_cfg.config_file),
         max_connections: max_connections as usize,
@@ -414,7 +608,7 @@ pub fn resolve(
     Ok(Settings {
         web,
         listen,
-        stats_dir,
+        stats_dirs,
         interval,
         databases,
         log_format: over.log_format.or(cfg.log_format).unwrap_or_default(),
@@ -537,11 +731,150 @@ mod tests {
         assert_eq!(s.interval, DEFAULT_INTERVAL);
     }
 
+    fn flag_error(over: Overrides) -> String {
+        resolve(None, over).unwrap_err().0
+    }
+
+    #[test]
+    fn ranges_name_the_key_the_value_and_the_range() {
+        assert_eq!(TRUNCATE_TIMEOUT.range(), "1ms to 1m");
+        assert_eq!(INTERVAL.range(), "100ms to 1h");
+        assert_eq!(SOFT_LIMIT.range(), "4KiB to 16TiB");
+        let err = flag_error(Overrides {
+            truncate_timeout: Some("1e17s".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            err,
+            "invalid --truncate-timeout (WALWATCH_TRUNCATE_TIMEOUT): `1e17s` is above the accepted range: it must be at most 1m (accepted: 1ms to 1m)"
+        );
+        let err = flag_error(Overrides {
+            interval: Some("1e18s".into()),
+            ..Default::default()
+        });
+        assert!(
+            err.starts_with("invalid --interval")
+                && err.contains("`1e18s`")
+                && err.contains("at most 1h"),
+            "{err}"
+        );
+        let err = flag_error(Overrides {
+            interval: Some("10ms".into()),
+            ..Default::default()
+        });
+        assert!(err.contains("at least 100ms"), "{err}");
+        let err = flag_error(Overrides {
+            hard_limit: Some("20TiB".into()),
+            ..Default::default()
+        });
+        assert!(
+            err.contains("--hard-limit") && err.contains("at most 16TiB"),
+            "{err}"
+        );
+        // In range at both ends.
+        let s = resolve(
+            None,
+            Overrides {
+                truncate_timeout: Some("60s".into()),
+                interval: Some("100ms".into()),
+                soft_limit: Some("4KiB".into()),
+                hard_limit: Some("16TiB".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.controller.truncate_timeout, Duration::from_secs(60));
+
+        let text = "[controller]\nmax_backoff = \"2h\"\n";
+        let err = resolve(
+            Some((Path::new("w.toml"), text, parse(text).unwrap())),
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            err.contains("line 2, key `max_backoff`") && err.contains("at most 1h"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn soft_limit_above_hard_limit_is_refused() {
+        let err = flag_error(Overrides {
+            soft_limit: Some("300MiB".into()),
+            hard_limit: Some("256MiB".into()),
+            ..Default::default()
+        });
+        assert!(
+            err.contains("soft_limit 300MiB (--soft-limit (WALWATCH_SOFT_LIMIT)) is above hard_limit 256MiB (--hard-limit (WALWATCH_HARD_LIMIT))"),
+            "{err}"
+        );
+        // A default on one side is not a contradiction: the soft limit is capped at run time.
+        for over in [
+            Overrides {
+                soft_limit: Some("300MiB".into()),
+                ..Default::default()
+            },
+            Overrides {
+                hard_limit: Some("32MiB".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(resolve(None, over).is_ok());
+        }
+        assert!(flag_error(Overrides {
+            soft_limit: Some("20%".into()),
+            hard_limit: Some("10%".into()),
+            ..Default::default()
+        })
+        .contains("is above"));
+        // Bytes against a share of memory: resolved at run time, not refused.
+        assert!(resolve(
+            None,
+            Overrides {
+                soft_limit: Some("1GiB".into()),
+                hard_limit: Some("10%".into()),
+                ..Default::default()
+            }
+        )
+        .is_ok());
+        let text = "[controller]\nhard_limit = \"64MiB\"\n[controller.databases.\"/srv/q.db\"]\nsoft_limit = \"100MiB\"\n";
+        let err = resolve(
+            Some((Path::new("w.toml"), text, parse(text).unwrap())),
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            err.contains("/srv/q.db")
+                && err.contains("soft_limit 100MiB")
+                && err.contains("hard_limit 64MiB"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shows_durations_and_sizes_in_the_units_they_are_written_in() {
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(show_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(show_duration(Duration::from_micros(5)), "5µs");
+        assert_eq!(show_bytes(3 << 20), "3MiB");
+        assert_eq!(show_bytes(1000), "1000B");
+        for d in ["1ms", "100ms", "1m", "1h", "1500ms"] {
+            assert_eq!(show_duration(parse_duration(d).unwrap()), d);
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert!(parse_duration("-1s").is_err() && parse_duration("x").is_err());
+        assert_eq!(parse_duration("1e300h").unwrap(), Duration::MAX);
+        assert!(INTERVAL
+            .check("1e300h", Duration::MAX)
+            .unwrap_err()
+            .contains("at most 1h"));
     }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use walwatch_exporter::config::{self, LogFormat, Overrides};
 use walwatch_exporter::controller::policy::Mode;
-use walwatch_exporter::{collect, discovery, server, status};
+use walwatch_exporter::{collect, discovery, server, status, text};
 
 /// Watch SQLite WAL files, -shm locks and checkpoints; export them to Prometheus.
 #[derive(Parser)]
@@ -36,15 +36,21 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// TOML config file (keys: listen, stats_dir, interval, databases, log_format, log_level).
+    /// TOML config file (keys: listen, stats_dir, stats_base, interval, databases, log_format,
+    /// log_level, [controller]).
     #[arg(long, env = "WALWATCH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:9866].
     #[arg(long, env = "WALWATCH_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
-    /// Directory of the shim's stats files [default: the shim's, /dev/shm/walwatch].
+    /// The one directory of the shim's stats files (the applications' WALWATCH_DIR) [default:
+    /// every user's /dev/shm/walwatch-<uid>].
     #[arg(long, env = "WALWATCH_DIR", value_name = "DIR")]
     stats_dir: Option<PathBuf>,
+    /// Where the per-user directories walwatch-<uid> are, without --stats-dir [default:
+    /// /dev/shm]: for a sidecar that sees the applications' /dev/shm elsewhere.
+    #[arg(long, env = "WALWATCH_STATS_BASE", value_name = "DIR")]
+    stats_base: Option<PathBuf>,
     /// Also watch this database, with or without the shim (repeatable; adds to the config's).
     #[arg(
         long = "db",
@@ -53,7 +59,7 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     databases: Vec<PathBuf>,
-    /// Collection interval, e.g. 500ms, 5s, 1m [default: 5s].
+    /// Collection interval, e.g. 500ms, 5s, 1m; 100ms to 1h [default: 5s].
     #[arg(long, env = "WALWATCH_INTERVAL", value_name = "DURATION")]
     interval: Option<String>,
     /// Log format [default: human].
@@ -67,14 +73,15 @@ struct ServeArgs {
     #[arg(long = "controller", env = "WALWATCH_CONTROLLER", value_enum)]
     controller_mode: Option<Mode>,
     /// WAL size over which the controller runs PASSIVE checkpoints: 64MiB, 1GB, or 10% of
-    /// available memory [default: 64MiB].
+    /// available memory; 4KiB to 16TiB, at most the hard limit [default: 64MiB].
     #[arg(long, env = "WALWATCH_SOFT_LIMIT", value_name = "SIZE")]
     soft_limit: Option<String>,
-    /// WAL size at which the controller runs TRUNCATE checkpoints [default: 256MiB].
+    /// WAL size at which the controller runs TRUNCATE checkpoints; 4KiB to 16TiB, or a
+    /// percentage [default: 256MiB].
     #[arg(long, env = "WALWATCH_HARD_LIMIT", value_name = "SIZE")]
     hard_limit: Option<String>,
     /// Longest a TRUNCATE waits for the WRITE lock, and then (holding it, so writers stall) for
-    /// readers [default: 100ms]. Keep it below your applications' busy timeout.
+    /// readers; 1ms to 1m [default: 100ms]. Keep it below your applications' busy timeout.
     #[arg(long, env = "WALWATCH_TRUNCATE_TIMEOUT", value_name = "DURATION")]
     truncate_timeout: Option<String>,
     /// TLS and basic auth: a YAML file in the Prometheus exporter-toolkit format
@@ -110,6 +117,9 @@ struct CheckpointArgs {
     /// Bound of each lock wait, in milliseconds.
     #[arg(long, default_value_t = 100)]
     busy_timeout_ms: u64,
+    /// Refuse the database unless this uid owns it (it did when the sidecar checked it).
+    #[arg(long)]
+    expect_owner: Option<u32>,
     /// TRUNCATE only: run a PASSIVE pass first.
     #[arg(long)]
     passive_pass: bool,
@@ -127,9 +137,13 @@ struct StatusArgs {
     /// Databases to report on.
     #[arg(value_name = "DB")]
     databases: Vec<PathBuf>,
-    /// Directory of the shim's stats files [default: the shim's, /dev/shm/walwatch].
+    /// The one directory of the shim's stats files [default: every user's
+    /// /dev/shm/walwatch-<uid>].
     #[arg(long, env = "WALWATCH_DIR", value_name = "DIR")]
     stats_dir: Option<PathBuf>,
+    /// Where the per-user directories walwatch-<uid> are, without --stats-dir [default: /dev/shm].
+    #[arg(long, env = "WALWATCH_STATS_BASE", value_name = "DIR")]
+    stats_base: Option<PathBuf>,
     /// Print the same JSON as /status instead of text.
     #[arg(long)]
     json: bool,
@@ -153,7 +167,14 @@ fn main() -> ExitCode {
             let timeout = std::time::Duration::from_millis(args.busy_timeout_ms);
             println!(
                 "{}",
-                checkpoint::run_here(&args.db, action, timeout, args.passive_pass).to_json()
+                checkpoint::run_here(
+                    &args.db,
+                    action,
+                    timeout,
+                    args.passive_pass,
+                    args.expect_owner
+                )
+                .to_json()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -180,6 +201,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let overrides = Overrides {
         listen: args.listen,
         stats_dir: args.stats_dir,
+        stats_base: args.stats_base,
         interval: args.interval,
         databases: args.databases,
         log_format: args.log_format,
@@ -225,15 +247,13 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 }
 
 fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let stats_dir = args
-        .stats_dir
-        .unwrap_or_else(walwatch::paths::default_stats_dir);
+    let stats_dirs = discovery::StatsDirs::resolve(args.stats_dir, args.stats_base);
     let named: Vec<PathBuf> = args
         .databases
         .iter()
         .map(|p| discovery::normalize(p))
         .collect();
-    let mut collection = collect::collect(&stats_dir, &named);
+    let mut collection = collect::collect(&stats_dirs, &named);
     if !named.is_empty() {
         collection.dbs.retain(|d| {
             named
@@ -245,17 +265,23 @@ fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&collection.dbs)?);
     } else {
+        if let Some(e) = &collection.stats_dir_error {
+            eprintln!("walwatch: {e}");
+        }
         for b in &collection.bad_stats_files {
             eprintln!(
                 "walwatch: skipping stats file {}: {}",
-                b.path.display(),
-                b.message
+                text::path(&b.path),
+                text::escaped(b.message.as_bytes())
             );
         }
         if collection.dbs.is_empty() {
-            println!(
-                "no databases: none named, and no stats file in {}",
-                stats_dir.display()
+            println!("no databases: none named, and no stats file in {stats_dirs}");
+        }
+        if collection.unreadable_stats_dirs > 0 {
+            eprintln!(
+                "walwatch: {} per-user stats directories of other users were not read (only root may read them)",
+                collection.unreadable_stats_dirs
             );
         }
         for (i, db) in collection.dbs.iter().enumerate() {

@@ -313,6 +313,14 @@ pub static DB_FAMILIES: &[Family] = &[
             s.gauge(&[], flag(db.checkpoint_blocked))
         }
     }),
+    family!("walwatch_inconsistent_values", Gauge, None, ["what"], "Values read in the last collection that cannot be true, by rule (see /status); they are left out of the other metrics. Only rules that found something are listed", |s, db| {
+        for what in crate::plausible::WHATS {
+            let n = db.inconsistent.iter().filter(|i| i.what == what).count();
+            if n > 0 {
+                s.gauge(&[("what", what)], n);
+            }
+        }
+    }),
     family!("walwatch_wal_write_bytes", Counter, Some("bytes"), [], "Bytes written to the -wal file through the shim", |s, db| {
         if let Some(c) = &db.counters {
             s.counter(&[], c.wal_write_bytes)
@@ -438,7 +446,7 @@ pub static SELF_FAMILIES: &[Desc] = &[
         name: "walwatch_stats_file_errors",
         kind: Type::Gauge,
         unit: None,
-        help: "Stats files that cannot be read, by reason (truncated, bad_magic, wrong_version, wrong_size, bad_path, uninitialized, io)",
+        help: "Stats files and per-user stats directories not used, by reason (truncated, bad_magic, wrong_version, wrong_size, bad_path, uninitialized, io, not_regular, owner, writable_by_others, hard_linked, not_owner, dir_refused, too_many_files)",
         labels: &["reason"],
     },
     Desc {
@@ -453,15 +461,7 @@ pub static SELF_FAMILIES: &[Desc] = &[
     Desc { name: "walwatch_controller_observe_only", kind: Type::Gauge, unit: None, help: "1 when the checkpoint controller only observes (decides and reports, never checkpoints), 0 when it acts", labels: &[] },
 ];
 
-const STATS_FILE_REASONS: [&str; 7] = [
-    "truncated",
-    "bad_magic",
-    "wrong_version",
-    "wrong_size",
-    "bad_path",
-    "uninitialized",
-    "io",
-];
+const STATS_FILE_REASONS: [&str; 14] = crate::collect::stats_file::REASONS;
 
 fn render_self(w: &mut Writer<'_>, c: &Collection) {
     let f = SELF_FAMILIES;

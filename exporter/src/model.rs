@@ -45,12 +45,18 @@ pub struct DbState {
     pub oldest_reader_age_seconds: f64,
     /// Recent checkpoints recorded by the shim, newest first.
     pub recent_checkpoints: Vec<CheckpointView>,
+    /// Values read that cannot be true (left out of everything above; see [`crate::plausible`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inconsistent: Vec<crate::plausible::Inconsistency>,
     /// Counters recorded by the shim (absent when only `--db` watches this database).
     #[serde(skip)]
     pub counters: Option<Snapshot>,
     /// The checkpoint controller's limits, growth estimate and actions (absent when it is off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller: Option<crate::controller::ControllerView>,
+    /// Whether walwatch may checkpoint it (see `discovery`); untrusted by default.
+    #[serde(skip)]
+    pub trust: crate::discovery::Trust,
 }
 
 /// The wal-index header of `-shm`.

@@ -27,9 +27,10 @@ use crate::config::Settings;
 use crate::controller::policy::Mode;
 use crate::controller::watch::WalWatcher;
 use crate::controller::Controller;
-use crate::discovery;
+use crate::discovery::{self, StatsDirs};
 use crate::metrics::{Format, Renderer};
 use crate::model::DbState;
+use crate::text;
 use crate::web::{self, Body, Compressible, Web};
 
 /// How long `serve` waits for the first collection before it starts answering anyway (then
@@ -84,7 +85,7 @@ pub struct Shared {
     latest: RwLock<Option<Arc<Collection>>>,
     progress: Mutex<Progress>,
     stale_after: Duration,
-    stats_dir: PathBuf,
+    stats_dirs: StatsDirs,
 }
 
 impl Shared {
@@ -125,7 +126,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             running_since: None,
         }),
         stale_after: stale_after(settings.interval),
-        stats_dir: settings.stats_dir.clone(),
+        stats_dirs: settings.stats_dirs.clone(),
     });
     let watcher = match &controller {
         Some(c) => match WalWatcher::start(c.clone()) {
@@ -161,7 +162,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     tracing::info!(
         listen = %settings.listen,
-        stats_dir = %crate::text::path(&settings.stats_dir),
+        stats_dirs = %settings.stats_dirs,
         interval = ?settings.interval,
         databases = databases.len(),
         max_connections = settings.web.max_connections,
@@ -208,12 +209,12 @@ async fn shutdown_signal() -> &'static str {
 
 /// One collection, then the controller's turn on it (checkpoints are blocking I/O too).
 async fn collect_blocking(
-    stats_dir: PathBuf,
+    stats_dirs: StatsDirs,
     databases: Vec<PathBuf>,
     controller: Option<Arc<Controller>>,
 ) -> anyhow::Result<Collection> {
     tokio::task::spawn_blocking(move || {
-        let mut collection = collect::collect(&stats_dir, &databases);
+        let mut collection = collect::collect(&stats_dirs, &databases);
         if let Some(c) = controller {
             c.after_collection(&mut collection.dbs);
             collection.controller_mode = Some(match c.settings().mode {
@@ -243,7 +244,7 @@ async fn collect_loop(
         ticker.tick().await; // the first tick is immediate
         shared.progress().running_since = Some(Instant::now());
         match collect_blocking(
-            settings.stats_dir.clone(),
+            settings.stats_dirs.clone(),
             databases.clone(),
             controller.clone(),
         )
@@ -266,8 +267,9 @@ async fn collect_loop(
     }
 }
 
-/// What was last logged about one database: its error and its blockers (pid, slot).
-type DbLogState = (Option<String>, Vec<(u32, &'static str)>);
+/// What was last logged about one database: its error, its blockers (pid, slot) and the rules
+/// its inconsistent values broke.
+type DbLogState = (Option<String>, Vec<(u32, &'static str)>, Vec<&'static str>);
 
 /// Logs problems and blockers when they appear, change or clear.
 #[derive(Default)]
@@ -288,7 +290,7 @@ impl ChangeLog {
         let mut bad = HashMap::new();
         for b in &c.bad_stats_files {
             if self.bad_files.get(&b.path) != Some(&b.message) && b.reason != "uninitialized" {
-                tracing::warn!(stats_file = %b.path.display(), reason = b.reason, "skipping stats file: {}", b.message);
+                tracing::warn!(stats_file = %text::path(&b.path), reason = b.reason, "skipping stats file: {}", text::escaped(b.message.as_bytes()));
             }
             bad.insert(b.path.clone(), b.message.clone());
         }
@@ -296,18 +298,22 @@ impl ChangeLog {
 
         let mut seen = HashMap::new();
         for db in &c.dbs {
+            let shown = text::escaped(db.path.as_bytes());
             let blockers: Vec<(u32, &'static str)> =
                 db.blockers.iter().map(|b| (b.pid, b.slot)).collect();
-            let now = (db.error.clone(), blockers);
+            let inconsistent: Vec<&'static str> = db.inconsistent.iter().map(|i| i.what).collect();
+            let now = (db.error.clone(), blockers, inconsistent);
             let before = self.dbs.get(&db.path);
             if before.is_none() {
-                tracing::info!(db = %db.path, sources = ?db.sources, up = db.up, "watching database");
+                tracing::info!(db = %shown, sources = ?db.sources, up = db.up, "watching database");
             }
             if before.map(|b| &b.0) != Some(&now.0) {
                 match &now.0 {
-                    Some(e) => tracing::warn!(db = %db.path, up = db.up, "{e}"),
+                    Some(e) => {
+                        tracing::warn!(db = %shown, up = db.up, "{}", text::escaped(e.as_bytes()))
+                    }
                     None if before.is_some() => {
-                        tracing::info!(db = %db.path, "database readable again")
+                        tracing::info!(db = %shown, "database readable again")
                     }
                     None => {}
                 }
@@ -315,12 +321,39 @@ impl ChangeLog {
             if before.map(|b| &b.1) != Some(&now.1) {
                 log_blockers(db);
             }
+            if before.map_or(&[][..], |b| &b.2[..]) != &now.2[..] && !now.2.is_empty() {
+                log_inconsistent(db);
+            }
             seen.insert(db.path.clone(), now);
         }
         for gone in self.dbs.keys().filter(|k| !seen.contains_key(*k)) {
-            tracing::info!(db = %gone, "database gone; no longer watched");
+            tracing::info!(db = %text::escaped(gone.as_bytes()), "database gone; no longer watched");
         }
         self.dbs = seen;
+    }
+}
+
+/// Values that cannot be true, once per change of the rules they break (see plausible.rs).
+fn log_inconsistent(db: &DbState) {
+    for source in ["stats_file", "shm"] {
+        let found: Vec<String> = db
+            .inconsistent
+            .iter()
+            .filter(|i| i.source == source)
+            .map(|i| format!("{}: {}", i.what, i.detail))
+            .collect();
+        if !found.is_empty() {
+            let stats_file = db
+                .stats_file
+                .as_deref()
+                .map(|f| text::escaped(f.as_bytes()));
+            tracing::warn!(
+                db = %text::escaped(db.path.as_bytes()),
+                "{} ({})",
+                crate::plausible::advice(source, stats_file.as_deref()),
+                text::escaped(found.join("; ").as_bytes())
+            );
+        }
     }
 }
 
@@ -330,10 +363,10 @@ fn log_blockers(db: &DbState) {
     }
     for b in &db.blockers {
         tracing::warn!(
-            db = %db.path,
+            db = %text::escaped(db.path.as_bytes()),
             slot = b.slot,
             pid = b.pid,
-            process = b.process.as_deref().unwrap_or("?"),
+            process = %text::escaped(b.process.as_deref().unwrap_or("?").as_bytes()),
             read_mark = b.read_mark,
             age_seconds = b.age_seconds,
             blocks = b.blocks,
@@ -381,7 +414,8 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         ("/status", Some(latest)) => {
             let status = StatusJson {
                 walwatch_version: env!("CARGO_PKG_VERSION"),
-                stats_dir: shared.stats_dir.to_string_lossy().into_owned(),
+                stats_dirs: &shared.stats_dirs,
+                unreadable_stats_dirs: latest.unreadable_stats_dirs,
                 collected_unix_seconds: latest.finished_unix_seconds,
                 collect_duration_seconds: latest.duration.as_secs_f64(),
                 stats_dir_error: latest.stats_dir_error.as_deref(),
@@ -425,7 +459,9 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
 #[derive(Serialize)]
 struct StatusJson<'a> {
     walwatch_version: &'static str,
-    stats_dir: String,
+    stats_dirs: &'a StatsDirs,
+    /// Per-user directories this sidecar may not open (it is not root).
+    unreadable_stats_dirs: usize,
     collected_unix_seconds: f64,
     collect_duration_seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,6 +5,12 @@
 use std::fmt::Write;
 
 use crate::model::DbState;
+use crate::text::escaped;
+
+/// Text from a file or another process, safe for a terminal.
+fn safe(s: &str) -> String {
+    escaped(s.as_bytes())
+}
 
 /// `1536` → `1.5 KiB`.
 pub fn human_bytes(n: u64) -> String {
@@ -42,7 +48,7 @@ pub fn human_age(seconds: f64) -> String {
 
 fn who(pid: u32, process: Option<&str>) -> String {
     match process {
-        Some(name) => format!("pid {pid} ({name})"),
+        Some(name) => format!("pid {pid} ({})", safe(name)),
         None => format!("pid {pid}"),
     }
 }
@@ -50,19 +56,23 @@ fn who(pid: u32, process: Option<&str>) -> String {
 /// The report of one database.
 pub fn report(db: &DbState, now_unix_seconds: f64) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "{}", db.path);
+    let _ = writeln!(o, "{}", safe(&db.path));
     let via = if db.sources.contains(&"shim") {
         "shim stats file"
     } else {
         "files only (no stats file: the shim has not opened it)"
     };
     if !db.up {
-        let _ = writeln!(o, "  DOWN: {}", db.error.as_deref().unwrap_or("unreadable"));
+        let _ = writeln!(
+            o,
+            "  DOWN: {}",
+            safe(db.error.as_deref().unwrap_or("unreadable"))
+        );
         return o;
     }
     let _ = writeln!(o, "  source:      {via}");
     if let Some(e) = &db.error {
-        let _ = writeln!(o, "  warning:     {e}");
+        let _ = writeln!(o, "  warning:     {}", safe(e));
     }
     let _ = writeln!(
         o,
@@ -88,6 +98,13 @@ pub fn report(db: &DbState, now_unix_seconds: f64) -> String {
                 .map(|(i, m)| format!("READ{i}={}", m.map_or("-".to_owned(), |m| m.to_string())))
                 .collect();
             let _ = writeln!(o, "  read marks:  {}", marks.join(" "));
+        }
+        None if db.inconsistent.iter().any(|i| i.source == "shm") => {
+            let _ = writeln!(
+                o,
+                "  WAL:         {} (wal-index header inconsistent: not used, see below)",
+                human_bytes(wal_bytes)
+            );
         }
         None => {
             let _ = writeln!(
@@ -144,7 +161,7 @@ pub fn report(db: &DbState, now_unix_seconds: f64) -> String {
             "    blocker: {} on {}{age}: {}",
             who(b.pid, b.process.as_deref()),
             b.slot,
-            b.reason
+            safe(&b.reason)
         );
     }
     if !db.recent_checkpoints.is_empty() {
@@ -175,7 +192,31 @@ pub fn report(db: &DbState, now_unix_seconds: f64) -> String {
     } else if db.sources.contains(&"shim") {
         let _ = writeln!(o, "  recent checkpoints: none recorded");
     }
+    inconsistencies(&mut o, db);
     o
+}
+
+/// `INCONSISTENT:` lines: what to do, then each value read that cannot be true, per file.
+fn inconsistencies(o: &mut String, db: &DbState) {
+    for source in ["stats_file", "shm"] {
+        let found: Vec<_> = db
+            .inconsistent
+            .iter()
+            .filter(|i| i.source == source)
+            .collect();
+        if found.is_empty() {
+            continue;
+        }
+        let stats_file = db.stats_file.as_deref().map(safe);
+        let _ = writeln!(
+            o,
+            "  INCONSISTENT: {}",
+            crate::plausible::advice(source, stats_file.as_deref())
+        );
+        for i in found {
+            let _ = writeln!(o, "    {}: {}", i.what, safe(&i.detail));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -242,5 +283,43 @@ mod tests {
             ..Default::default()
         };
         assert!(report(&down, 0.0).contains("DOWN: database file does not exist"));
+    }
+
+    #[test]
+    fn report_escapes_what_others_wrote_and_marks_inconsistent_values() {
+        use crate::plausible::Inconsistency;
+        let db = DbState {
+            path: "/srv/\x1b[2J\nfake.db".into(),
+            up: true,
+            sources: vec!["shim"],
+            stats_file: Some("/dev/shm/walwatch-0/fake.walwatch".into()),
+            readers: vec![Reader {
+                slot: "READ1",
+                pid: 77,
+                process: Some("\x1b]0;x\x07".into()),
+                read_mark: None,
+                age_seconds: None,
+                seen_by: "lock",
+                read_index: 1,
+            }],
+            inconsistent: vec![Inconsistency {
+                what: "reader_age",
+                detail: "pid 77 on READ1 reading since before the stats file was created".into(),
+                source: "stats_file",
+            }],
+            ..Default::default()
+        };
+        let text = report(&db, 0.0);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.starts_with("/srv/\\u{1b}[2J\\nfake.db\n"), "{text}");
+        assert!(text.contains("pid 77 (\\u{1b}]0;x\\u{7})"), "{text}");
+        assert!(
+            text.contains("INCONSISTENT: values in stats file /dev/shm/walwatch-0/fake.walwatch are inconsistent"),
+            "{text}"
+        );
+        assert!(text.contains("    reader_age: pid 77 on READ1"), "{text}");
     }
 }

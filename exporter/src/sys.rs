@@ -9,9 +9,64 @@
 //! - [`lock_exclusive_within`] and [`unlock`]: take and drop a POSIX lock the way SQLite's unix
 //!   VFS does. Only the checkpoint child process (`walwatch checkpoint`) calls them, never the
 //!   sidecar, which must hold no lock (see above).
+//! - [`open_read`], [`open_dir`] and [`open_at`]: how the sidecar opens every file another user
+//!   may have planted: read-only, never through a symbolic link (`O_NOFOLLOW`), never waiting
+//!   for a writer (`O_NONBLOCK`: a FIFO opens at once instead of hanging the collection), and
+//!   not inherited by the checkpoint child (`O_CLOEXEC`). `open_at` is `openat(2)`, so a file
+//!   is opened in the directory that was checked, not in whatever a path names a moment later.
 
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Flags of every open of a file the sidecar only reads (`O_RDONLY` is implied).
+const READ_FLAGS: libc::c_int = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+
+/// Opens `path` read-only without following a symlink in its last component (`ELOOP`) and
+/// without blocking on a FIFO. The caller checks what it got with `metadata()` (`fstat`).
+pub fn open_read(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(READ_FLAGS)
+        .open(path)
+}
+
+/// Opens a directory to list it and to open files in it with [`open_at`]. `follow`: whether a
+/// symlink in the last component is followed (the operator's `--stats-dir`, `/dev/shm`, which
+/// is a link to `/run/shm` on some systems) or refused (a per-user directory found by scanning).
+pub fn open_dir(path: &Path, follow: bool) -> io::Result<File> {
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NONBLOCK | libc::O_CLOEXEC | nofollow)
+        .open(path)
+}
+
+/// `openat(dir, name)` read-only, with the flags of [`open_read`] (plus `O_DIRECTORY` when
+/// `directory`). `name` must be a single file name: a `/` in it is refused, so the open never
+/// leaves `dir`.
+pub fn open_at(dir: &File, name: &OsStr, directory: bool) -> io::Result<File> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.contains(&b'/') || bytes.contains(&0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let mut c_name = Vec::with_capacity(bytes.len() + 1);
+    c_name.extend_from_slice(bytes);
+    c_name.push(0);
+    let flags = libc::O_RDONLY | READ_FLAGS | if directory { libc::O_DIRECTORY } else { 0 };
+    // SAFETY: `dir` keeps its descriptor open for the call; `c_name` is NUL-terminated and
+    // outlives the call; openat does not keep the pointer.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c_name.as_ptr().cast(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by openat, is valid and owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
 
 /// A lock found by [`lock_holder`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +236,42 @@ fn byte_lock(offset: u64, kind: libc::c_int) -> io::Result<libc::flock> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    #[test]
+    fn opens_refuse_symlinks_and_never_block_on_a_fifo() {
+        let dir = std::env::temp_dir().join(format!("walwatch-sysopen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("file"), b"x").unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("link")).unwrap();
+        let fifo = dir.join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let d = open_dir(&dir, false).unwrap();
+        assert!(open_at(&d, OsStr::new("file"), false).is_ok());
+        let loop_error = open_at(&d, OsStr::new("link"), false).unwrap_err();
+        assert_eq!(loop_error.raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(
+            open_read(&dir.join("link")).unwrap_err().raw_os_error(),
+            Some(libc::ELOOP)
+        );
+        // A FIFO with no writer: opened at once (a blocking open would wait for ever).
+        let f = open_at(&d, OsStr::new("fifo"), false).unwrap();
+        assert!(f.metadata().unwrap().file_type().is_fifo());
+        assert!(open_read(&fifo).is_ok());
+        assert!(open_at(&d, OsStr::new("../file"), false).is_err());
+        assert_eq!(
+            open_at(&d, OsStr::new("file"), true)
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::ENOTDIR)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn own_pid_is_alive_and_pid_zero_is_not() {

@@ -88,15 +88,25 @@ fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> std::io::Result<(S
 /// A running `walwatch serve`.
 struct Sidecar {
     addr: SocketAddr,
-    _proc: Proc,
+    proc: Proc,
     log: PathBuf,
 }
 
 impl Sidecar {
     fn start(dir: &TempDir, args: &[&str]) -> Self {
+        Self::start_as(dir, None, args)
+    }
+
+    /// Starts `walwatch serve` as user `uid` (and group `uid`) when given.
+    fn start_as(dir: &TempDir, uid: Option<u32>, args: &[&str]) -> Self {
+        use std::os::unix::process::CommandExt;
         let addr = free_addr();
         let log = dir.path(&format!("walwatch-{}.log", addr.port()));
-        let child = Command::new(WALWATCH)
+        let mut command = Command::new(WALWATCH);
+        if let Some(uid) = uid {
+            command.uid(uid).gid(uid);
+        }
+        let child = command
             .arg("serve")
             .args(["--listen", &addr.to_string()])
             .args(args)
@@ -117,11 +127,11 @@ impl Sidecar {
                 .ok()
                 .filter(|(head, _)| head.contains(" 200 "))
         });
-        Self {
-            addr,
-            _proc: proc,
-            log,
-        }
+        Self { addr, proc, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.0.id()
     }
 
     fn get(&self, path: &str) -> String {
@@ -581,6 +591,9 @@ fn python_with_the_extension_counters_rise() {
     let lib = extension();
     let dir = TempDir::new("python");
     let stats = dir.path("stats");
+    // A private directory made beforehand, as an operator does for WALWATCH_DIR.
+    std::fs::create_dir_all(&stats).unwrap();
+    std::fs::set_permissions(&stats, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let db = dir.path("py.db");
     let mut child = Command::new("/usr/bin/python3")
         .args([
@@ -648,4 +661,540 @@ fn python_with_the_extension_counters_rise() {
         .as_str()
         .unwrap()
         .starts_with(stats.to_str().unwrap()));
+}
+
+mod issue9 {
+    //! Issue 9, attacks 4 and 5, replayed with real processes: what the sidecar reads (FIFOs,
+    //! symlinks to `/dev/zero`, sparse files, other users' directories) and what it acts on
+    //! (a stats file forged to name root's database).
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn is_root() -> bool {
+        walwatch::paths::effective_uid() == 0
+    }
+
+    fn mkfifo(path: &Path) {
+        let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
+        assert!(ok, "mkfifo {}", path.display());
+    }
+
+    fn chown(path: &Path, uid: u32, mode: u32) {
+        std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Runs `walwatch ARGS`; fails if it has not finished within 10 s (a hang is for ever).
+    fn run_within(args: &[&str]) -> Output {
+        let child = Command::new(WALWATCH)
+            .args(args)
+            .env_remove("WALWATCH_DIR")
+            .env_remove("WALWATCH_STATS_BASE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait_with_output()));
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(out) => out.unwrap(),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                panic!("walwatch {args:?} still running after 10 s: it hangs");
+            }
+        }
+    }
+
+    /// Waits until the sidecar has finished collections for `seconds` more.
+    fn wait_collections(sidecar: &Sidecar, seconds: f64) -> String {
+        let stamp = |m: &str| sample(m, "walwatch_last_collect_timestamp_seconds");
+        let start = stamp(&sidecar.get("/metrics")).unwrap();
+        wait_for("later collections", || {
+            let m = sidecar.get("/metrics");
+            (stamp(&m)? > start + seconds).then_some(m)
+        })
+    }
+
+    fn status_json(sidecar: &Sidecar) -> serde_json::Value {
+        serde_json::from_str(&sidecar.get("/status")).unwrap()
+    }
+
+    fn bad_files(status: &serde_json::Value) -> Vec<(String, String, String)> {
+        status["bad_stats_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let s = |k: &str| b[k].as_str().unwrap().to_owned();
+                (s("path"), s("reason"), s("message"))
+            })
+            .collect()
+    }
+
+    fn stats_file_for(dir: &Path, db: &Path, seed: u64) -> PathBuf {
+        let bytes = db.as_os_str().as_encoded_bytes();
+        let file = dir.join(walwatch::paths::stats_file_name(bytes));
+        std::fs::write(&file, synth::stats_file(bytes, seed)).unwrap();
+        file
+    }
+
+    /// Attack 5: a FIFO named `*.walwatch`, a FIFO as a database's `-shm` and a FIFO passed as
+    /// `--db` used to hang `walwatch status` and `serve` (at startup, `serve` never answered).
+    #[test]
+    fn attack5_fifos_never_stall_status_or_serve() {
+        let dir = TempDir::new("fifo");
+        let stats = dir.path("stats");
+        std::fs::create_dir_all(&stats).unwrap();
+        mkfifo(&stats.join("x.walwatch"));
+        let db = dir.path("a.db");
+        std::fs::write(&db, synth::database(true)).unwrap();
+        mkfifo(&dir.path("a.db-shm"));
+        let fifo_db = dir.path("fifo.db");
+        mkfifo(&fifo_db);
+        let (stats_s, db_s, fifo_s) = (
+            stats.to_str().unwrap(),
+            db.to_str().unwrap(),
+            fifo_db.to_str().unwrap(),
+        );
+
+        let out = run_within(&["status", "--stats-dir", stats_s, fifo_s, db_s]);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(
+            stdout.contains("DOWN: database file is a FIFO, not a regular file"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("-shm is a FIFO"), "{stdout}");
+        assert!(
+            stderr.contains("x.walwatch") && stderr.contains("it is a FIFO"),
+            "{stderr}"
+        );
+        no_panic(&stderr);
+        let out = run_within(&["status", "--stats-dir", stats_s]);
+        assert!(text(&out.stderr).contains("it is a FIFO"));
+
+        // serve answers (its first collection is done before it listens) and keeps collecting.
+        let sidecar = Sidecar::start(
+            &dir,
+            &[
+                "--stats-dir",
+                stats_s,
+                "--db",
+                fifo_s,
+                "--db",
+                db_s,
+                "--interval",
+                "100ms",
+                "--controller",
+                "off",
+            ],
+        );
+        let status = status_json(&sidecar);
+        let bad = bad_files(&status);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!(bad[0].1, "not_regular");
+        let error_of = |p: &Path| {
+            status["databases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["path"] == p.to_str().unwrap())
+                .map(|d| d["error"].as_str().unwrap_or_default().to_owned())
+                .unwrap()
+        };
+        assert!(error_of(&fifo_db).contains("FIFO"), "{status}");
+        assert!(error_of(&db).contains("-shm is a FIFO"), "{status}");
+        let good = dir.path("good.db");
+        std::fs::write(&good, synth::database(true)).unwrap();
+        stats_file_for(&stats, &good, 2);
+        let up = format!("walwatch_up{{db=\"{}\"}}", good.display());
+        wait_for("a later collection to find a new database", || {
+            (sample(&sidecar.get("/metrics"), &up)? == 1.0).then_some(())
+        });
+        assert_eq!(
+            sample(
+                &sidecar.get("/metrics"),
+                "walwatch_stats_file_errors{reason=\"not_regular\"}"
+            ),
+            Some(1.0)
+        );
+        no_panic(&sidecar.log());
+    }
+
+    /// Attack 5: a symlink to `/dev/zero` and a sparse 2 GiB file named `*.walwatch` cost
+    /// gigabytes per collection when read whole. Now: refused from `lstat`/`fstat`, unread.
+    #[test]
+    fn attack5_dev_zero_link_and_sparse_file_are_skipped_unread() {
+        let dir = TempDir::new("zero");
+        let stats = dir.path("stats");
+        std::fs::create_dir_all(&stats).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", stats.join("zero.walwatch")).unwrap();
+        let big = std::fs::File::create(stats.join("big.walwatch")).unwrap();
+        big.set_len(2 << 30).unwrap();
+        let stats_s = stats.to_str().unwrap();
+
+        let out = run_within(&["status", "--stats-dir", stats_s]);
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("zero.walwatch: not read: it is a symbolic link"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("big.walwatch: not read: {} bytes", 2u64 << 30)),
+            "{stderr}"
+        );
+
+        let sidecar = Sidecar::start(&dir, &["--stats-dir", stats_s, "--interval", "100ms"]);
+        let metrics = wait_collections(&sidecar, 1.0);
+        for reason in ["not_regular", "wrong_size"] {
+            let name = format!("walwatch_stats_file_errors{{reason=\"{reason}\"}}");
+            assert_eq!(sample(&metrics, &name), Some(1.0), "{metrics}");
+        }
+        let proc_status =
+            std::fs::read_to_string(format!("/proc/{}/status", sidecar.pid())).unwrap();
+        let peak_kib: u64 = proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        eprintln!("walwatch serve peak RSS after 10+ collections: {peak_kib} KiB");
+        assert!(peak_kib < 200 << 10, "peak RSS {peak_kib} KiB");
+    }
+
+    /// A real WAL database owned by root with ~200 frames pending, kept open by a plain
+    /// `sqlite3` (so the WAL is not checkpointed on close).
+    fn root_database_with_a_wal(dir: &TempDir) -> (PathBuf, Shell, u64) {
+        let db = dir.path("secret.db");
+        let mut writer = Shell::open(&db);
+        writer.run(
+            "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);\n\
+             WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<200)\n\
+             INSERT INTO t SELECT randomblob(1000) FROM c;",
+        );
+        let wal = std::fs::metadata(dir.path("secret.db-wal")).unwrap().len();
+        assert!(wal > 100_000, "WAL of {wal} bytes");
+        (db, writer, wal)
+    }
+
+    /// Attack 4: a user writes a valid stats file naming root's database into their own
+    /// per-user directory. A root sidecar used to checkpoint it and publish its path; `/status`
+    /// said whether a root-only path existed. Now: no checkpoint, no path, one message for a
+    /// database that exists and one that does not; named with `--db`, it is watched.
+    #[test]
+    fn attack4_forged_stats_file_causes_no_checkpoint_and_names_nothing() {
+        if !is_root() {
+            eprintln!("NOTICE: not root; skipping (needs chown to another uid)");
+            return;
+        }
+        let dir = TempDir::new("forged");
+        let (db, _writer, wal_before) = root_database_with_a_wal(&dir);
+        let base = dir.path("shm");
+        let user_dir = base.join("walwatch-65534");
+        std::fs::create_dir_all(&user_dir).unwrap();
+        chown(&user_dir, 65534, 0o700);
+        let forged = stats_file_for(&user_dir, &db, 3);
+        chown(&forged, 65534, 0o600);
+        let missing = dir.path("no-such-dir/missing.db");
+        let forged_missing = stats_file_for(&user_dir, &missing, 3);
+        chown(&forged_missing, 65534, 0o600);
+        let wal_len = || std::fs::metadata(dir.path("secret.db-wal")).unwrap().len();
+        let base_s = base.to_str().unwrap();
+        let low_limits = [
+            "--stats-base",
+            base_s,
+            "--interval",
+            "100ms",
+            "--soft-limit",
+            "4KiB",
+            "--hard-limit",
+            "8KiB",
+        ];
+
+        let sidecar = Sidecar::start(&dir, &low_limits);
+        let metrics = wait_collections(&sidecar, 1.0);
+        let status = sidecar.get("/status");
+        let db_s = db.to_str().unwrap();
+        for (what, text) in [
+            ("/metrics", &metrics),
+            ("/status", &status),
+            ("log", &sidecar.log()),
+        ] {
+            assert!(!text.contains(db_s), "{what} names the database: {text}");
+            assert!(!text.contains(missing.to_str().unwrap()), "{what}: {text}");
+        }
+        assert_eq!(
+            wal_len(),
+            wal_before,
+            "the forged stats file caused a checkpoint"
+        );
+        assert!(
+            !metrics.contains("walwatch_controller_actions_total{"),
+            "{metrics}"
+        );
+        assert_eq!(
+            sample(&metrics, "walwatch_stats_file_errors{reason=\"not_owner\"}"),
+            Some(2.0)
+        );
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let bad = bad_files(&status);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad.iter().all(|b| b.1 == "not_owner"), "{bad:?}");
+        assert_eq!(
+            bad[0].2, bad[1].2,
+            "the message tells existing from missing"
+        );
+        assert_eq!(status["databases"].as_array().unwrap().len(), 0, "{status}");
+        drop(sidecar);
+
+        // The same database named by the operator: watched and checkpointed, and the forged
+        // counters are not attached to it.
+        let mut args = low_limits.to_vec();
+        args.extend(["--db", db_s]);
+        let sidecar = Sidecar::start(&dir, &args);
+        wait_for("the operator's database to be checkpointed", || {
+            (wal_len() == 0).then_some(())
+        });
+        let status = status_json(&sidecar);
+        let state = &status["databases"][0];
+        assert_eq!(state["path"], db_s, "{status}");
+        assert_eq!(state["sources"], serde_json::json!(["path"]), "{status}");
+        assert_eq!(bad_files(&status).len(), 2);
+    }
+
+    /// Per-user discovery: without `--stats-dir`, every `<base>/walwatch-<uid>` is read when it
+    /// is owned by that uid (or root); one owned by someone else is refused and reported; a
+    /// user's directory made after the sidecar started is found at a later collection.
+    #[test]
+    fn per_user_directories_are_found_checked_and_rescanned() {
+        if !is_root() {
+            eprintln!("NOTICE: not root; skipping (needs chown to other uids)");
+            return;
+        }
+        let dir = TempDir::new("peruser");
+        let base = dir.path("shm");
+        let root_dir = base.join("walwatch-0");
+        std::fs::create_dir_all(&root_dir).unwrap();
+        chown(&root_dir, 0, 0o700);
+        let a = dir.path("a.db");
+        std::fs::write(&a, synth::database(true)).unwrap();
+        stats_file_for(&root_dir, &a, 1);
+        // Named for uid 4242, owned by 4243: refused whatever it holds.
+        let squatted = base.join("walwatch-4242");
+        std::fs::create_dir_all(&squatted).unwrap();
+        let b = dir.path("b.db");
+        std::fs::write(&b, synth::database(true)).unwrap();
+        chown(&b, 4242, 0o600);
+        let fake = stats_file_for(&squatted, &b, 1);
+        chown(&fake, 4242, 0o600);
+        chown(&squatted, 4243, 0o700);
+        let base_s = base.to_str().unwrap();
+
+        let sidecar = Sidecar::start(
+            &dir,
+            &[
+                "--stats-base",
+                base_s,
+                "--interval",
+                "100ms",
+                "--controller",
+                "off",
+            ],
+        );
+        let status = status_json(&sidecar);
+        assert_eq!(status["stats_dirs"]["kind"], "per_user", "{status}");
+        let paths: Vec<&str> = status["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(paths, vec![a.to_str().unwrap()], "{status}");
+        let bad = bad_files(&status);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].0.ends_with("walwatch-4242") && bad[0].1 == "dir_refused",
+            "{bad:?}"
+        );
+        assert!(
+            bad[0].2.contains("owned by uid 4243, not uid 4242"),
+            "{bad:?}"
+        );
+        assert!(
+            sidecar.log().contains("per-user directories"),
+            "{}",
+            sidecar.log()
+        );
+
+        // A new user's directory and database, made while the sidecar runs.
+        let nobody = base.join("walwatch-65534");
+        std::fs::create_dir_all(&nobody).unwrap();
+        chown(&nobody, 65534, 0o700);
+        let c = dir.path("c.db");
+        std::fs::write(&c, synth::database(true)).unwrap();
+        chown(&c, 65534, 0o600);
+        let file = stats_file_for(&nobody, &c, 4);
+        chown(&file, 65534, 0o600);
+        let up = format!("walwatch_up{{db=\"{}\"}}", c.display());
+        wait_for("the new user's database", || {
+            (sample(&sidecar.get("/metrics"), &up)? == 1.0).then_some(())
+        });
+
+        let out = run_within(&["status", "--stats-base", base_s]);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(stdout.contains(a.to_str().unwrap()) && stdout.contains(c.to_str().unwrap()));
+        assert!(!stdout.contains(b.to_str().unwrap()), "{stdout}");
+        assert!(
+            stderr.contains("walwatch-4242: stats directory refused"),
+            "{stderr}"
+        );
+    }
+
+    /// Zero configuration on a single-user host: an application sets no `WALWATCH_DIR`, so the
+    /// shim writes to its user's `/dev/shm/walwatch-<uid>`; `walwatch status` and `walwatch
+    /// serve` with no flags find the database there.
+    #[test]
+    fn zero_configuration_finds_the_shims_per_user_directory() {
+        let lib = extension();
+        let dir = TempDir::new("zeroconf");
+        let db = dir.path("zeroconf.db");
+        let mut child = Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                PYTHON_WRITER,
+                lib.with_extension("").to_str().unwrap(),
+                db.to_str().unwrap(),
+            ])
+            .env_remove("WALWATCH_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3");
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let _python = Proc(child);
+        writeln!(stdin, "10").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "written", "python writer failed");
+        /// Removes the stats file this test made in the real per-user directory.
+        struct Remove(PathBuf);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+        let stats_file = walwatch::paths::default_stats_dir().join(
+            walwatch::paths::stats_file_name(db.as_os_str().as_encoded_bytes()),
+        );
+        let _remove = Remove(stats_file.clone());
+        assert!(stats_file.exists(), "{} missing", stats_file.display());
+
+        let out = run_within(&["status"]);
+        let report = text(&out.stdout);
+        assert!(
+            report.contains(db.to_str().unwrap()),
+            "{report}{}",
+            text(&out.stderr)
+        );
+
+        let sidecar = Sidecar::start(&dir, &["--controller", "off"]);
+        let up = format!("walwatch_up{{db=\"{}\"}}", db.display());
+        assert_eq!(sample(&sidecar.get("/metrics"), &up), Some(1.0));
+    }
+
+    /// A sidecar that is not root reads the per-user directories it may open and skips the
+    /// others (private 0700 directories of other users) quietly, counting them in `/status`.
+    #[test]
+    fn non_root_sidecar_skips_other_users_directories_quietly() {
+        if !is_root() {
+            eprintln!("NOTICE: not root; skipping (needs another uid)");
+            return;
+        }
+        let dir = TempDir::new("nonroot");
+        let base = dir.path("shm");
+        let root_dir = base.join("walwatch-0");
+        std::fs::create_dir_all(&root_dir).unwrap();
+        chown(&root_dir, 0, 0o700);
+        let a = dir.path("a.db");
+        std::fs::write(&a, synth::database(true)).unwrap();
+        stats_file_for(&root_dir, &a, 1);
+        let mine = base.join("walwatch-65534");
+        std::fs::create_dir_all(&mine).unwrap();
+        chown(&mine, 65534, 0o700);
+        let c = dir.path("c.db");
+        std::fs::write(&c, synth::database(true)).unwrap();
+        chown(&c, 65534, 0o600);
+        let file = stats_file_for(&mine, &c, 4);
+        chown(&file, 65534, 0o600);
+
+        let sidecar = Sidecar::start_as(
+            &dir,
+            Some(65534),
+            &[
+                "--stats-base",
+                base.to_str().unwrap(),
+                "--controller",
+                "off",
+            ],
+        );
+        let status = status_json(&sidecar);
+        let paths: Vec<&str> = status["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(paths, vec![c.to_str().unwrap()], "{status}");
+        assert_eq!(status["unreadable_stats_dirs"], 1, "{status}");
+        assert!(bad_files(&status).is_empty(), "{status}");
+        assert!(!sidecar.log().contains("walwatch-0"), "{}", sidecar.log());
+    }
+
+    /// The other side of attack 4: a database its owner names in their own stats file is in
+    /// reach, and a root sidecar checkpoints it (the child checks the owner again).
+    #[test]
+    fn attack4_owners_own_stats_file_is_acted_on() {
+        if !is_root() {
+            eprintln!("NOTICE: not root; skipping (needs chown to another uid)");
+            return;
+        }
+        let dir = TempDir::new("owned");
+        let (db, _writer, _) = root_database_with_a_wal(&dir);
+        for suffix in ["", "-wal", "-shm"] {
+            let f = dir.path(&format!("secret.db{suffix}"));
+            std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
+        }
+        let base = dir.path("shm");
+        let user_dir = base.join("walwatch-65534");
+        std::fs::create_dir_all(&user_dir).unwrap();
+        chown(&user_dir, 65534, 0o700);
+        let file = stats_file_for(&user_dir, &db, 3);
+        chown(&file, 65534, 0o600);
+        let sidecar = Sidecar::start(
+            &dir,
+            &[
+                "--stats-base",
+                base.to_str().unwrap(),
+                "--interval",
+                "100ms",
+                "--soft-limit",
+                "4KiB",
+                "--hard-limit",
+                "8KiB",
+            ],
+        );
+        let wal = dir.path("secret.db-wal");
+        wait_for("the owner's database to be checkpointed", || {
+            (std::fs::metadata(&wal).unwrap().len() == 0).then_some(())
+        });
+        let status = status_json(&sidecar);
+        let state = &status["databases"][0];
+        assert_eq!(state["path"], db.to_str().unwrap(), "{status}");
+        assert_eq!(state["sources"], serde_json::json!(["shim"]), "{status}");
+        assert!(bad_files(&status).is_empty(), "{status}");
+    }
 }

@@ -42,16 +42,26 @@ impl OnceFlag {
     }
 }
 
+/// The longest message [`warn_once`] passes on whole: `sqlite3_log` formats into a buffer of
+/// 210 bytes (`SQLITE_PRINT_BUF_SIZE * 3`) and silently drops the rest; `walwatch: ` takes 10.
+pub(crate) const MESSAGE_MAX: usize = 199;
+
 /// Writes `problem`, then `advice`, to SQLite's error log (`sqlite3_log`, `SQLITE_WARNING`)
-/// unless `flag` was already raised. Two messages, because sqlite3_log cuts each one at about
-/// 200 bytes.
+/// unless `flag` was already raised. Two messages, because sqlite3_log cuts each one at
+/// [`MESSAGE_MAX`] bytes (and so does this function, at a character boundary: callers shorten
+/// what matters least themselves).
 pub(crate) fn warn_once(flag: &OnceFlag, problem: &str, advice: &str) {
     if flag.0.swap(true, Ordering::Relaxed) {
         return;
     }
     let Some(host) = get() else { return };
     for message in [problem, advice] {
-        let text = CString::new(format!("walwatch: {message}")).unwrap_or_default();
+        let end = (0..=message.len().min(MESSAGE_MAX))
+            .rev()
+            .find(|&i| message.is_char_boundary(i))
+            .unwrap_or(0);
+        let text = CString::new(format!("walwatch: {}", &message[..end]).replace('\0', "?"))
+            .unwrap_or_default();
         // SAFETY: `log` is the host's sqlite3_log; "%s" consumes exactly the one NUL-terminated
         // string passed, which lives until the call returns.
         unsafe { (host.log)(SQLITE_WARNING, c"%s".as_ptr(), text.as_ptr()) };

@@ -91,7 +91,28 @@ pub fn stats_json(
                 m.duration_sum_ns as f64 / 1e9
             )
         });
-    let recent = snap.recent.iter().map(|c| {
+    // Values that cannot be true are not shown as facts: a checkpoint numbered beyond the count
+    // or that backfilled more than the WAL held is left out, an age from before the file was
+    // created (or from the future) is null. The sidecar applies the same rules
+    // (exporter/src/plausible.rs) and says why.
+    let age = |since: u64| -> String {
+        let slack = 5_000_000_000;
+        let created = snap.created_unix_ns;
+        if since == 0
+            || since > now_ns.saturating_add(slack)
+            || since.saturating_add(slack) < created
+        {
+            "null".into()
+        } else {
+            (now_ns.saturating_sub(since) as f64 / 1e9).to_string()
+        }
+    };
+    let plausible = |c: &&crate::snapshot::CheckpointSnapshot| {
+        c.seq <= snap.checkpoints.saturating_add(1)
+            && c.backfilled_frames <= c.wal_frames
+            && c.frames_moved <= c.wal_frames
+    };
+    let recent = snap.recent.iter().filter(plausible).map(|c| {
         let blocked = c.blocked_slot.map_or("null".to_string(), |s| format!("\"{}\"", SLOT_NAMES[s]));
         format!(
             "{{\"seq\":{},\"mode\":\"{}\",\"outcome\":\"{}\",\"pid\":{},\"wal_frames\":{},\"backfilled_frames\":{},\"frames_moved\":{},\"blocked_slot\":{blocked},\"blocked_read_mark\":{},\"seconds\":{},\"age_seconds\":{}}}",
@@ -104,7 +125,7 @@ pub fn stats_json(
             c.frames_moved,
             c.blocked_read_mark,
             c.duration_ns as f64 / 1e9,
-            now_ns.saturating_sub(c.started_unix_ns) as f64 / 1e9
+            age(c.started_unix_ns)
         )
     });
     let _ = write!(
@@ -121,7 +142,7 @@ pub fn stats_json(
             r.pid,
             r.read_index,
             r.read_mark,
-            now_ns.saturating_sub(r.since_unix_ns) as f64 / 1e9
+            age(r.since_unix_ns)
         )
     });
     let _ = write!(w, ",\"readers\":[{}]}}", join(readers));
@@ -140,7 +161,8 @@ fn quote(text: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
+            // C0, DEL and C1 (U+009B is a CSI to some terminals): escaped, as JSON allows.
+            c if c.is_control() => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -157,6 +179,54 @@ mod tests {
     #[test]
     fn quotes_hostile_paths() {
         assert_eq!(quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\u000ad\"");
+        assert_eq!(quote("\u{7f}\u{9b}2J"), "\"\\u007f\\u009b2J\"");
+    }
+
+    #[test]
+    fn implausible_values_are_left_out_or_null() {
+        let created = 1_700_000_000_000_000_000;
+        let now = created + 10_000_000_000;
+        let checkpoint = |seq, wal_frames, backfilled_frames| crate::snapshot::CheckpointSnapshot {
+            seq,
+            started_unix_ns: created + 1_000_000_000,
+            wal_frames,
+            backfilled_frames,
+            ..Default::default()
+        };
+        let reader = |pid, since_unix_ns| crate::snapshot::ReaderSnapshot {
+            pid,
+            read_index: 1,
+            read_mark: 3,
+            since_unix_ns,
+        };
+        let snap = Snapshot {
+            db_path: b"/tmp/x.db".to_vec(),
+            created_unix_ns: created,
+            checkpoints: 2,
+            locks: vec![Default::default(); SLOTS],
+            modes: vec![Default::default(); 4],
+            recent: vec![
+                checkpoint(u64::MAX, 2, 2),
+                checkpoint(2, 2, 237_493_113),
+                checkpoint(1, 4, 2),
+            ],
+            readers: vec![reader(7, 1), reader(8, created + 2_000_000_000)],
+            ..Default::default()
+        };
+        let json = stats_json(&snap, None, now, |_| true);
+        assert!(
+            !json.contains("18446744073709551615") && !json.contains("237493113"),
+            "{json}"
+        );
+        assert!(json.contains("\"seq\":1,"), "{json}");
+        assert!(
+            json.contains("{\"pid\":7,\"slot\":\"READ1\",\"read_mark\":3,\"age_seconds\":null}"),
+            "{json}"
+        );
+        assert!(
+            json.contains("{\"pid\":8,\"slot\":\"READ1\",\"read_mark\":3,\"age_seconds\":8}"),
+            "{json}"
+        );
     }
 
     #[test]

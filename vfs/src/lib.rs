@@ -20,8 +20,21 @@
 //!
 //! ## Guarantees
 //! - The shim never changes what SQLite sees: results, errors and file contents are the wrapped
-//!   VFS's. Its own problems (stats directory missing or read-only, a corrupt or foreign stats
-//!   file) are reported once through `sqlite3_log` and the database goes unrecorded.
+//!   VFS's. Its own problems (stats directory missing, read-only or untrusted, a stats file it
+//!   may not trust, a lock held by another process, a full file system, a corrupt or foreign
+//!   stats file) are reported once per kind per process through `sqlite3_log` (the problem,
+//!   then what to do) and the database goes unrecorded.
+//! - It trusts nothing it did not create (rules in `region.rs`, checks in [`trust`]): it opens
+//!   the stats directory and file with `O_NOFOLLOW` (never through a symlink), relative to the
+//!   directory's descriptor; uses a directory only if it is owned by this effective user or
+//!   root and writable by no other user (group-writable only with the sticky bit); maps only a
+//!   regular file with one link, owned by this effective user and writable by no one else;
+//!   creates directories 0700 and files 0600 (0640 in a set-group-ID directory), whatever the
+//!   umask.
+//! - It never blocks on another process: the creation lock is tried without waiting, a few
+//!   times within 50 ms, and no process-wide lock is held meanwhile. It allocates a file's
+//!   space (`posix_fallocate`) before mapping it, so a full file system is a logged `ENOSPC`,
+//!   never a `SIGBUS`; a file whose creator died half-way is initialized afresh.
 //! - The extension calls SQLite only through the `sqlite3_api_routines` it is handed and links
 //!   no SQLite (`nm -D --defined-only libwalwatch.so` shows one `sqlite3_` symbol: the entry
 //!   point).
@@ -31,9 +44,15 @@
 //! ## Limitations
 //! - Mode inference: a RESTART or TRUNCATE checkpoint blocked before its restart step takes the
 //!   same locks as FULL and is recorded as `full` (see `shim/recorder.rs`).
-//! - A process that truncates a stats file while others have it mapped makes their next update
-//!   fault (SIGBUS), as with any shared mapping: keep the stats directory writable only by the
-//!   users that run the databases.
+//! - A process running as the same user (or root) that truncates a stats file while others
+//!   have it mapped makes their next update fault (SIGBUS), as with any shared mapping. No other
+//!   user can: files are never writable by others.
+//! - In a directory shared with a group (0640 files), members of the group can read the
+//!   counters, and can hold a file's lock: a database opened meanwhile goes unrecorded (after
+//!   under 50 ms), never blocked.
+//! - A database whose stats file cannot be used is retried at each open of the database and of
+//!   its WAL (logged once): with a lock held by someone else, each such open takes up to 50 ms
+//!   longer.
 //! - Pids in the reader table are those of the writer's pid namespace.
 //! - `PRAGMA locking_mode=EXCLUSIVE` keeps the wal-index in heap memory: no `-shm` locks to see.
 
@@ -44,6 +63,7 @@ pub mod snapshot;
 pub mod trust;
 pub mod wal_index;
 
+mod at;
 mod extension;
 mod host;
 mod json;

@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::discovery::{self, Target};
+use crate::discovery::{self, DirError, StatsDirs, Target};
 use crate::model::{self, CheckpointView, DbState, WalIndexView};
+use crate::plausible;
 
 /// Time spent in each collector during one collection.
 #[derive(Clone, Debug, Default)]
@@ -35,8 +36,12 @@ pub struct BadStatsFile {
 pub struct Collection {
     pub dbs: Vec<DbState>,
     pub bad_stats_files: Vec<BadStatsFile>,
-    /// The stats directory could not be listed.
+    /// The stats directory (or the base of the per-user ones) could not be listed, or was
+    /// refused.
     pub stats_dir_error: Option<String>,
+    /// Per-user stats directories this sidecar may not open (skipped quietly: another user's
+    /// private directory, for a sidecar that is not root).
+    pub unreadable_stats_dirs: usize,
     pub timings: Timings,
     pub duration: Duration,
     pub finished_unix_seconds: f64,
@@ -50,15 +55,17 @@ fn unix_ns(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs one collection over the stats directory and the `--db` list (normalized paths).
-pub fn collect(stats_dir: &Path, explicit: &[PathBuf]) -> Collection {
+/// Runs one collection over the stats directories and the `--db` list (normalized paths).
+pub fn collect(dirs: &StatsDirs, explicit: &[PathBuf]) -> Collection {
     let start = Instant::now();
     let mut timings = Timings::default();
-    let scan = discovery::scan(stats_dir);
+    let scan = discovery::scan(dirs);
+    let (targets, refused) = discovery::targets(scan.found, explicit, &mut discovery::owner_of);
     timings.stats_files += start.elapsed();
     let bad_stats_files = scan
         .errors
         .iter()
+        .chain(&refused)
         .map(|(path, e)| BadStatsFile {
             path: path.clone(),
             reason: e.reason(),
@@ -68,10 +75,15 @@ pub fn collect(stats_dir: &Path, explicit: &[PathBuf]) -> Collection {
     let stats_dir_error = scan
         .dir_error
         .as_ref()
-        .filter(|e| e.kind() != std::io::ErrorKind::NotFound || !explicit.is_empty())
-        .map(|e| format!("cannot list stats directory {}: {e}", stats_dir.display()));
+        .filter(|e| !matches!(e, DirError::NotFound) || !explicit.is_empty())
+        .map(|e| match (dirs, e) {
+            (StatsDirs::Configured(dir), DirError::Refused(_)) => {
+                format!("stats directory {} {e}", crate::text::path(dir))
+            }
+            _ => format!("cannot list stats directory {dirs}: {e}"),
+        });
     let mut names = HashMap::new();
-    let dbs = discovery::targets(scan.found, explicit)
+    let dbs = targets
         .into_iter()
         .filter_map(|t| collect_db(t, &mut timings, &mut names))
         .collect();
@@ -80,6 +92,7 @@ pub fn collect(stats_dir: &Path, explicit: &[PathBuf]) -> Collection {
         dbs,
         bad_stats_files,
         stats_dir_error,
+        unreadable_stats_dirs: scan.unreadable_dirs,
         timings,
         duration: start.elapsed(),
         finished_unix_seconds: unix_ns(now) as f64 / 1e9,
@@ -87,22 +100,16 @@ pub fn collect(stats_dir: &Path, explicit: &[PathBuf]) -> Collection {
     }
 }
 
-/// A fresh look at one database (its stats file found by name): what the controller uses to
-/// name the blocker of a checkpoint that just failed between collections.
-pub fn collect_path(stats_dir: &Path, db: &Path) -> Option<DbState> {
-    let stats_file = stats_dir.join(walwatch::paths::stats_file_name(
-        db.as_os_str().as_encoded_bytes(),
-    ));
-    let stats = stats_file::read(&stats_file)
-        .ok()
-        .map(|snapshot| discovery::Found {
-            stats_file,
-            snapshot,
-        });
+/// A fresh look at one database (its stats file found by name, under the same rules as a
+/// collection's): what the controller uses to name the blocker of a checkpoint that just failed
+/// between collections.
+pub fn collect_path(dirs: &StatsDirs, db: &Path) -> Option<DbState> {
+    let stats = discovery::find_stats_of(dirs, db);
     let target = discovery::Target {
         path: db.to_owned(),
         stats,
         explicit: true,
+        trust: discovery::Trust::Untrusted,
     };
     collect_db(target, &mut Timings::default(), &mut HashMap::new())
 }
@@ -117,6 +124,7 @@ pub fn collect_db(
     let mut name = |pid: u32| names.entry(pid).or_insert_with(|| proc::name(pid)).clone();
     let mut state = DbState {
         path: target.path.to_string_lossy().into_owned(),
+        trust: target.trust,
         ..Default::default()
     };
     if target.stats.is_some() {
@@ -154,8 +162,8 @@ pub fn collect_db(
     state.error = files.shm_error.clone();
 
     let t = Instant::now();
-    let holders = match files.shm.as_ref().map(locks::holders).transpose() {
-        Ok(h) => h.unwrap_or_default(),
+    let (holders, locks_known) = match files.shm.as_ref().map(locks::holders).transpose() {
+        Ok(h) => (h.unwrap_or_default(), h.is_some()),
         Err(e) => {
             state.error = Some(format!("cannot query -shm locks: {e}"));
             Default::default()
@@ -164,23 +172,29 @@ pub fn collect_db(
     timings.locks += t.elapsed();
 
     let now = unix_ns(SystemTime::now());
+    // Values that cannot be true are left out, and listed (see plausible.rs).
+    let known_holders = locks_known.then_some(&holders[..]);
+    if let Some(c) = counters.as_mut() {
+        state.inconsistent =
+            plausible::review_stats(c, known_holders, &mut proc::started_unix_ns, now);
+    }
+    let wal_index = match files.wal_index.map(plausible::review_wal_index).transpose() {
+        Ok(w) => w,
+        Err(found) => {
+            state.wal_index = None;
+            state.inconsistent.push(found);
+            None
+        }
+    };
+    state.inconsistent.extend(files.shm_inconsistent.clone());
     let shim_readers = counters
         .as_mut()
         .map(|c| std::mem::take(&mut c.readers))
         .unwrap_or_default();
-    state.readers = model::readers(
-        &shim_readers,
-        &holders,
-        files.wal_index.as_ref(),
-        now,
-        &mut name,
-    );
+    state.readers = model::readers(&shim_readers, &holders, wal_index.as_ref(), now, &mut name);
     state.lock_holders = model::lock_holders(&holders, &mut name);
-    (state.blockers, state.checkpoint_blocked) = model::blockers(
-        files.wal_index.as_ref(),
-        &state.readers,
-        &state.lock_holders,
-    );
+    (state.blockers, state.checkpoint_blocked) =
+        model::blockers(wal_index.as_ref(), &state.readers, &state.lock_holders);
     state.oldest_reader_age_seconds = state
         .readers
         .iter()
@@ -198,6 +212,36 @@ pub fn collect_db(
 mod tests {
     use super::*;
     use crate::synth;
+    use walwatch::layout::SLOT_READ0;
+
+    /// A python process holding a shared POSIX lock on byte `offset` of `file`, as SQLite
+    /// holds a READ slot; killed when dropped.
+    struct Locker(std::process::Child);
+
+    impl Drop for Locker {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn lock_holder(file: &Path, offset: u64) -> Locker {
+        use std::io::BufRead;
+        let script = "import fcntl,sys,time\nf=open(sys.argv[1],'rb')\nfcntl.lockf(f,fcntl.LOCK_SH,1,int(sys.argv[2]))\nprint('locked',flush=True)\ntime.sleep(600)\n";
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script])
+            .arg(file)
+            .arg(offset.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        Locker(child)
+    }
 
     #[test]
     fn collects_synthetic_databases_drops_dead_readers_and_deleted_databases() {
@@ -211,26 +255,39 @@ mod tests {
             synth::wal_index(9, 2, [0, 2, 9, u32::MAX, u32::MAX]),
         )
         .unwrap();
+        // A live reader really holds its READ2 lock: a reader entry on a slot nobody holds is
+        // dropped as inconsistent (plausible.rs).
+        let shm = wal_files::sibling(&db, "-shm");
+        let reader = lock_holder(&shm, locks::SHM_LOCK_BASE + SLOT_READ0 as u64 + 2);
         let path = db.to_str().unwrap().as_bytes();
         let mut file = synth::stats_file(path, 1);
         let mut dead = std::process::Command::new("true").spawn().unwrap();
         dead.wait().unwrap();
-        synth::set_reader(&mut file, 0, dead.id(), 1, 2, 1);
-        synth::set_reader(&mut file, 1, std::process::id(), 2, 9, 1);
+        let since = unix_ns(SystemTime::now()); // after the reader started, as the shim writes it
+        synth::set_reader(&mut file, 0, dead.id(), 1, 2, since);
+        synth::set_reader(&mut file, 1, reader.0.id(), 2, 9, since);
         std::fs::write(stats.join(walwatch::paths::stats_file_name(path)), file).unwrap();
         // A stats file whose database was deleted.
         let gone = synth::stats_file(dir.join("gone.db").to_str().unwrap().as_bytes(), 1);
         std::fs::write(stats.join("gone.walwatch"), gone).unwrap();
 
-        let c = collect(&stats, &[]);
+        let c = collect(&StatsDirs::Configured(stats.clone()), &[]);
         assert_eq!(c.dbs.len(), 1, "{:?}", c.dbs);
         let state = &c.dbs[0];
         assert!(state.up);
+        let me = walwatch::paths::effective_uid();
+        assert_eq!(state.trust, discovery::Trust::Owner { uid: me });
+        // The stats file of the deleted database: root's is dropped quietly, another user's
+        // is reported like a stats file naming someone else's database.
+        let not_owner = c.bad_stats_files.iter().filter(|b| b.reason == "not_owner");
+        assert_eq!(not_owner.count(), usize::from(me != 0));
         assert_eq!(state.readers.len(), 1);
         assert_eq!(
             (state.readers[0].pid, state.readers[0].slot),
-            (std::process::id(), "READ2")
+            (reader.0.id(), "READ2")
         );
+        assert_eq!(state.readers[0].seen_by, "shim+lock");
+        assert!(state.inconsistent.is_empty(), "{:?}", state.inconsistent);
         assert_eq!(state.wal_index.as_ref().unwrap().pending_frames, 7);
         // The live reader sees every frame: it only keeps the WAL from being reset.
         assert!(!state.checkpoint_blocked);

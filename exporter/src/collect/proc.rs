@@ -25,6 +25,33 @@ pub fn parse_comm(raw: &[u8]) -> Option<String> {
     (!name.is_empty()).then(|| name.to_owned())
 }
 
+/// When `pid` started, in Unix nanoseconds (to within a second), from `/proc/<pid>/stat` and the
+/// boot time in `/proc/stat`: a reader entry older than its process was left by an earlier
+/// process with the same pid.
+pub fn started_unix_ns(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let boot = std::fs::read_to_string("/proc/stat").ok()?;
+    start_time(&stat, &boot)
+}
+
+/// `/proc` reports times in `USER_HZ` ticks, 100 a second on every architecture Linux offers
+/// this interface on today (it is fixed by the ABI, not the kernel's `HZ`).
+const USER_HZ: u64 = 100;
+
+/// Pure part of [`started_unix_ns`]: `starttime` (field 22 of `/proc/<pid>/stat`, after the
+/// parenthesised name, which may hold spaces and parentheses) plus `btime` of `/proc/stat`.
+pub fn start_time(stat: &str, proc_stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let btime: u64 = proc_stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(btime * 1_000_000_000 + ticks * (1_000_000_000 / USER_HZ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,6 +61,26 @@ mod tests {
         assert_eq!(parse_comm(b"sqlite3\n").as_deref(), Some("sqlite3"));
         assert_eq!(parse_comm(b"python3"), Some("python3".to_owned()));
         assert_eq!(parse_comm(b"\n"), None);
+    }
+
+    #[test]
+    fn start_time_of_a_process() {
+        let stat =
+            "4242 (a) b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 12345 1000 10";
+        assert_eq!(
+            start_time(stat, "cpu 1 2\nbtime 1700000000\nprocesses 9\n"),
+            Some(1_700_000_000_000_000_000 + 123_450_000_000)
+        );
+        assert_eq!(start_time("garbage", "btime 1"), None);
+        let me = started_unix_ns(std::process::id()).expect("own start time");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        assert!(
+            me <= now + 2_000_000_000,
+            "started in the future: {me} > {now}"
+        );
     }
 
     #[test]

@@ -26,12 +26,23 @@
 //!
 //! If WRITE cannot be had within `busy_timeout` the TRUNCATE is reported busy (step 1 did the
 //! copying a PASSIVE can do), as SQLite reports a TRUNCATE whose busy handler gives up on WRITE.
+//!
+//! The child runs with the sidecar's privileges (often root) on a path it found in a file other
+//! users write, so before SQLite sees the path it opens the database itself without following a
+//! symlink, checks with `fstat` that it is a regular file still owned by the uid the sidecar
+//! checked (`--expect-owner`), and keeps that descriptor open until the connection is closed
+//! (closing it earlier would drop SQLite's locks, as for `-shm`). SQLite then opens the path
+//! with `SQLITE_OPEN_NOFOLLOW`, which refuses a symlink anywhere in it: a database swapped for
+//! a link to someone else's after the sidecar looked is not checkpointed. With an expected
+//! owner, `-wal` and `-shm` must be regular files with one link (no hard link to another
+//! user's file; `fs.protected_hardlinks` already forbids making one on most systems).
 
 use super::policy::Action;
 use crate::collect::locks::SHM_LOCK_BASE;
 use crate::sys;
 use rusqlite::{Connection, OpenFlags};
 use std::cell::Cell;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -152,8 +163,15 @@ impl Outcome {
 }
 
 /// Runs `action` on `db` in a child process (`walwatch checkpoint`), each lock wait bounded
-/// by `busy_timeout`; a TRUNCATE starts with a PASSIVE pass if `passive_pass`.
-pub fn run(db: &Path, action: Action, busy_timeout: Duration, passive_pass: bool) -> Outcome {
+/// by `busy_timeout`; a TRUNCATE starts with a PASSIVE pass if `passive_pass`. With `owner`,
+/// the child refuses a database file that uid does not own.
+pub fn run(
+    db: &Path,
+    owner: Option<u32>,
+    action: Action,
+    busy_timeout: Duration,
+    passive_pass: bool,
+) -> Outcome {
     let start = Instant::now();
     let failed = |error: String| Outcome {
         result: ResultKind::Error,
@@ -171,6 +189,7 @@ pub fn run(db: &Path, action: Action, busy_timeout: Duration, passive_pass: bool
     let output = std::process::Command::new(exe)
         .arg("checkpoint")
         .args(passive_pass.then_some("--passive-pass"))
+        .args(owner.map(|uid| format!("--expect-owner={uid}")))
         .args([
             "--mode",
             action.name(),
@@ -192,9 +211,78 @@ pub fn run(db: &Path, action: Action, busy_timeout: Duration, passive_pass: bool
     }
 }
 
+/// Opens `path` read-only, never through a symlink nor blocking on a FIFO, and checks with
+/// `fstat` that it is a regular file (owned by `owner`, when given).
+fn open_checked(path: &Path, write: bool, owner: Option<u32>) -> Result<std::fs::File, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                format!(
+                    "refused {}: it is a symbolic link; walwatch checkpoints only the file itself",
+                    crate::text::path(path)
+                )
+            } else {
+                format!("cannot open {}: {e}", crate::text::path(path))
+            }
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot stat {}: {e}", crate::text::path(path)))?;
+    if !meta.file_type().is_file() {
+        return Err(format!(
+            "refused {}: it is not a regular file",
+            crate::text::path(path)
+        ));
+    }
+    if let Some(uid) = owner.filter(|&uid| uid != meta.uid()) {
+        return Err(format!(
+            "refused {}: it is now owned by uid {}, not uid {uid} as when the sidecar checked it; it is watched again at the next collection",
+            crate::text::path(path),
+            meta.uid()
+        ));
+    }
+    Ok(file)
+}
+
+/// With `owner` (a database found through a stats file): `-wal` and `-shm`, when they exist,
+/// must be regular files with one link each, so that a checkpoint run with the sidecar's
+/// privileges never writes or truncates another file through a hard link. (Their owner may
+/// differ from the database's: in a group-shared application, whoever opened it first made them.)
+fn check_siblings(db: &Path, owner: Option<u32>) -> Result<(), String> {
+    if owner.is_none() {
+        return Ok(());
+    }
+    for suffix in ["-wal", "-shm"] {
+        let path = crate::collect::wal_files::sibling(db, suffix);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot stat {}: {e}", crate::text::path(&path))),
+        };
+        if !meta.file_type().is_file() || meta.nlink() != 1 {
+            return Err(format!(
+                "refused {}: not a regular file with one link; remove it once no process uses the database",
+                crate::text::path(&path)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs `action` on `db` in this process. Only for `walwatch checkpoint`: see the module
-/// documentation for why the sidecar itself must not.
-pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass: bool) -> Outcome {
+/// documentation for why the sidecar itself must not. With `owner`, a database file that uid
+/// does not own is refused.
+pub fn run_here(
+    db: &Path,
+    action: Action,
+    busy_timeout: Duration,
+    passive_pass: bool,
+    owner: Option<u32>,
+) -> Outcome {
     let start = Instant::now();
     let outcome = |(result, log_frames, checkpointed_frames), error| Outcome {
         result,
@@ -205,26 +293,31 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass:
         passive_pass_rate: None,
         error,
     };
+    // The database, checked before SQLite sees its path, and open until after the connection
+    // is closed (declared first, so dropped last).
+    let _db_file = match open_checked(db, false, owner) {
+        Ok(f) => f,
+        Err(e) => return outcome(FAILED, Some(e)),
+    };
+    if let Err(e) = check_siblings(db, owner) {
+        return outcome(FAILED, Some(e));
+    }
     // For a TRUNCATE, a descriptor of -shm of our own to take WRITE on in step 2. Opened before
     // the connection so that it is closed after it, on every path: closing it drops all of this
     // process's locks on -shm, SQLite's included. No -shm: no connection has the database open
     // in WAL mode, so nothing writes, and SQLite takes its locks itself.
-    let shm_path = format!("{}-shm", db.display());
-    let open_shm = || {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&shm_path)
-    };
+    let shm_path = crate::collect::wal_files::sibling(db, "-shm");
     let shm = match action {
         Action::Passive => None,
-        Action::Truncate => match open_shm() {
+        Action::Truncate => match open_checked(&shm_path, true, None) {
             Ok(f) => Some(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return outcome(FAILED, Some(format!("cannot open {shm_path}: {e}"))),
+            Err(_) if !shm_path.exists() => None,
+            Err(e) => return outcome(FAILED, Some(e)),
         },
     };
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = match Connection::open_with_flags(db, flags) {
         Ok(c) => c,
         Err(e) => {
@@ -264,13 +357,17 @@ pub fn run_here(db: &Path, action: Action, busy_timeout: Duration, passive_pass:
         Ok(true) => {}
         // A writer kept it: report what the PASSIVE step copied.
         Ok(false) => return outcome(copied, None),
-        Err(e) => return outcome(FAILED, Some(format!("cannot lock {shm_path}: {e}"))),
+        Err(e) => {
+            let shm_path = crate::text::path(&shm_path);
+            return outcome(FAILED, Some(format!("cannot lock {shm_path}: {e}")));
+        }
     }
     let held_since = Instant::now();
     let mut done = truncate(&conn, busy_timeout, outcome);
     // SQLite released WRITE when the checkpoint ended; if it stopped before taking it (another
     // checkpoint held CKPT), the lock is still ours alone: give it back before anything else.
     if let Err(e) = sys::unlock(shm, write_lock) {
+        let shm_path = crate::text::path(&shm_path);
         eprintln!("walwatch checkpoint: cannot unlock {shm_path}: {e}");
     }
     done.write_lock_held = held_since.elapsed();
@@ -339,5 +436,52 @@ fn checkpoint(conn: &Connection, mode: &str) -> Result<Counts, String> {
             Ok(BUSY)
         }
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 9, attack 4: the checkpoint child refuses a database that is a symlink, not a
+    /// regular file, or no longer owned by the uid the sidecar checked, before SQLite opens it.
+    #[test]
+    fn the_child_refuses_a_database_swapped_after_the_check() {
+        let dir = std::env::temp_dir().join(format!("walwatch-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("a.db");
+        std::fs::write(&db, crate::synth::database(true)).unwrap();
+        let me = walwatch::paths::effective_uid();
+        assert!(open_checked(&db, false, Some(me)).is_ok());
+        let moved = open_checked(&db, false, Some(me + 1)).unwrap_err();
+        assert!(
+            moved.contains(&format!("now owned by uid {me}, not uid {}", me + 1)),
+            "{moved}"
+        );
+        let link = dir.join("link.db");
+        std::os::unix::fs::symlink(&db, &link).unwrap();
+        let outcome = run_here(&link, Action::Passive, Duration::ZERO, false, None);
+        assert_eq!(outcome.result, ResultKind::Error);
+        assert!(outcome.error.unwrap().contains("symbolic link"));
+        let fifo = dir.join("fifo.db");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let outcome = run_here(&fifo, Action::Truncate, Duration::ZERO, false, None);
+        assert!(outcome.error.unwrap().contains("not a regular file"));
+        // A -wal hard-linked to another file (someone else's, where hard links are allowed).
+        let other = dir.join("other");
+        std::fs::write(&other, b"precious").unwrap();
+        std::fs::hard_link(&other, dir.join("a.db-wal")).unwrap();
+        let outcome = run_here(&db, Action::Truncate, Duration::ZERO, false, Some(me));
+        assert!(outcome
+            .error
+            .unwrap()
+            .contains("a.db-wal: not a regular file with one link"));
+        assert_eq!(std::fs::read(&other).unwrap(), b"precious");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

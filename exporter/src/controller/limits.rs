@@ -43,15 +43,23 @@ impl Limit {
             "KiB" | "K" | "k" => 1 << 10,
             "MiB" | "M" => 1 << 20,
             "GiB" | "G" => 1 << 30,
+            "TB" => 1_000_000_000_000,
+            "TiB" | "T" => 1 << 40,
             other => {
                 return Err(format!(
-                    "`{text}`: unknown unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB or %)"
-                ))
+                "`{text}`: unknown unit `{other}` (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB or %)"
+            ))
             }
         };
         let bytes = n * scale as f64;
-        if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
-            return Err(format!("`{text}` must be at least one byte"));
+        if bytes < 1.0 {
+            return Err(format!("`{text}` is less than one byte"));
+        }
+        // The caller checks its own range; this only keeps the conversion exact.
+        if bytes >= u64::MAX as f64 {
+            return Err(format!(
+                "`{text}` is too large: a size must be below 16 EiB"
+            ));
         }
         Ok(Self::Bytes(bytes as u64))
     }
@@ -123,6 +131,12 @@ mod tests {
             .unwrap_err()
             .contains("unknown unit"));
         assert!(Limit::parse("0%").is_err());
+        assert_eq!(Limit::parse("2TiB"), Ok(Limit::Bytes(2 << 40)));
+        assert!(Limit::parse("0.5")
+            .unwrap_err()
+            .contains("less than one byte"));
+        let huge = Limit::parse("30000000000GiB").unwrap_err();
+        assert!(huge.contains("too large"), "{huge}");
         assert!(Limit::parse("lots").is_err());
         assert_eq!(Limit::OfAvailableMemory(0.25).resolve(Some(400)), Some(100));
         assert_eq!(Limit::OfAvailableMemory(0.25).resolve(None), None);

@@ -5,8 +5,14 @@
 //!
 //! It is driven from two places: every collection (with the blockers the collection found), and
 //! [`watch`], which reacts to `-wal` growth between collections through inotify.
+//!
+//! It acts only on databases the collection marked as within reach ([`Trust::may_act`]: named
+//! by the operator, or by a stats file of the database's owner or of root; see `discovery`).
+//! The check is made where it decides ([`Controller::consider`]), for both drivers, and again
+//! by the checkpoint child when it opens the database ([`checkpoint::run_here`]).
 
 pub mod checkpoint;
+pub mod failures;
 pub mod limits;
 pub mod policy;
 pub mod watch;
@@ -20,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::discovery::Trust;
 use crate::model::{Blocker, DbState};
 
 /// Controller settings (from config and flags).
@@ -36,8 +43,8 @@ pub struct Settings {
     pub max_backoff: Duration,
     /// How far ahead growth is projected (the collection interval).
     pub horizon: Duration,
-    /// The shim's stats directory (to name blockers between collections).
-    pub stats_dir: PathBuf,
+    /// Where the shim's stats files are (to name blockers between collections).
+    pub stats_dirs: crate::discovery::StatsDirs,
 }
 
 pub const DEFAULT_SOFT_LIMIT: Limit = Limit::Bytes(64 << 20);
@@ -110,8 +117,12 @@ struct DbControl {
     holding: Option<String>,
     limits: Option<Limits>,
     last_passive: Option<Instant>,
+    /// Whether the last collection put it in reach (see the module documentation).
+    trust: Trust,
     /// How fast the last PASSIVE pass of a TRUNCATE copied, in bytes per second.
     passive_pass_rate: Option<f64>,
+    /// The checkpoint error logged last, while it repeats (see [`failures`]).
+    failing: Option<failures::Failing>,
 }
 
 pub struct Controller {
@@ -203,6 +214,7 @@ impl Controller {
         self.refresh_memory();
         for db in dbs.iter_mut() {
             let path = PathBuf::from(&db.path);
+            lock(&self.dbs).entry(path.clone()).or_default().trust = db.trust;
             if let (true, Some(wal_bytes)) = (db.up, db.wal_bytes) {
                 let pending = db.wal_index.as_ref().map(|w| w.pending_frames);
                 let blocker_pids: Vec<u32> = db.blockers.iter().map(|b| b.pid).collect();
@@ -223,6 +235,8 @@ impl Controller {
     }
 
     /// Updates the growth estimate, decides, and runs the checkpoint if there is one to run.
+    /// A database the last collection did not put in reach ([`Trust`]), or has not seen, is
+    /// left alone.
     fn consider(
         self: &Arc<Self>,
         db: &Path,
@@ -233,9 +247,11 @@ impl Controller {
     ) {
         let now = Instant::now();
         let limits = self.limits_for(db);
-        let (decision, was_holding) = {
+        let (decision, was_holding, trust) = {
             let mut dbs = lock(&self.dbs);
-            let c = dbs.entry(db.to_owned()).or_default();
+            let Some(c) = dbs.get_mut(db).filter(|c| c.trust.may_act()) else {
+                return;
+            };
             // A WAL that shrank was checkpointed (by us or the application): that says nothing
             // about how fast writers fill it, so only growth updates the estimate.
             if let Some((at, size)) = c.last_sample.filter(|&(_, size)| wal_bytes >= size) {
@@ -269,14 +285,14 @@ impl Controller {
                 Decision::Hold(_, why) => c.holding = Some(why.clone()),
                 Decision::Nothing => {}
             }
-            (decision, was_holding)
+            (decision, was_holding, c.trust)
         };
         match decision {
             Decision::Nothing => {}
             // A checkpoint already running is routine; holds for observe mode and back-off are news.
             Decision::Hold(action, why) if !why.ends_with("already running") => {
                 if was_holding.is_none() {
-                    tracing::info!(db = %db.display(), action = action.name(), "holding a checkpoint: {why}");
+                    tracing::info!(db = %crate::text::path(db), action = action.name(), "holding a checkpoint: {why}");
                 }
             }
             Decision::Hold(..) => {}
@@ -284,12 +300,21 @@ impl Controller {
                 // Each checkpoint waits on its own thread, so a long one (a big backfill, a
                 // wait for readers) never delays the reaction to another database.
                 let (this, db, blockers) = (self.clone(), db.to_owned(), blockers.to_vec());
-                std::thread::spawn(move || this.run(&db, action, why, &blockers));
+                let owner = trust.expected_owner();
+                std::thread::spawn(move || this.run(&db, owner, action, why, &blockers));
             }
         }
     }
 
-    fn run(&self, db: &Path, action: Action, reason: String, known_blockers: &[Blocker]) {
+    /// Runs one checkpoint; `owner`: the uid the database file must still belong to.
+    fn run(
+        &self,
+        db: &Path,
+        owner: Option<u32>,
+        action: Action,
+        reason: String,
+        known_blockers: &[Blocker],
+    ) {
         let timeout = match action {
             Action::Passive => Duration::ZERO,
             Action::Truncate => self.settings.truncate_timeout,
@@ -300,13 +325,19 @@ impl Controller {
             c.passive_pass_rate
                 .map_or(true, |rate| c.growth < rate / 2.0)
         });
-        let outcome = checkpoint::run(db, action, timeout, passive_pass);
+        let outcome = checkpoint::run(db, owner, action, timeout, passive_pass);
         let blockers = if outcome.result == ResultKind::Busy {
             self.blockers_of(db, known_blockers)
         } else {
             Vec::new()
         };
-        self.log(db, action, &reason, &outcome, &blockers);
+        let mut dbs = lock(&self.dbs);
+        let c = dbs.entry(db.to_owned()).or_default();
+        let error = (outcome.result == ResultKind::Error)
+            .then(|| outcome.error.as_deref().unwrap_or("unknown error"));
+        let report = failures::track(&mut c.failing, error, Instant::now());
+        drop(dbs);
+        self.log(db, action, &reason, &outcome, &blockers, report);
         let mut dbs = lock(&self.dbs);
         let c = dbs.entry(db.to_owned()).or_default();
         c.in_progress = false;
@@ -362,12 +393,27 @@ impl Controller {
         if !known.is_empty() {
             return known.to_vec();
         }
-        crate::collect::collect_path(&self.settings.stats_dir, db)
+        crate::collect::collect_path(&self.settings.stats_dirs, db)
             .map(|s| s.blockers)
             .unwrap_or_default()
     }
 
-    fn log(&self, db: &Path, action: Action, reason: &str, o: &Outcome, blockers: &[Blocker]) {
+    /// Logs one checkpoint: every success and busy result, and a failure when it is news (see
+    /// [`failures`]). Paths and process names are escaped (`crate::text`).
+    fn log(
+        &self,
+        db: &Path,
+        action: Action,
+        reason: &str,
+        o: &Outcome,
+        blockers: &[Blocker],
+        report: failures::Report,
+    ) {
+        use failures::Report;
+        let db = crate::text::path(db);
+        if let Report::Recovered { count, for_ } = report {
+            tracing::info!(%db, action = action.name(), failures = count, "checkpoints work again after {count} failures over {}", crate::status::human_age(for_.as_secs_f64()));
+        }
         let ms = o.duration.as_secs_f64() * 1e3;
         let stall_ms = o.write_lock_held.as_secs_f64() * 1e3;
         let passive_pass = match (action, o.passive_pass_rate) {
@@ -377,7 +423,7 @@ impl Controller {
         };
         match o.result {
             ResultKind::Ok => {
-                tracing::info!(db = %db.display(), action = action.name(), result = "ok", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpointed: {reason}")
+                tracing::info!(%db, action = action.name(), result = "ok", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpointed: {reason}")
             }
             ResultKind::Busy => {
                 let named: Vec<String> = blockers.iter().map(describe_blocker).collect();
@@ -387,10 +433,20 @@ impl Controller {
                 } else {
                     named.join("; ")
                 };
-                tracing::warn!(db = %db.display(), action = action.name(), result = "busy", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpoint could not complete: blocked by {named}");
+                tracing::warn!(%db, action = action.name(), result = "busy", duration_ms = ms, write_lock_held_ms = stall_ms, %passive_pass, frames = o.log_frames, checkpointed = o.checkpointed_frames, "checkpoint could not complete: blocked by {named}");
             }
             ResultKind::Error => {
-                tracing::error!(db = %db.display(), action = action.name(), result = "error", "checkpoint failed: {}; the sidecar needs read-write access to the database and its directory", o.error.as_deref().unwrap_or("unknown error"))
+                let error =
+                    crate::text::escaped(o.error.as_deref().unwrap_or("unknown error").as_bytes());
+                match report {
+                    Report::Quiet => {}
+                    Report::Still { count, for_ } => {
+                        tracing::error!(%db, action = action.name(), result = "error", failures = count, "checkpoints still failing ({count} times over {}): {error}; the sidecar needs read-write access to the database and its directory", crate::status::human_age(for_.as_secs_f64()))
+                    }
+                    _ => {
+                        tracing::error!(%db, action = action.name(), result = "error", "checkpoint failed: {error}; the sidecar needs read-write access to the database and its directory (while it keeps failing this way, reminders follow after {} min, then ever less often, at least hourly; every attempt is counted in walwatch_controller_actions_total)", failures::FIRST_REMINDER.as_secs() / 60)
+                    }
+                }
             }
         }
     }
@@ -447,7 +503,7 @@ fn pinned_by_reader(blockers: &[Blocker]) -> bool {
 pub fn describe_blocker(b: &Blocker) -> String {
     let mut s = format!("pid {}", b.pid);
     if let Some(p) = &b.process {
-        s += &format!(" ({p})");
+        s += &format!(" ({})", crate::text::escaped(p.as_bytes()));
     }
     s += &format!(" on {}", b.slot);
     if let Some(m) = b.read_mark {

@@ -73,7 +73,7 @@ impl WalWatcher {
                             self.dirs.insert(dir.to_owned());
                         }
                         Err(e) => {
-                            tracing::debug!(dir = %dir.display(), error = %e, "cannot watch directory; relying on the collection interval")
+                            tracing::debug!(dir = %crate::text::path(dir), error = %e, "cannot watch directory; relying on the collection interval")
                         }
                     }
                 }

@@ -11,4 +11,5 @@ mod prometheus;
 mod python;
 mod shell;
 mod stats_dir;
+mod stats_trust;
 mod stress;

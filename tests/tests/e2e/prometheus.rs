@@ -739,10 +739,45 @@ fn systemd_unit_verifies_and_grants_what_the_sidecar_needs() {
                 .map(|p| p.trim_start_matches('-').to_string())
         })
         .collect();
+    // The stats directory comes from the tmpfiles.d entry beside the unit, in a shape the
+    // shim accepts (owned by the application, writable by no one else) and set-group-ID so the
+    // sidecar's group can read the files; the sidecar only reads it.
     let stats_dir = &flags["--stats-dir"][0];
+    let tmpfiles =
+        std::fs::read_to_string(root_file("examples/systemd/walwatch.tmpfiles")).unwrap();
+    let entry: Vec<&str> = tmpfiles
+        .lines()
+        .map(str::split_whitespace)
+        .map(Iterator::collect::<Vec<_>>)
+        .find(|f| f.first() == Some(&"d"))
+        .expect("a `d` line in walwatch.tmpfiles");
+    assert_eq!(entry[1], stats_dir, "tmpfiles creates --stats-dir");
+    let mode = u32::from_str_radix(entry[2], 8).unwrap();
+    let owner = (entry[3], entry[4]);
+    assert_eq!(
+        owner,
+        ("app", one("Group").as_str()),
+        "owned by the application, group of the sidecar"
+    );
+    let facts = walwatch::trust::Facts {
+        uid: 1000,
+        gid: 1000,
+        mode: 0o040000 | mode,
+        links: 2,
+    };
+    assert_eq!(
+        walwatch::trust::check_dir(&facts, 1000),
+        Ok(()),
+        "the shim accepts {mode:o}"
+    );
+    assert_eq!(
+        walwatch::trust::new_file_mode(&facts),
+        0o640,
+        "files readable by the group"
+    );
     assert!(
-        writable.contains(stats_dir),
-        "{stats_dir} not in ReadWritePaths"
+        !writable.contains(stats_dir),
+        "the sidecar never writes {stats_dir}"
     );
     for db in flags.get("--db").into_iter().flatten() {
         assert!(
@@ -829,6 +864,13 @@ fn kubernetes_pod_mounts_consistently_and_uses_real_flags() {
     let (stats_mount, _) = mount_of(sidecar, stats_dir).expect("--stats-dir is mounted");
     let stats_volume = volumes[stats_mount.split('@').next().unwrap()];
     assert_eq!(stats_volume["emptyDir"]["medium"], "Memory");
+    // Kubelet makes an emptyDir 0777, which the shim refuses (issue 9): the stats directory
+    // must be a subdirectory of the mount, created by the shim itself with mode 0700.
+    let mount_path = stats_mount.split('@').nth(1).unwrap();
+    assert!(
+        Path::new(stats_dir) != Path::new(mount_path),
+        "{stats_dir} is the emptyDir itself (world-writable): use a subdirectory"
+    );
     for app in &apps {
         assert_eq!(
             mount_of(app, stats_dir).map(|m| m.0).as_deref(),

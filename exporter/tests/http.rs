@@ -582,12 +582,17 @@ mod tls {
                 );
             }
         }
-        // Plain HTTP to the TLS port gets no HTTP answer.
+        // Plain HTTP to the TLS port gets no metrics, but a 400 that says what is wrong.
         let plain = curl(&[], &s.url("http", "/metrics"));
+        assert_eq!(
+            plain.code, 400,
+            "plain HTTP to the TLS port: {}",
+            plain.stderr
+        );
+        let body = String::from_utf8_lossy(&plain.body);
         assert!(
-            !plain.ok && plain.code != 200,
-            "plain HTTP answered {}",
-            plain.code
+            body.contains("HTTPS") && !body.contains("walwatch_"),
+            "{body}"
         );
         // Without the CA, curl refuses the self-signed certificate.
         let untrusted = curl(&["-u", &auth], &s.url("https", "/metrics"));

@@ -61,6 +61,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a request waits for its turn at a bcrypt check before getting 503.
 const AUTH_WAIT: Duration = Duration::from_secs(10);
 
+/// The answer to plain HTTP on the TLS port (as Go's servers give).
+const PLAIN_HTTP_TO_TLS: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server: use https:// (Prometheus: scheme: https).\n";
+
 /// Marks a response the web layer may gzip (set by the handler on `/metrics` and `/status`).
 #[derive(Clone, Copy, Debug)]
 pub struct Compressible;
@@ -362,7 +365,6 @@ async fn connection(
     watcher: Watcher,
 ) {
     let _ = stream.set_nodelay(true);
-    let io = io::WriteTimeout::new(stream, WRITE_TIMEOUT);
     let slot = Arc::new(slot);
     let service = {
         let (web, slot) = (web.clone(), slot.clone());
@@ -377,12 +379,30 @@ async fn connection(
     let work = async {
         let result = match &web.tls {
             None => {
+                let io = io::WriteTimeout::new(stream, WRITE_TIMEOUT);
                 watcher
                     .watch(http.serve_connection(TokioIo::new(io), service))
                     .await
             }
             Some(acceptor) => {
-                match tokio::time::timeout(web.header_timeout, acceptor.accept(io)).await {
+                let deadline = tokio::time::Instant::now() + web.header_timeout;
+                let mut first = [0u8; 1];
+                // A TLS connection starts with a handshake record (0x16); a request line starts
+                // with an upper-case method. Tell a scraper configured for http what is wrong.
+                if let Ok(Ok(1)) = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await
+                {
+                    if first[0].is_ascii_uppercase() {
+                        let mut stream = stream;
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            tokio::io::AsyncWriteExt::write_all(&mut stream, PLAIN_HTTP_TO_TLS),
+                        )
+                        .await;
+                        return;
+                    }
+                }
+                let io = io::WriteTimeout::new(stream, WRITE_TIMEOUT);
+                match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
                     Ok(Ok(tls)) => {
                         watcher
                             .watch(http.serve_connection(TokioIo::new(tls), service))

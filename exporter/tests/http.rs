@@ -547,7 +547,9 @@ mod tls {
         let ca = pki.cert.to_str().unwrap();
         let auth = format!("{USER}:{PASSWORD}");
 
+        let first = Instant::now();
         let got = curl(&["--cacert", ca, "-u", &auth], &s.url("https", "/metrics"));
+        let first = first.elapsed();
         assert_eq!(got.code, 200, "{}{}", got.stderr, s.log());
         assert!(String::from_utf8_lossy(&got.body).contains("walwatch_up"));
         assert!(
@@ -556,9 +558,14 @@ mod tls {
             got.headers
         );
         // Cached: the same credentials again (no new bcrypt check needed, same answer).
+        let again = Instant::now();
         assert_eq!(
             curl(&["--cacert", ca, "-u", &auth], &s.url("https", "/status")).code,
             200
+        );
+        println!(
+            "TLS + basic auth (bcrypt cost 10): first scrape {first:?} (curl, handshake, bcrypt), cached {:?}",
+            again.elapsed()
         );
 
         for (what, args) in [

@@ -112,6 +112,27 @@ fn full_that_waited_for_a_writer_is_complete() {
     }
 }
 
+/// FULL that gives up on a writer degrades to PASSIVE and copies what it sees: `(1, N, N)`,
+/// every frame copied but the checkpoint not done, with the writer named.
+#[test]
+fn full_that_gave_up_on_a_writer_is_not_reset_and_names_it() {
+    let s = Scratch::new();
+    for (python, driver) in drivers() {
+        let v = scenario(
+            &s,
+            &python,
+            driver,
+            "full-waits-for-writer",
+            &["--hold", "1.0", "--timeout", "0.2"],
+        );
+        let (triple, record) = (&v["triple"], &v["record"]);
+        assert_record(&v, triple, record, "full", "not_reset");
+        assert_eq!(triple[0], 1, "{v}");
+        assert_eq!(record["blocked_slot"], "WRITE", "{record}");
+        assert_eq!(record["blocked_pid"], v["writer_pid"], "{record}");
+    }
+}
+
 #[test]
 fn truncate_that_waited_for_a_reader_is_complete() {
     let s = Scratch::new();

@@ -266,8 +266,15 @@ def scenario_checkpoint_lock_busy(args):
     db = setup(args)
     write_rows(db, 20)
     reader, reader_pid = helper("hold-read", args)
-    other, other_pid = helper("checkpoint", args, "--mode", "TRUNCATE", "--timeout", "3")
-    time.sleep(0.5)  # the other checkpoint now holds CKPT, waiting for the reader
+    ckpt_locks = lambda: db.stats()["shm_locks"]["CKPT"]["exclusive"]["acquired"]
+    before = ckpt_locks()
+    other, other_pid = helper("checkpoint", args, "--mode", "TRUNCATE", "--timeout", "5")
+    # Wait until the other process holds CKPT (its acquisition shows in the shared counters),
+    # then a little more, well inside its 5 s wait for the reader.
+    deadline = time.monotonic() + 10
+    while ckpt_locks() == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
     triple = checkpoint(db, "PASSIVE")
     stats = db.stats()
     release(reader)

@@ -409,3 +409,52 @@ fn checkpoint_lock_held_by_another_checkpoint_is_busy() {
         assert_eq!(record["blocked_pid"], v["other_pid"], "{v}");
     }
 }
+
+/// A stats file of the older layout version 1 (left in /dev/shm by an older walwatch, perhaps
+/// still mapped by its processes) is replaced by a new file, not rewritten in place: recording
+/// goes on, and a process that had the old file open still has its bytes untouched.
+#[test]
+fn stats_file_of_an_older_layout_is_replaced_not_rewritten() {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let s = Scratch::new();
+    let db = s.db("upgraded.db");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&s.stats_dir)
+        .unwrap();
+    let name = walwatch::paths::stats_file_name(db.to_str().unwrap().as_bytes());
+    let path = s.stats_dir.join(&name);
+    // A version-1 file: magic, version 1, its size (7904 bytes), this database's path.
+    let mut v1 = vec![0u8; 7904];
+    v1[..8].copy_from_slice(&walwatch::layout::MAGIC);
+    v1[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    v1[12..16].copy_from_slice(&7904u32.to_ne_bytes());
+    v1[16..24].copy_from_slice(&42u64.to_ne_bytes());
+    let db_bytes = db.to_str().unwrap().as_bytes();
+    v1[24..28].copy_from_slice(&(db_bytes.len() as u32).to_ne_bytes());
+    v1[32..32 + db_bytes.len()].copy_from_slice(db_bytes);
+    std::fs::write(&path, &v1).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let old = std::fs::File::open(&path).unwrap(); // an older process's view of the old file
+    let old_ino = old.metadata().unwrap().ino();
+
+    let (out, err) = s.shell(&format!(
+        ".log stderr\n.load {}\n.open {}\nPRAGMA journal_mode=WAL;\nCREATE TABLE t(x);\n\
+         INSERT INTO t VALUES(1);\nPRAGMA wal_checkpoint(TRUNCATE);\nSELECT walwatch_stats();\n",
+        extension().display(),
+        db.display()
+    ));
+    let stats: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: stdout {out}\nstderr {err}"));
+    assert_eq!(stats["checkpoints"]["total"], 1, "{stats}\nstderr {err}");
+    assert!(!err.contains("unusable"), "{err}");
+    let new = std::fs::metadata(&path).unwrap();
+    assert_ne!(new.ino(), old_ino, "a new file under the same name");
+    assert_eq!(new.len(), walwatch::layout::REGION_SIZE as u64);
+    assert_eq!(new.mode() & 0o777, 0o600);
+    let mut kept = Vec::new();
+    std::io::Read::read_to_end(&mut &old, &mut kept).unwrap();
+    assert_eq!(kept, v1, "the old file's bytes are untouched");
+    let names = std::fs::read_dir(&s.stats_dir).unwrap().count();
+    assert_eq!(names, 1, "no temporary file left behind");
+}

@@ -173,9 +173,37 @@ fn stats_for(ctx: *mut sqlite3_context, api: &sqlite3_api_routines) -> Result<St
                 .into(),
         );
     }
-    crate::stats_json_for_file(file).ok_or_else(|| {
-        "walwatch_stats: this database was not opened through the walwatch VFS; load the extension before opening it (in the sqlite3 shell: .load first, then .open), or check SQLite's log for a stats-directory problem".into()
-    })
+    if let Some(json) = crate::stats_json_for_file(file) {
+        return Ok(json);
+    }
+    // Not watched: say why, and how to watch it.
+    let mut vfs: *mut sqlite3_vfs = std::ptr::null_mut();
+    // SAFETY: SQLITE_FCNTL_VFS_POINTER (SQLite 3.18+) writes the connection's sqlite3_vfs*;
+    // older versions leave `vfs` null and return an error.
+    let rc = unsafe {
+        file_control(
+            db,
+            c"main".as_ptr(),
+            SQLITE_FCNTL_VFS_POINTER,
+            &mut vfs as *mut _ as *mut c_void,
+        )
+    };
+    if rc == SQLITE_OK && !vfs.is_null() && !crate::shim::is_walwatch(vfs) {
+        // SAFETY: a VFS a connection uses is registered and lives as long as the process; its
+        // zName is a NUL-terminated string (or null).
+        let name = unsafe { (*vfs).zName.as_ref() }
+            .map(|z| {
+                // SAFETY: as above.
+                unsafe { std::ffi::CStr::from_ptr(z) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        return Err(format!(
+            "walwatch_stats: this database is not watched: it was opened before walwatch was loaded (on the \"{name}\" VFS); to watch it, load walwatch before opening the database (in the sqlite3 shell: .load, then .open), or open it with the URI parameter vfs=walwatch (file:app.db?vfs=walwatch)"
+        ));
+    }
+    Err("walwatch_stats: this database is on the walwatch VFS but has no stats file: check SQLite's log (sqlite3_log) for the stats-directory problem walwatch reported, and fix it (see `walwatch status`)".into())
 }
 
 fn set_error(api: &sqlite3_api_routines, err: *mut *mut c_char, message: &str) {

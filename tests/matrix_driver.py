@@ -297,7 +297,40 @@ def sidecar_status(db):
     return json.loads(out.stdout)
 
 
+def scenario_begin_immediate_waits(s):
+    """Counters mean the same on every build: a BEGIN IMMEDIATE that waits for another
+    process's write transaction (Python hosts only: the connection is in this process)."""
+    if s.ckpt.conn is None:
+        raise SystemExit("matrix_driver: begin_immediate_waits runs on Python hosts only")
+    s.write(10)
+    writer = Helper(s.helper_host, "writer", s.db)
+    conn = s.ckpt.conn
+    result = {}
+
+    def run():
+        conn.execute("PRAGMA busy_timeout=10000")
+        started = time.monotonic()
+        conn.execute("BEGIN IMMEDIATE")
+        result["seconds"] = time.monotonic() - started
+        conn.execute("COMMIT")
+
+    try:
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.5)
+        writer.release()
+        t.join(30)
+    finally:
+        writer.end()
+    return {
+        "sqlite_version": conn.one("SELECT sqlite_version()")[0],
+        "seconds": result.get("seconds"),
+        "stats": json.loads(conn.one("SELECT walwatch_stats()")[0]),
+    }
+
+
 SCENARIOS = {
+    "begin_immediate_waits": scenario_begin_immediate_waits,
     "passive": lambda s: scenario_no_reader(s, "PASSIVE"),
     "full": lambda s: scenario_no_reader(s, "FULL"),
     "restart": lambda s: scenario_no_reader(s, "RESTART"),

@@ -167,9 +167,11 @@ fn stats_for(ctx: *mut sqlite3_context, api: &sqlite3_api_routines) -> Result<St
             &mut file as *mut _ as *mut c_void,
         )
     };
-    if rc != SQLITE_OK || file.is_null() {
+    // SAFETY: a non-null file from SQLITE_FCNTL_FILE_POINTER is the pager's file object;
+    // its pMethods is null when no file was opened (in-memory and temporary databases).
+    if rc != SQLITE_OK || file.is_null() || unsafe { (*file).pMethods.is_null() } {
         return Err(
-            "walwatch_stats: the main database has no file (in-memory or temporary database)"
+            "walwatch_stats: the main database has no file (an in-memory or temporary database): there is no WAL to watch"
                 .into(),
         );
     }

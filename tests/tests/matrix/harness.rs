@@ -11,6 +11,7 @@ pub const VENV_PACKAGES: &[&str] = &[
     "sqlean.py==3.50.4.5",
     "pysqlite3-binary==0.5.4.post2",
     "datasette==0.65.5",
+    "sqlite-utils==4.2.1",
 ];
 
 /// The SQLite version each host must report (`sqlite_version()`), so a test really tests it.

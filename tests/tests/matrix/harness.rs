@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-/// The PyPI packages of the matrix, pinned: the versions the README reports as tested.
-pub const VENV_PACKAGES: &[&str] = &[
-    "apsw==3.54.1.0",
-    "sqlean.py==3.50.4.5",
-    "pysqlite3-binary==0.5.4.post2",
-    "datasette==0.65.5",
-    "sqlite-utils==4.2.1",
-];
+/// The PyPI packages of the matrix, pinned (`tests/matrix-requirements.txt`, which `.ci/run`
+/// installs too): the versions the README reports as tested.
+pub fn venv_packages() -> Vec<&'static str> {
+    include_str!("../../matrix-requirements.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
 
 /// The SQLite version each host must report (`sqlite_version()`), so a test really tests it.
 pub fn expected_version(host: &str) -> &'static str {
@@ -71,7 +72,7 @@ pub fn venv_python() -> PathBuf {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).to_lowercase())
             .is_some_and(|listed| {
-                VENV_PACKAGES
+                venv_packages()
                     .iter()
                     .all(|p| listed.contains(&p.to_lowercase().replace('_', "-")))
             })
@@ -88,13 +89,20 @@ pub fn venv_python() -> PathBuf {
             venv.display()
         );
         let pip = Command::new(&python)
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-            .args(VENV_PACKAGES)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(workspace_root().join("tests/matrix-requirements.txt"))
             .status()
             .expect("run pip");
         assert!(
             pip.success(),
-            "pip could not install {VENV_PACKAGES:?} into {}: the matrix needs PyPI (or run .ci/run once with network)",
+            "pip could not install tests/matrix-requirements.txt into {}: the matrix needs PyPI (or run .ci/run once with network)",
             venv.display()
         );
     }

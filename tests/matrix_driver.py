@@ -204,8 +204,8 @@ class Scenario:
         self.keeper.execute("COMMIT")
 
     def checkpoint(self, mode, timeout_s, release=None):
-        """Checkpoints; with `release`, the helper is released 0.5 s after the checkpoint
-        started (the checkpoint waits for it meanwhile)."""
+        """Checkpoints; with `release`, the helper is released once the checkpoint is seen
+        waiting for it (its busy handler slept)."""
         result = {}
 
         def run():
@@ -216,10 +216,11 @@ class Scenario:
                 result["error"] = e
             result["seconds"] = time.monotonic() - started
 
+        sleeps_before = self.busy_sleeps()
         t = threading.Thread(target=run)
         t.start()
         if release is not None:
-            time.sleep(0.5)
+            self.wait_until_waiting(sleeps_before, t)
             release.release()
         t.join(30)
         if t.is_alive():
@@ -228,6 +229,20 @@ class Scenario:
             raise result["error"]
         version, triple, stats = result["value"]
         return {"sqlite_version": version, "triple": triple, "stats": stats, "seconds": result["seconds"]}
+
+    def busy_sleeps(self):
+        return json.loads(self.keeper.one("SELECT walwatch_stats()")[0])["busy_sleeps"]
+
+    def wait_until_waiting(self, sleeps_before, thread):
+        """Returns once the checkpointing connection's busy handler has slept three times
+        (it is waiting for the helper's lock), so the helper is released only then."""
+        deadline = time.monotonic() + 20
+        while self.busy_sleeps() < sleeps_before + 3:
+            if not thread.is_alive():
+                return  # it did not wait: the test sees that in the counters
+            if time.monotonic() > deadline:
+                raise SystemExit("matrix_driver: the checkpoint did not wait for the helper within 20 s")
+            time.sleep(0.01)
 
     def close(self):
         self.ckpt.close()
@@ -315,9 +330,10 @@ def scenario_begin_immediate_waits(s):
         conn.execute("COMMIT")
 
     try:
+        sleeps_before = s.busy_sleeps()
         t = threading.Thread(target=run)
         t.start()
-        time.sleep(0.5)
+        s.wait_until_waiting(sleeps_before, t)
         writer.release()
         t.join(30)
     finally:

@@ -373,7 +373,7 @@ pub static DB_FAMILIES: &[Family] = &[
             s.counter(&[], c.busy_sleep_us as f64 / 1e6)
         }
     }),
-    family!("walwatch_checkpoints", Counter, None, ["mode", "outcome"], "Checkpoints by mode (passive, full, restart, truncate) and outcome (complete, partial, busy)", |s, db| {
+    family!("walwatch_checkpoints", Counter, None, ["mode", "outcome"], "Checkpoints by mode (passive, full, restart, truncate; from the locks alone: restart_or_truncate, full_restart_or_truncate, unknown) and outcome (complete, not_reset: all copied but the WAL not reset, partial, busy), as SQLite told the application", |s, db| {
         if let Some(c) = &db.counters {
             for (mode, m) in CHECKPOINT_MODE_NAMES.iter().zip(&c.modes) {
                 for (outcome, v) in OUTCOME_NAMES.iter().zip(m.outcomes) {

@@ -5,7 +5,9 @@
 //! `/metrics`, `/status` and `walwatch status` all render a `DbState`, so they never disagree.
 
 use serde::Serialize;
-use walwatch::layout::{CHECKPOINT_MODE_NAMES, OUTCOME_NAMES, SLOT_NAMES, SLOT_READ0};
+use walwatch::layout::{
+    CHECKPOINT_MODE_NAMES, MODE_SOURCE_NAMES, OUTCOME_NAMES, SLOT_NAMES, SLOT_READ0,
+};
 use walwatch::snapshot::{CheckpointSnapshot, ReaderSnapshot, Snapshot};
 use walwatch::wal_index::{WalIndex, READ_MARKS, READ_MARK_NOT_USED};
 
@@ -139,15 +141,33 @@ pub struct Blocker {
 pub struct CheckpointView {
     pub seq: u64,
     pub pid: u32,
+    /// `passive`, `full`, `restart`, `truncate`, or what the locks could not tell apart:
+    /// `restart_or_truncate`, `full_restart_or_truncate`, `unknown`.
     pub mode: &'static str,
+    /// `pragma` (the application's `PRAGMA wal_checkpoint(MODE)`) or `locks` (inferred).
+    pub mode_source: &'static str,
+    /// `complete`, `not_reset`, `partial` or `busy`: a function of the triple below.
     pub outcome: &'static str,
+    /// The `(busy, log, checkpointed)` triple SQLite returned to the application.
+    pub busy: u8,
+    pub log: i32,
+    pub checkpointed: i32,
     pub started_unix_seconds: f64,
     pub duration_seconds: f64,
-    /// First lock slot found busy during the checkpoint.
+    /// Time spent waiting for busy locks, and the first slot waited for.
+    pub waited_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waited_slot: Option<&'static str>,
+    /// Lock slot never granted, which stopped the checkpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked_slot: Option<&'static str>,
+    /// Read mark of the reader holding `blocked_slot` (READ slots only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked_read_mark: Option<u32>,
+    /// Pid holding `blocked_slot`, when the shim could tell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_pid: Option<u32>,
+    /// Frames in the WAL and frames copied before any reset (a TRUNCATE reports `(0, 0, 0)`).
     pub wal_frames: u32,
     pub backfilled_frames: u32,
     pub frames_moved: u32,
@@ -160,18 +180,42 @@ impl From<&CheckpointSnapshot> for CheckpointView {
             seq: c.seq,
             pid: c.pid,
             mode: CHECKPOINT_MODE_NAMES[c.mode],
+            mode_source: MODE_SOURCE_NAMES[c.mode_source],
             outcome: OUTCOME_NAMES[c.outcome],
+            busy: c.triple.busy as u8,
+            log: c.triple.log,
+            checkpointed: c.triple.checkpointed,
             started_unix_seconds: c.started_unix_ns as f64 / 1e9,
             duration_seconds: c.duration_ns as f64 / 1e9,
+            waited_seconds: c.waited_ns as f64 / 1e9,
+            waited_slot: c.waited_slot.map(|s| SLOT_NAMES[s]),
             blocked_slot,
             blocked_read_mark: c
                 .blocked_slot
                 .filter(|&s| s >= SLOT_READ0)
                 .map(|_| c.blocked_read_mark),
+            blocked_pid: c.blocked_pid,
             wal_frames: c.wal_frames,
             backfilled_frames: c.backfilled_frames,
             frames_moved: c.frames_moved,
         }
+    }
+}
+
+/// What the current blockers keep a checkpoint from doing, most serious first: `backfill`
+/// (frames that no checkpoint can copy now), `reset` (every frame can be copied, but RESTART and
+/// TRUNCATE cannot reset the WAL: they return `(1, N, N)`), `write_lock` (FULL, RESTART and
+/// TRUNCATE wait for a writer), or `nothing`.
+pub fn blocked_what(blockers: &[Blocker]) -> &'static str {
+    let has = |what: &str| blockers.iter().any(|b| b.blocks == what);
+    if has("backfill") {
+        "backfill"
+    } else if has("wal_reset") {
+        "reset"
+    } else if has("write_lock") {
+        "write_lock"
+    } else {
+        "nothing"
     }
 }
 

@@ -145,10 +145,13 @@ pub fn report(db: &DbState, now_unix_seconds: f64) -> String {
             who(h.pid, h.process.as_deref())
         );
     }
-    let state = if db.checkpoint_blocked {
-        "BLOCKED"
-    } else {
-        "not blocked"
+    // Never "not blocked" above a blocker: say what the blockers block.
+    let state = match crate::model::blocked_what(&db.blockers) {
+        "backfill" => "BLOCKED (backfill: frames after a reader's read mark cannot be copied)",
+        "reset" => "WAL reset blocked (every frame can be copied; RESTART/TRUNCATE cannot reset the WAL while a reader uses it)",
+        "write_lock" => "waiting for the write lock (FULL/RESTART/TRUNCATE wait for the writer)",
+        _ if db.checkpoint_blocked => "BLOCKED",
+        _ => "not blocked",
     };
     let _ = writeln!(o, "  checkpoint:  {state}");
     for b in &db.blockers {
@@ -167,33 +170,53 @@ pub fn report(db: &DbState, now_unix_seconds: f64) -> String {
     if !db.recent_checkpoints.is_empty() {
         let _ = writeln!(o, "  recent checkpoints (newest first):");
         for c in db.recent_checkpoints.iter().take(8) {
-            let ago = human_age(now_unix_seconds - c.started_unix_seconds);
-            let blocked = c
-                .blocked_slot
-                .map(|s| format!(", busy on {s}"))
-                .unwrap_or_default();
-            let mark = c
-                .blocked_read_mark
-                .map(|m| format!(" (read mark {m})"))
-                .unwrap_or_default();
-            let _ = writeln!(
-                o,
-                "    #{:<4} {ago} ago  {:<8} {:<8} {} frames moved, {}/{} backfilled, {:.1} ms, pid {}{blocked}{mark}",
-                c.seq,
-                c.mode,
-                c.outcome,
-                c.frames_moved,
-                c.backfilled_frames,
-                c.wal_frames,
-                c.duration_seconds * 1e3,
-                c.pid
-            );
+            let _ = writeln!(o, "{}", checkpoint_line(c, now_unix_seconds));
         }
     } else if db.sources.contains(&"shim") {
         let _ = writeln!(o, "  recent checkpoints: none recorded");
     }
     inconsistencies(&mut o, db);
     o
+}
+
+/// One recent checkpoint: mode (and where it comes from), outcome, the triple the application
+/// was told, what it copied, what it waited for and what stopped it.
+fn checkpoint_line(c: &crate::model::CheckpointView, now_unix_seconds: f64) -> String {
+    let ago = human_age(now_unix_seconds - c.started_unix_seconds);
+    let source = if c.mode_source == "pragma" {
+        ""
+    } else {
+        " (from locks)"
+    };
+    let waited = match c.waited_slot {
+        Some(slot) if c.waited_seconds > 0.0 => {
+            format!(", waited {:.1} ms on {slot}", c.waited_seconds * 1e3)
+        }
+        _ => String::new(),
+    };
+    let blocked = c.blocked_slot.map_or(String::new(), |slot| {
+        let by = c
+            .blocked_pid
+            .map_or(String::new(), |p| format!(" by pid {p}"));
+        let mark = c
+            .blocked_read_mark
+            .map_or(String::new(), |m| format!(" (read mark {m})"));
+        format!(", stopped on {slot}{by}{mark}")
+    });
+    format!(
+        "    #{:<4} {ago} ago  {}{source} {}: returned ({}, {}, {}), {} frames moved ({}/{} before any reset), {:.1} ms{waited}{blocked}, pid {}",
+        c.seq,
+        c.mode,
+        c.outcome,
+        c.busy,
+        c.log,
+        c.checkpointed,
+        c.frames_moved,
+        c.backfilled_frames,
+        c.wal_frames,
+        c.duration_seconds * 1e3,
+        c.pid
+    )
 }
 
 /// `INCONSISTENT:` lines: what to do, then each value read that cannot be true, per file.
@@ -277,6 +300,17 @@ mod tests {
             text.contains("blocker: pid 77 (sqlite3) on READ1: r"),
             "{text}"
         );
+        let reset = DbState {
+            checkpoint_blocked: false,
+            blockers: vec![Blocker {
+                blocks: "wal_reset",
+                ..db.blockers[0].clone()
+            }],
+            ..db.clone()
+        };
+        let text = report(&reset, 0.0);
+        assert!(!text.contains("not blocked"), "{text}");
+        assert!(text.contains("checkpoint:  WAL reset blocked"), "{text}");
         let down = DbState {
             path: "/x".into(),
             error: Some("database file does not exist".into()),

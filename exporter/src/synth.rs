@@ -64,7 +64,17 @@ pub fn stats_file(db_path: &[u8], seed: u64) -> Vec<u8> {
     );
     put_u32(&mut b, rec + offset_of!(CheckpointRecord, pid), 1);
     put_u32(&mut b, rec + offset_of!(CheckpointRecord, mode), 3);
-    put_u32(&mut b, rec + offset_of!(CheckpointRecord, outcome), 1);
+    // TRUNCATE stopped by a reader at mark 5 of 10 frames: returned (1, 10, 5), partial.
+    put_u32(&mut b, rec + offset_of!(CheckpointRecord, outcome), 2);
+    put_u32(&mut b, rec + offset_of!(CheckpointRecord, mode_source), 1);
+    put_u32(&mut b, rec + offset_of!(CheckpointRecord, busy), 1);
+    put_u32(&mut b, rec + offset_of!(CheckpointRecord, log), 10);
+    put_u32(&mut b, rec + offset_of!(CheckpointRecord, checkpointed), 5);
+    put_u32(
+        &mut b,
+        rec + offset_of!(CheckpointRecord, waited_slot),
+        NO_SLOT,
+    );
     put_u32(
         &mut b,
         rec + offset_of!(CheckpointRecord, blocked_slot),
@@ -166,7 +176,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!((idx.mx_frame, idx.n_backfill, idx.page_size), (10, 4, 4096));
-        set_version(&mut bytes, 2);
+        set_version(&mut bytes, VERSION + 1);
         assert!(Snapshot::parse(&bytes).is_err());
     }
 }

@@ -113,16 +113,24 @@ pub fn stats_json(
             && c.frames_moved <= c.wal_frames
     };
     let recent = snap.recent.iter().filter(plausible).map(|c| {
-        let blocked = c.blocked_slot.map_or("null".to_string(), |s| format!("\"{}\"", SLOT_NAMES[s]));
+        let slot = |s: Option<usize>| s.map_or("null".to_string(), |s| format!("\"{}\"", SLOT_NAMES[s]));
+        let blocked_pid = c.blocked_pid.map_or("null".to_string(), |p| p.to_string());
         format!(
-            "{{\"seq\":{},\"mode\":\"{}\",\"outcome\":\"{}\",\"pid\":{},\"wal_frames\":{},\"backfilled_frames\":{},\"frames_moved\":{},\"blocked_slot\":{blocked},\"blocked_read_mark\":{},\"seconds\":{},\"age_seconds\":{}}}",
+            "{{\"seq\":{},\"mode\":\"{}\",\"mode_source\":\"{}\",\"outcome\":\"{}\",\"busy\":{},\"log\":{},\"checkpointed\":{},\"pid\":{},\"wal_frames\":{},\"backfilled_frames\":{},\"frames_moved\":{},\"waited_slot\":{},\"waited_seconds\":{},\"blocked_slot\":{},\"blocked_read_mark\":{},\"blocked_pid\":{blocked_pid},\"seconds\":{},\"age_seconds\":{}}}",
             c.seq,
             CHECKPOINT_MODE_NAMES[c.mode],
+            MODE_SOURCE_NAMES[c.mode_source],
             OUTCOME_NAMES[c.outcome],
+            c.triple.busy as u8,
+            c.triple.log,
+            c.triple.checkpointed,
             c.pid,
             c.wal_frames,
             c.backfilled_frames,
             c.frames_moved,
+            slot(c.waited_slot),
+            c.waited_ns as f64 / 1e9,
+            slot(c.blocked_slot),
             c.blocked_read_mark,
             c.duration_ns as f64 / 1e9,
             age(c.started_unix_ns)

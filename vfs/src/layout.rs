@@ -8,8 +8,32 @@
 //!
 //! Compatibility rule: this is version [`VERSION`]. Any change to the layout (a field added,
 //! moved or resized) bumps the version; a shim or sidecar that meets a file of another version
-//! ignores it (and says so) rather than misreading it. `tests/fixtures/stats-v1.bin`, checked by
-//! the unit tests in [`crate::snapshot`], catches accidental drift.
+//! ignores it (and says so) rather than misreading it. The compile-time assertions at the end of
+//! this file pin every offset. Version 2 (issue 10) added the database file's identity to the
+//! header, the `not_reset` outcome, the honest mode labels and the application's
+//! `(busy, log, checkpointed)` triple to each checkpoint record.
+//!
+//! # Checkpoint vocabulary
+//! `PRAGMA wal_checkpoint(MODE)` and `sqlite3_wal_checkpoint_v2` tell the application a triple
+//! `(busy, log, checkpointed)`: `busy` is 1 when SQLite returned `SQLITE_BUSY`, `log` is the
+//! number of frames in the WAL (`mxFrame`) and `checkpointed` the number of frames in the
+//! database file (`nBackfill`) when the checkpoint ended; both are -1 when the checkpoint lock
+//! itself was busy (another checkpoint was running). Every checkpoint record holds that triple
+//! and an [`Outcome`] that is a function of it and of the frames this checkpoint copied:
+//!
+//! | outcome     | triple                         | meaning                                              |
+//! |-------------|--------------------------------|------------------------------------------------------|
+//! | `complete`  | `(0, N, N)`, TRUNCATE `(0,0,0)`| every frame copied; RESTART/TRUNCATE also reset the WAL |
+//! | `not_reset` | `(1, N, N)`                    | every frame copied, but the final step failed: RESTART/TRUNCATE could not reset the WAL (a reader still uses it: rqlite's "1 ok, 1031 pages, 1031 moved"), or FULL never got the write lock |
+//! | `partial`   | `(b, N, M)`, `M < N`, moved > 0| this checkpoint copied some frames, not all (a reader pins an older snapshot; PASSIVE returns b = 0) |
+//! | `busy`      | `(b, N, M)`, `M < N`, moved = 0, or `(1, -1, -1)` | this checkpoint copied no frame |
+//!
+//! Waiting is not failure: a lock found busy and then granted (through the busy handler, or a
+//! blocking lock on `SQLITE_ENABLE_SETLK_TIMEOUT` builds) adds to the record's `waited_ns` and
+//! names `waited_slot`; only a lock never granted names `blocked_slot`.
+//!
+//! Modes: the exact mode when the checkpoint came from `PRAGMA wal_checkpoint` (seen as
+//! `SQLITE_FCNTL_PRAGMA`), else what the locks prove (see [`Mode`]).
 
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -17,7 +41,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// First 8 bytes of every stats file.
 pub const MAGIC: [u8; 8] = *b"WALWATCH";
 /// Layout version of this definition.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Longest database path a stats file can name (Linux `PATH_MAX`).
 pub const MAX_PATH: usize = 4096;
 
@@ -56,10 +80,141 @@ pub fn bucket_index(ns: u64) -> usize {
         .unwrap_or(BUCKETS - 1)
 }
 
-/// Checkpoint modes, as inferred from the locks a checkpoint takes (see `shim::checkpoint`).
-pub const CHECKPOINT_MODE_NAMES: [&str; 4] = ["passive", "full", "restart", "truncate"];
-/// Checkpoint outcomes: every frame backfilled; some progress but not all; no progress.
-pub const OUTCOME_NAMES: [&str; 3] = ["complete", "partial", "busy"];
+/// How a checkpoint ended, as a function of the `(busy, log, checkpointed)` triple the
+/// application was told and of the frames the checkpoint itself copied. Indexes
+/// [`CheckpointCounters::outcomes`]; stored as `u32` in [`CheckpointRecord::outcome`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// `busy = 0` and `checkpointed = log`: every frame in the WAL is in the database file, and
+    /// a RESTART or TRUNCATE also reset the WAL (TRUNCATE returns `(0, 0, 0)`). Time spent
+    /// waiting for a lock that was then granted does not change this.
+    Complete = 0,
+    /// `busy = 1` and `checkpointed = log >= 0`: every frame copied, but the last step failed.
+    /// For RESTART/TRUNCATE, the WAL could not be reset because a reader still uses it (rqlite's
+    /// "1 ok, 1031 pages, 1031 moved"); for FULL (or any mode degraded to PASSIVE), a writer held
+    /// the write lock throughout.
+    NotReset = 1,
+    /// `checkpointed < log` and this checkpoint copied at least one frame: a reader pinned an
+    /// older snapshot (`busy = 1` for FULL and above, `0` for PASSIVE).
+    Partial = 2,
+    /// This checkpoint copied no frame while frames were pending (`checkpointed < log`), or the
+    /// checkpoint lock itself was busy (`(1, -1, -1)`: another checkpoint was running).
+    Busy = 3,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Complete,
+        Outcome::NotReset,
+        Outcome::Partial,
+        Outcome::Busy,
+    ];
+
+    pub fn name(self) -> &'static str {
+        OUTCOME_NAMES[self as usize]
+    }
+
+    pub fn from_u32(value: u32) -> Option<Self> {
+        Self::ALL.get(value as usize).copied()
+    }
+
+    /// The outcome of a checkpoint that ended with `triple` after copying `moved` frames.
+    /// `log = -1` means the checkpoint lock was busy.
+    pub fn of(triple: Triple, moved: u32) -> Self {
+        if triple.log < 0 {
+            Outcome::Busy
+        } else if triple.checkpointed >= triple.log {
+            if triple.busy {
+                Outcome::NotReset
+            } else {
+                Outcome::Complete
+            }
+        } else if moved > 0 {
+            Outcome::Partial
+        } else {
+            Outcome::Busy
+        }
+    }
+}
+
+/// Names of [`Outcome`]s, indexed by their value (the `outcome` label).
+pub const OUTCOME_NAMES: [&str; 4] = ["complete", "not_reset", "partial", "busy"];
+
+/// What `PRAGMA wal_checkpoint` returns: `(busy, log, checkpointed)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Triple {
+    /// SQLite returned `SQLITE_BUSY`.
+    pub busy: bool,
+    /// Frames in the WAL (`mxFrame`), -1 when the checkpoint lock was busy.
+    pub log: i32,
+    /// Frames copied into the database (`nBackfill`), -1 when the checkpoint lock was busy.
+    pub checkpointed: i32,
+}
+
+/// A checkpoint's mode: exact when the application asked through `PRAGMA wal_checkpoint`
+/// (the shim sees it as `SQLITE_FCNTL_PRAGMA`), otherwise the most the `-shm` locks prove.
+/// A VFS sees locks, not the mode asked: FULL, RESTART and TRUNCATE take the same locks until
+/// every frame is copied, and RESTART and TRUNCATE differ only once the WAL is reset.
+/// Indexes [`Region::checkpoints`]; stored as `u32` in [`CheckpointRecord::mode`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// `SQLITE_CHECKPOINT_PASSIVE` (also every auto-checkpoint): never takes the write lock.
+    Passive = 0,
+    /// `SQLITE_CHECKPOINT_FULL`.
+    Full = 1,
+    /// `SQLITE_CHECKPOINT_RESTART`; from the locks: the restart step (READ1..4 exclusive) was
+    /// granted and the WAL was not truncated.
+    Restart = 2,
+    /// `SQLITE_CHECKPOINT_TRUNCATE`; from the locks: the WAL was truncated to 0 bytes.
+    Truncate = 3,
+    /// From the locks: the restart step was tried but never granted (a reader still used the
+    /// WAL), so RESTART and TRUNCATE cannot be told apart.
+    RestartOrTruncate = 4,
+    /// From the locks: the write lock was tried but the restart step never was (frames were
+    /// left, or the write lock was not granted): FULL, RESTART or TRUNCATE.
+    FullRestartOrTruncate = 5,
+    /// From the locks: the checkpoint lock itself was busy, so nothing tells the mode.
+    Unknown = 6,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 7] = [
+        Mode::Passive,
+        Mode::Full,
+        Mode::Restart,
+        Mode::Truncate,
+        Mode::RestartOrTruncate,
+        Mode::FullRestartOrTruncate,
+        Mode::Unknown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        CHECKPOINT_MODE_NAMES[self as usize]
+    }
+
+    pub fn from_u32(value: u32) -> Option<Self> {
+        Self::ALL.get(value as usize).copied()
+    }
+}
+
+/// Names of [`Mode`]s, indexed by their value (the `mode` label).
+pub const CHECKPOINT_MODE_NAMES: [&str; MODES] = [
+    "passive",
+    "full",
+    "restart",
+    "truncate",
+    "restart_or_truncate",
+    "full_restart_or_truncate",
+    "unknown",
+];
+pub const MODES: usize = 7;
+
+/// Where a record's mode comes from ([`CheckpointRecord::mode_source`]).
+pub const MODE_SOURCE_NAMES: [&str; 2] = ["locks", "pragma"];
+pub const MODE_FROM_LOCKS: u32 = 0;
+pub const MODE_FROM_PRAGMA: u32 = 1;
 
 /// Files whose syncs are counted separately.
 pub const FSYNC_FILE_NAMES: [&str; 3] = ["db", "wal", "other"];
@@ -79,6 +234,14 @@ pub struct Header {
     pub created_unix_ns: u64,
     pub db_path_len: u32,
     pub _reserved: u32,
+    /// Identity of the database file this stats file was made for (`st_dev`, `st_ino` when it
+    /// was created; 0 when the database did not exist yet). A database deleted and re-created
+    /// at the same path has another identity, and gets a fresh stats file.
+    pub db_dev: u64,
+    pub db_ino: u64,
+    /// Birth time of the database file (`statx` `STATX_BTIME`, in ns since the epoch), or 0
+    /// where the file system does not keep it. Inode numbers are reused; birth times are not.
+    pub db_birth_ns: u64,
     /// Absolute path of the database, UTF-8 or not, `db_path_len` bytes.
     pub db_path: [u8; MAX_PATH],
 }
@@ -120,8 +283,8 @@ pub struct SlotCounters {
 /// Checkpoints of one mode.
 #[repr(C)]
 pub struct CheckpointCounters {
-    /// Indexed like [`OUTCOME_NAMES`].
-    pub outcomes: [AtomicU64; 3],
+    /// Indexed by [`Outcome`].
+    pub outcomes: [AtomicU64; 4],
     pub frames_backfilled: AtomicU64,
     pub duration_buckets: [AtomicU64; BUCKETS],
     pub duration_sum_ns: AtomicU64,
@@ -129,28 +292,43 @@ pub struct CheckpointCounters {
 
 /// One recent checkpoint. Written only by the process holding the CKPT lock, so records are
 /// never written concurrently; `seq` is cleared first and set last so a reader can tell a
-/// record being rewritten.
+/// record being rewritten. (A checkpoint whose CKPT lock was busy is recorded without holding
+/// it; two such records racing for one slot are told apart by `seq`.)
 #[repr(C)]
 pub struct CheckpointRecord {
     /// 1-based checkpoint number; 0 while empty or being written.
     pub seq: AtomicU64,
     pub started_unix_ns: AtomicU64,
     pub duration_ns: AtomicU64,
+    /// Time spent waiting for busy locks, whether or not they were granted in the end.
+    pub waited_ns: AtomicU64,
     pub pid: AtomicU32,
-    /// Index into [`CHECKPOINT_MODE_NAMES`].
+    /// A [`Mode`].
     pub mode: AtomicU32,
-    /// Index into [`OUTCOME_NAMES`].
+    /// [`MODE_FROM_LOCKS`] or [`MODE_FROM_PRAGMA`].
+    pub mode_source: AtomicU32,
+    /// An [`Outcome`].
     pub outcome: AtomicU32,
-    /// First lock slot found busy during the checkpoint, or [`NO_SLOT`].
-    pub blocked_slot: AtomicU32,
-    /// Read mark of `blocked_slot` when it was a READ slot.
-    pub blocked_read_mark: AtomicU32,
-    /// `mxFrame` of the wal-index when the checkpoint ended (before any restart).
+    /// The triple the application was told: `busy` (0 or 1), `log` and `checkpointed`
+    /// (`i32` values stored as `u32`; -1 when the checkpoint lock was busy).
+    pub busy: AtomicU32,
+    pub log: AtomicU32,
+    pub checkpointed: AtomicU32,
+    /// `mxFrame` and `nBackfill` when the backfill ended, before any reset of the WAL (a
+    /// TRUNCATE that says `(0, 0, 0)` shows here how many frames it copied).
     pub wal_frames: AtomicU32,
-    /// `nBackfill` when the checkpoint ended (before any restart).
     pub backfilled_frames: AtomicU32,
     /// Frames this checkpoint copied into the database.
     pub frames_moved: AtomicU32,
+    /// First lock slot found busy and waited for (granted in the end or not), or [`NO_SLOT`].
+    pub waited_slot: AtomicU32,
+    /// Lock slot found busy and never granted, which stopped the checkpoint, or [`NO_SLOT`].
+    pub blocked_slot: AtomicU32,
+    /// Read mark of the reader holding `blocked_slot` when it is a READ slot (for the restart
+    /// step, which locks READ1..4 at once, the slot really held), else 0.
+    pub blocked_read_mark: AtomicU32,
+    /// Pid holding `blocked_slot`, when known, else 0.
+    pub blocked_pid: AtomicU32,
 }
 
 pub const NO_SLOT: u32 = u32::MAX;
@@ -175,29 +353,34 @@ pub struct Region {
     pub header: Header,
     pub io: IoCounters,
     pub locks: [SlotCounters; SLOTS],
-    pub checkpoints: [CheckpointCounters; 4],
+    pub checkpoints: [CheckpointCounters; MODES],
     pub recent: [CheckpointRecord; RECENT],
     pub readers: [ReaderEntry; READERS],
 }
 
-/// Size of a version-1 stats file in bytes.
+/// Size of a version-2 stats file in bytes.
 pub const REGION_SIZE: usize = size_of::<Region>();
 
 // The layout is an interface: pin it. A failing assertion here means the version must change.
 const _: () = {
     assert!(offset_of!(Region, header) == 0);
-    assert!(size_of::<Header>() == 4128);
-    assert!(offset_of!(Region, io) == 4128);
+    assert!(offset_of!(Header, version) == 8);
+    assert!(offset_of!(Header, db_dev) == 32);
+    assert!(offset_of!(Header, db_path) == 56);
+    assert!(size_of::<Header>() == 4152);
+    assert!(offset_of!(Region, io) == 4152);
     assert!(size_of::<IoCounters>() == 96);
     assert!(size_of::<SlotCounters>() == 104);
-    assert!(size_of::<CheckpointCounters>() == 104);
-    assert!(size_of::<CheckpointRecord>() == 56);
+    assert!(size_of::<CheckpointCounters>() == 112);
+    assert!(size_of::<CheckpointRecord>() == 88);
     assert!(size_of::<ReaderEntry>() == 24);
-    assert!(offset_of!(Region, locks) == 4224);
-    assert!(offset_of!(Region, checkpoints) == 5056);
-    assert!(offset_of!(Region, recent) == 5472);
-    assert!(offset_of!(Region, readers) == 6368);
-    assert!(REGION_SIZE == 7904);
+    assert!(offset_of!(Region, locks) == 4248);
+    assert!(offset_of!(Region, checkpoints) == 5080);
+    assert!(offset_of!(Region, recent) == 5864);
+    assert!(offset_of!(Region, readers) == 7272);
+    assert!(REGION_SIZE == 8808);
+    assert!(OUTCOME_NAMES.len() == Outcome::ALL.len());
+    assert!(CHECKPOINT_MODE_NAMES.len() == Mode::ALL.len());
 };
 
 #[cfg(test)]
@@ -211,5 +394,33 @@ mod tests {
         assert_eq!(bucket_index(10_001), 1);
         assert_eq!(bucket_index(2_000_000), 3);
         assert_eq!(bucket_index(u64::MAX), BUCKETS - 1);
+    }
+
+    fn t(busy: bool, log: i32, checkpointed: i32) -> Triple {
+        Triple {
+            busy,
+            log,
+            checkpointed,
+        }
+    }
+
+    #[test]
+    fn outcomes_follow_the_triple() {
+        // No reader: every frame copied; TRUNCATE reports an empty WAL.
+        assert_eq!(Outcome::of(t(false, 26, 26), 26), Outcome::Complete);
+        assert_eq!(Outcome::of(t(false, 0, 0), 0), Outcome::Complete);
+        // rqlite's "1 ok, 1031 pages, 1031 moved".
+        assert_eq!(Outcome::of(t(true, 1031, 1031), 1031), Outcome::NotReset);
+        // A reader pinned an earlier snapshot.
+        assert_eq!(Outcome::of(t(true, 1031, 2), 2), Outcome::Partial);
+        assert_eq!(Outcome::of(t(false, 40, 20), 20), Outcome::Partial);
+        assert_eq!(Outcome::of(t(true, 40, 20), 0), Outcome::Busy);
+        assert_eq!(Outcome::of(t(true, -1, -1), 0), Outcome::Busy);
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::from_u32(o as u32), Some(o));
+        }
+        assert_eq!(Outcome::from_u32(4), None);
+        assert_eq!(Mode::from_u32(Mode::Unknown as u32), Some(Mode::Unknown));
+        assert_eq!(Mode::RestartOrTruncate.name(), "restart_or_truncate");
     }
 }

@@ -27,6 +27,14 @@
 //!    left by a creator that died before finishing (creators hold the lock until the magic is
 //!    written): it is initialized afresh. A complete header of another database or layout
 //!    version, or a corrupt one, is left alone and the database goes unrecorded.
+//! 6. A stats file made for an earlier database file at the same path (the database was deleted
+//!    and re-created: another `st_dev`/`st_ino`, or birth time), or of an older layout version,
+//!    is replaced, never rewritten in place: a new file is made and initialized under a
+//!    temporary name (`.<name>.<pid>.new`, same rules as above), then renamed over the old one.
+//!    Processes that still have the old database open keep their mapping of the old file (an
+//!    unlinked inode) and cannot disturb the new one; processes waiting for the old file's lock
+//!    find it unlinked and open the new one. The new file starts at zero with a new
+//!    `created_unix_ns`: Prometheus sees a normal counter reset.
 
 use crate::at;
 use crate::host::{warn_once, OnceFlag, MESSAGE_MAX};
@@ -50,8 +58,52 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Held only to look up or insert, never across file-system calls.
 static MAPPED: Mutex<Vec<Mapped>> = Mutex::new(Vec::new());
 
-/// A database path and its region.
-type Mapped = (Box<[u8]>, &'static Region);
+/// A database path, the identity of the database file it was mapped for, and its region.
+type Mapped = (Box<[u8]>, DbIdentity, &'static Region);
+
+/// Which file a database path named when its stats file was made: another identity at the
+/// same path is another database (deleted and re-created, or replaced by a rename).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DbIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    /// Birth time in ns since the epoch, 0 where the file system does not keep it.
+    pub birth_ns: u64,
+}
+
+impl DbIdentity {
+    /// The identity of the file at `db_path` now (all zero when it cannot be read).
+    pub(crate) fn of(db_path: &[u8]) -> Self {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(meta) = std::fs::metadata(std::ffi::OsStr::from_bytes(db_path)) else {
+            return Self::default();
+        };
+        let birth_ns = meta
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64);
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            birth_ns,
+        }
+    }
+
+    fn known(self) -> bool {
+        self != Self::default()
+    }
+
+    /// Whether `self` and `other` are surely different files (unknown identities never are).
+    pub(crate) fn differs(self, other: Self) -> bool {
+        if !self.known() || !other.known() {
+            return false;
+        }
+        self.dev != other.dev
+            || self.ino != other.ino
+            || (self.birth_ns != 0 && other.birth_ns != 0 && self.birth_ns != other.birth_ns)
+    }
+}
 
 /// Attempts at the creation lock, and the pause between two of them.
 pub(crate) const LOCK_TRIES: u32 = 10;
@@ -61,23 +113,25 @@ pub(crate) const LOCK_PAUSE: Duration = Duration::from_millis(5);
 /// process that could not initialize it).
 const REOPENS: usize = 3;
 
-/// The region of `db_path`, mapping (and if needed creating) its stats file on first use.
+/// The region of `db_path`, mapping (and if needed creating) its stats file on first use, or
+/// again when the file at `db_path` is another database than the one mapped.
 pub(crate) fn for_database(db_path: &[u8]) -> Option<&'static Region> {
-    if let Some(region) = if_mapped(db_path) {
+    let id = DbIdentity::of(db_path);
+    if let Some(region) = find(&lock_mapped(), db_path, Some(id)) {
         return Some(region);
     }
     // Opening may wait for another process's lock (boundedly): do it without MAPPED, so other
     // threads opening other databases are not delayed.
-    let opened = open(db_path);
+    let opened = open(db_path, id);
     let mut mapped = lock_mapped();
-    if let Some(region) = find(&mapped, db_path) {
+    if let Some(region) = find(&mapped, db_path, Some(id)) {
         // Another thread mapped it meanwhile: use theirs (ours is unmapped when dropped).
         return Some(region);
     }
     match opened {
         Ok(mapping) => {
             let region = mapping.leak();
-            mapped.push((db_path.into(), region));
+            mapped.push((db_path.into(), id, region));
             Some(region)
         }
         Err(problem) => {
@@ -88,9 +142,10 @@ pub(crate) fn for_database(db_path: &[u8]) -> Option<&'static Region> {
     }
 }
 
-/// The region of `db_path` if this process already mapped it.
+/// The region of `db_path` if this process already mapped it (the newest, if the database was
+/// re-created).
 pub(crate) fn if_mapped(db_path: &[u8]) -> Option<&'static Region> {
-    find(&lock_mapped(), db_path)
+    find(&lock_mapped(), db_path, None)
 }
 
 fn lock_mapped() -> MutexGuard<'static, Vec<Mapped>> {
@@ -99,11 +154,15 @@ fn lock_mapped() -> MutexGuard<'static, Vec<Mapped>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn find(mapped: &[Mapped], db_path: &[u8]) -> Option<&'static Region> {
+/// The newest mapping of `db_path` (made for the database file `id`, when given).
+fn find(mapped: &[Mapped], db_path: &[u8], id: Option<DbIdentity>) -> Option<&'static Region> {
     mapped
         .iter()
-        .find(|(path, _)| **path == *db_path)
-        .map(|(_, region)| *region)
+        .rev()
+        .find(|(path, mapped_id, _)| {
+            **path == *db_path && id.map_or(true, |id| !id.differs(*mapped_id))
+        })
+        .map(|(_, _, region)| *region)
 }
 
 /// Why a database goes unrecorded. Each kind is logged once per process.
@@ -208,7 +267,7 @@ fn shorten(text: &str, room: usize) -> String {
     format!("{}...{}", &text[..head_end], &text[tail_start..])
 }
 
-fn open(db_path: &[u8]) -> Result<Mapping, Problem> {
+fn open(db_path: &[u8], id: DbIdentity) -> Result<Mapping, Problem> {
     let dir_path = paths::stats_dir();
     if db_path.len() > MAX_PATH {
         return Err(Problem::File(
@@ -235,7 +294,16 @@ fn open(db_path: &[u8]) -> Result<Mapping, Problem> {
             continue;
         }
         trust::check_file(&facts, euid).map_err(|r| Problem::FileRefused(file_path.clone(), r))?;
-        return prepare(&dir, &name, &file, meta.len(), db_path, &file_path);
+        return prepare(
+            &dir,
+            &dir_facts,
+            &name,
+            &file,
+            meta.len(),
+            db_path,
+            id,
+            &file_path,
+        );
         // `_lock` is released here, after the mapping is made (before `file` closes).
     }
     Err(Problem::File(
@@ -353,26 +421,44 @@ fn lock(file: &File) -> io::Result<Option<at::FileLock<'_>>> {
 }
 
 /// With the creation lock held on `file`: validates or (re)initializes it, allocates it and
-/// maps it.
+/// maps it; or replaces it with a new file when it was made for an earlier database file at
+/// this path or by an older layout.
+#[allow(clippy::too_many_arguments)]
 fn prepare(
     dir: &File,
+    dir_facts: &Facts,
     name: &CStr,
     file: &File,
     len: u64,
     db_path: &[u8],
+    id: DbIdentity,
     path: &Path,
 ) -> Result<Mapping, Problem> {
     // Decided on what the file holds under the lock, not on who created it: another process
     // may have locked and initialized our new file before we took the lock.
     let initialize_it = if len < REGION_SIZE as u64 {
+        if older_layout(file, len) {
+            // Made by an older walwatch whose users may still map it: replace, never rewrite.
+            return replace(dir, dir_facts, name, db_path, id, path);
+        }
         // New, or left short by a creator that died before allocating it.
         true
     } else {
-        let mut bytes = vec![0u8; REGION_SIZE];
+        let mut bytes = vec![0u8; len.min(REGION_SIZE as u64 * 2) as usize];
         file.read_exact_at(&mut bytes, 0)
             .map_err(|e| Problem::File(path.to_owned(), e.to_string()))?;
         match Snapshot::parse(&bytes) {
-            Ok(snapshot) if snapshot.db_path == db_path => false,
+            Ok(snapshot) if snapshot.db_path == db_path => {
+                let made_for = DbIdentity {
+                    dev: snapshot.db_dev,
+                    ino: snapshot.db_ino,
+                    birth_ns: snapshot.db_birth_ns,
+                };
+                if made_for.differs(id) {
+                    return replace(dir, dir_facts, name, db_path, id, path);
+                }
+                false
+            }
             Ok(snapshot) => {
                 return Err(Problem::Unusable(
                     path.to_owned(),
@@ -384,6 +470,10 @@ fn prepare(
             }
             // Magic still zero while we hold the lock: its creator died before finishing.
             Err(SnapshotError::Uninitialized) => true,
+            // Made by an older walwatch: replace it (its users keep their mapping).
+            Err(SnapshotError::WrongVersion { found }) if found < VERSION => {
+                return replace(dir, dir_facts, name, db_path, id, path);
+            }
             Err(err) => return Err(Problem::Unusable(path.to_owned(), err.to_string())),
         }
     };
@@ -394,22 +484,83 @@ fn prepare(
         }
         problem
     };
-    // Always, not only for new files: a valid file left sparse by an older walwatch would
-    // otherwise still fault on a full file system.
-    at::allocate(file, REGION_SIZE as u64).map_err(|err| {
-        give_up(match err.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Problem::NoSpace(path.to_owned(), err),
-            _ => Problem::File(path.to_owned(), format!("allocating it: {err}")),
-        })
-    })?;
-    let mapping = Mapping::new(file)
-        .map_err(|err| give_up(Problem::File(path.to_owned(), format!("mmap: {err}"))))?;
+    let mapping = allocate_and_map(file, path).map_err(give_up)?;
     if initialize_it {
         // SAFETY: the mapping is REGION_SIZE allocated bytes; we hold the creation lock and
         // the magic is not set, so no other process reads or writes the region yet.
-        unsafe { initialize(mapping.0, db_path) };
+        unsafe { initialize(mapping.0, db_path, id) };
     }
     Ok(mapping)
+}
+
+/// Whether `file` (`len` bytes) is a complete stats file of an older layout version.
+fn older_layout(file: &File, len: u64) -> bool {
+    let mut head = [0u8; 16];
+    if len < head.len() as u64 || file.read_exact_at(&mut head, 0).is_err() {
+        return false;
+    }
+    let version = u32::from_ne_bytes(head[8..12].try_into().expect("4 bytes"));
+    head[..8] == MAGIC && version < VERSION
+}
+
+/// Allocates `file`'s REGION_SIZE bytes for real, then maps them.
+fn allocate_and_map(file: &File, path: &Path) -> Result<Mapping, Problem> {
+    // Always, not only for new files: a valid file left sparse by an older walwatch would
+    // otherwise still fault on a full file system.
+    at::allocate(file, REGION_SIZE as u64).map_err(|err| match err.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Problem::NoSpace(path.to_owned(), err),
+        _ => Problem::File(path.to_owned(), format!("allocating it: {err}")),
+    })?;
+    Mapping::new(file).map_err(|err| Problem::File(path.to_owned(), format!("mmap: {err}")))
+}
+
+/// Replaces the stats file `name` (whose creation lock we hold) by a new, initialized one,
+/// renamed over it: processes that mapped the old file keep it, unlinked.
+fn replace(
+    dir: &File,
+    dir_facts: &Facts,
+    name: &CStr,
+    db_path: &[u8],
+    id: DbIdentity,
+    path: &Path,
+) -> Result<Mapping, Problem> {
+    let mut temp = b".".to_vec();
+    temp.extend_from_slice(name.to_bytes());
+    temp.extend_from_slice(format!(".{}.new", std::process::id()).as_bytes());
+    let temp = CString::new(temp).map_err(|e| Problem::File(path.to_owned(), e.to_string()))?;
+    let io_problem = |what: &str, err: io::Error| {
+        Problem::File(path.to_owned(), format!("replacing it ({what}): {err}"))
+    };
+    // A temporary file of ours left by a crash of an earlier process with our pid.
+    if let Ok((facts, _)) = at::stat(dir, &temp) {
+        if trust::check_file(&facts, paths::effective_uid()).is_ok() {
+            let _ = at::unlink(dir, &temp);
+        }
+    }
+    let new = at::create_file(dir, &temp, trust::new_file_mode(dir_facts))
+        .map_err(|e| io_problem("creating a new file", e))?;
+    let made = allocate_and_map(&new, path).and_then(|mapping| {
+        // SAFETY: the mapping is REGION_SIZE allocated bytes of a file no one else knows yet.
+        unsafe { initialize(mapping.0, db_path, id) };
+        // SAFETY: both names are NUL-terminated and relative to the directory we checked;
+        // renameat replaces the old name atomically and follows no symlink in either name.
+        let rc = unsafe {
+            libc::renameat(
+                dir.as_raw_fd(),
+                temp.as_ptr(),
+                dir.as_raw_fd(),
+                name.as_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(io_problem("renaming it", io::Error::last_os_error()));
+        }
+        Ok(mapping)
+    });
+    if made.is_err() {
+        remove_if_same(dir, &temp, &new);
+    }
+    made
 }
 
 /// Removes `name` from `dir` if it still is `file` (not something put there meanwhile).
@@ -469,7 +620,7 @@ impl Drop for Mapping {
 ///
 /// # Safety
 /// `region` must be a valid, writable mapping of REGION_SIZE bytes that no one else uses.
-unsafe fn initialize(region: *mut Region, db_path: &[u8]) {
+unsafe fn initialize(region: *mut Region, db_path: &[u8], id: DbIdentity) {
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -482,6 +633,9 @@ unsafe fn initialize(region: *mut Region, db_path: &[u8]) {
         (*header).size = REGION_SIZE as u32;
         (*header).created_unix_ns = created;
         (*header).db_path_len = db_path.len() as u32;
+        (*header).db_dev = id.dev;
+        (*header).db_ino = id.ino;
+        (*header).db_birth_ns = id.birth_ns;
         (&mut (*header).db_path)[..db_path.len()].copy_from_slice(db_path);
         fence(Ordering::Release);
         (*header).magic = MAGIC;

@@ -59,7 +59,8 @@ pub struct SlotSnapshot {
 /// Checkpoints of one mode.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModeSnapshot {
-    pub outcomes: [u64; 3],
+    /// Indexed by [`Outcome`].
+    pub outcomes: [u64; 4],
     pub frames_backfilled: u64,
     pub duration_buckets: [u64; BUCKETS],
     pub duration_sum_ns: u64,
@@ -71,17 +72,28 @@ pub struct CheckpointSnapshot {
     pub seq: u64,
     pub started_unix_ns: u64,
     pub duration_ns: u64,
+    /// Time spent waiting for busy locks (granted in the end or not).
+    pub waited_ns: u64,
     pub pid: u32,
-    /// Index into [`CHECKPOINT_MODE_NAMES`].
+    /// Index into [`CHECKPOINT_MODE_NAMES`] (a [`Mode`]).
     pub mode: usize,
-    /// Index into [`OUTCOME_NAMES`].
+    /// Index into [`MODE_SOURCE_NAMES`].
+    pub mode_source: usize,
+    /// Index into [`OUTCOME_NAMES`] (an [`Outcome`]).
     pub outcome: usize,
-    /// Lock slot that was busy, if any.
-    pub blocked_slot: Option<usize>,
-    pub blocked_read_mark: u32,
+    /// The triple the application was told.
+    pub triple: Triple,
+    /// `mxFrame` and `nBackfill` before any reset of the WAL.
     pub wal_frames: u32,
     pub backfilled_frames: u32,
     pub frames_moved: u32,
+    /// First lock slot waited for, if any.
+    pub waited_slot: Option<usize>,
+    /// Lock slot never granted, if any.
+    pub blocked_slot: Option<usize>,
+    pub blocked_read_mark: u32,
+    /// Pid holding the blocked slot, when known.
+    pub blocked_pid: Option<u32>,
 }
 
 /// A connection holding a READ lock.
@@ -99,6 +111,10 @@ pub struct ReaderSnapshot {
 pub struct Snapshot {
     pub db_path: Vec<u8>,
     pub created_unix_ns: u64,
+    /// Identity of the database file the stats file was made for (0 when unknown).
+    pub db_dev: u64,
+    pub db_ino: u64,
+    pub db_birth_ns: u64,
     pub wal_bytes: u64,
     pub wal_write_bytes: u64,
     pub db_write_bytes: u64,
@@ -164,6 +180,9 @@ impl Snapshot {
         let mut snap = Snapshot {
             db_path,
             created_unix_ns: b.u64(offset_of!(Header, created_unix_ns)),
+            db_dev: b.u64(offset_of!(Header, db_dev)),
+            db_ino: b.u64(offset_of!(Header, db_ino)),
+            db_birth_ns: b.u64(offset_of!(Header, db_birth_ns)),
             wal_bytes: b.u64(io + offset_of!(IoCounters, wal_bytes)),
             wal_write_bytes: b.u64(io + offset_of!(IoCounters, wal_write_bytes)),
             db_write_bytes: b.u64(io + offset_of!(IoCounters, db_write_bytes)),
@@ -198,26 +217,42 @@ impl Snapshot {
         }
         for i in 0..RECENT {
             let at = offset_of!(Region, recent) + i * std::mem::size_of::<CheckpointRecord>();
+            let field = |off: usize| b.u32(at + off);
             let seq = b.u64(at + offset_of!(CheckpointRecord, seq));
-            let mode = b.u32(at + offset_of!(CheckpointRecord, mode)) as usize;
-            let outcome = b.u32(at + offset_of!(CheckpointRecord, outcome)) as usize;
+            let mode = Mode::from_u32(field(offset_of!(CheckpointRecord, mode)));
+            let outcome = Outcome::from_u32(field(offset_of!(CheckpointRecord, outcome)));
+            let source = field(offset_of!(CheckpointRecord, mode_source)) as usize;
+            let busy = field(offset_of!(CheckpointRecord, busy));
             // A hostile or torn record is skipped rather than trusted.
-            if seq == 0 || mode >= CHECKPOINT_MODE_NAMES.len() || outcome >= OUTCOME_NAMES.len() {
+            let (Some(mode), Some(outcome)) = (mode, outcome) else {
+                continue;
+            };
+            if seq == 0 || source >= MODE_SOURCE_NAMES.len() || busy > 1 {
                 continue;
             }
-            let blocked = b.u32(at + offset_of!(CheckpointRecord, blocked_slot)) as usize;
+            let slot = |off: usize| Some(field(off) as usize).filter(|&s| s < SLOTS);
+            let pid = field(offset_of!(CheckpointRecord, blocked_pid));
             snap.recent.push(CheckpointSnapshot {
                 seq,
                 started_unix_ns: b.u64(at + offset_of!(CheckpointRecord, started_unix_ns)),
                 duration_ns: b.u64(at + offset_of!(CheckpointRecord, duration_ns)),
-                pid: b.u32(at + offset_of!(CheckpointRecord, pid)),
-                mode,
-                outcome,
-                blocked_slot: (blocked < SLOTS).then_some(blocked),
-                blocked_read_mark: b.u32(at + offset_of!(CheckpointRecord, blocked_read_mark)),
-                wal_frames: b.u32(at + offset_of!(CheckpointRecord, wal_frames)),
-                backfilled_frames: b.u32(at + offset_of!(CheckpointRecord, backfilled_frames)),
-                frames_moved: b.u32(at + offset_of!(CheckpointRecord, frames_moved)),
+                waited_ns: b.u64(at + offset_of!(CheckpointRecord, waited_ns)),
+                pid: field(offset_of!(CheckpointRecord, pid)),
+                mode: mode as usize,
+                mode_source: source,
+                outcome: outcome as usize,
+                triple: Triple {
+                    busy: busy == 1,
+                    log: field(offset_of!(CheckpointRecord, log)) as i32,
+                    checkpointed: field(offset_of!(CheckpointRecord, checkpointed)) as i32,
+                },
+                wal_frames: field(offset_of!(CheckpointRecord, wal_frames)),
+                backfilled_frames: field(offset_of!(CheckpointRecord, backfilled_frames)),
+                frames_moved: field(offset_of!(CheckpointRecord, frames_moved)),
+                waited_slot: slot(offset_of!(CheckpointRecord, waited_slot)),
+                blocked_slot: slot(offset_of!(CheckpointRecord, blocked_slot)),
+                blocked_read_mark: field(offset_of!(CheckpointRecord, blocked_read_mark)),
+                blocked_pid: (pid != 0).then_some(pid),
             });
         }
         snap.recent.sort_by_key(|c| std::cmp::Reverse(c.seq));
@@ -279,11 +314,11 @@ mod tests {
         let mut foreign = blank();
         foreign[..8].copy_from_slice(b"SQLite f");
         assert_eq!(Snapshot::parse(&foreign), Err(SnapshotError::BadMagic));
-        let mut v2 = blank();
-        v2[offset_of!(Header, version)] = 2;
+        let mut v1 = blank();
+        v1[offset_of!(Header, version)] = 1;
         assert_eq!(
-            Snapshot::parse(&v2),
-            Err(SnapshotError::WrongVersion { found: 2 })
+            Snapshot::parse(&v1),
+            Err(SnapshotError::WrongVersion { found: 1 })
         );
         let mut long_path = blank();
         long_path[offset_of!(Header, db_path_len)..][..4].copy_from_slice(&u32::MAX.to_ne_bytes());

@@ -172,6 +172,96 @@ impl LiveWalIndex {
     }
 }
 
+/// A process holding one `-shm` lock slot, from `/proc/locks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotHolder {
+    pub pid: u32,
+    /// Lock slot (0 = WRITE … 7 = READ4): byte `120 + slot` of `-shm`.
+    pub slot: usize,
+}
+
+/// Byte of `-shm` that SQLite's unix VFS locks for slot 0 (`WALINDEX_LOCK_OFFSET`).
+const LOCK_BYTE0: u64 = 120;
+
+/// Who holds which of `slots` of the `-shm` file at `shm_path`, from `/proc/locks`: works for
+/// every process, walwatch or not, and opens nothing (opening and closing the `-shm` file here
+/// would drop this process's own POSIX locks on it). Empty when it cannot tell.
+pub fn shm_lock_holders(shm_path: &[u8], slots: std::ops::Range<usize>) -> Vec<SlotHolder> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(shm_path));
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Vec::new();
+    };
+    let Ok(text) = std::fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let exact = parse_proc_locks(&text, Some((major, minor)), meta.ino(), slots.clone());
+    if !exact.is_empty() {
+        return exact;
+    }
+    // On overlay file systems `/proc/locks` names the underlying device: match the inode alone.
+    parse_proc_locks(&text, None, meta.ino(), slots)
+}
+
+/// The holders of `slots` in the text of `/proc/locks` for the file `(major, minor, ino)`
+/// (`dev = None`: any device). Only POSIX locks with a pid (SQLite's unix VFS uses them).
+pub fn parse_proc_locks(
+    text: &str,
+    dev: Option<(u64, u64)>,
+    ino: u64,
+    slots: std::ops::Range<usize>,
+) -> Vec<SlotHolder> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1: POSIX  ADVISORY  READ  1234 08:02:131 124 124"; waiters have "->" after the id.
+        if fields.len() != 8 || fields[1] != "POSIX" {
+            continue;
+        }
+        let Ok(pid) = fields[4].parse::<u32>() else {
+            continue;
+        };
+        let mut file = fields[5].split(':');
+        let (Some(maj), Some(min), Some(file_ino), None) =
+            (file.next(), file.next(), file.next(), file.next())
+        else {
+            continue;
+        };
+        if file_ino.parse::<u64>() != Ok(ino) {
+            continue;
+        }
+        if let Some((want_maj, want_min)) = dev {
+            let same = u64::from_str_radix(maj, 16) == Ok(want_maj)
+                && u64::from_str_radix(min, 16) == Ok(want_min);
+            if !same {
+                continue;
+            }
+        }
+        let Ok(start) = fields[6].parse::<u64>() else {
+            continue;
+        };
+        let end = if fields[7] == "EOF" {
+            u64::MAX
+        } else {
+            match fields[7].parse::<u64>() {
+                Ok(end) => end,
+                Err(_) => continue,
+            }
+        };
+        for slot in slots.clone() {
+            let byte = LOCK_BYTE0 + slot as u64;
+            if (start..=end).contains(&byte) {
+                out.push(SlotHolder { pid, slot });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +294,23 @@ mod tests {
             b[off..off + 2].copy_from_slice(&1u16.to_ne_bytes());
         }
         assert_eq!(WalIndex::parse(&b).unwrap().page_size, 65536);
+    }
+
+    #[test]
+    fn finds_lock_holders_in_proc_locks() {
+        let text = "1: POSIX  ADVISORY  READ  4242 00:2c:77 125 125\n\
+                    2: POSIX  ADVISORY  WRITE 99 00:2c:77 120 121\n\
+                    3: POSIX  ADVISORY  READ  5 00:2d:77 126 126\n\
+                    4: -> POSIX  ADVISORY  WRITE 7 00:2c:77 124 127\n\
+                    5: FLOCK  ADVISORY  WRITE 8 00:2c:77 0 EOF\n\
+                    6: POSIX  ADVISORY  READ  6 00:2c:78 124 EOF\n";
+        let held = parse_proc_locks(text, Some((0, 0x2c)), 77, 4..8);
+        assert_eq!(held, vec![SlotHolder { pid: 4242, slot: 5 }]);
+        let write = parse_proc_locks(text, Some((0, 0x2c)), 77, 0..1);
+        assert_eq!(write, vec![SlotHolder { pid: 99, slot: 0 }]);
+        let any_dev = parse_proc_locks(text, None, 77, 4..8);
+        assert_eq!(any_dev.len(), 2);
+        assert!(parse_proc_locks("garbage\n", None, 77, 0..8).is_empty());
     }
 
     #[test]

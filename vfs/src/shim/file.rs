@@ -16,6 +16,10 @@ use crate::layout::{Region, SLOTS};
 use crate::wal_index::{LiveWalIndex, WalIndex};
 use std::ffi::{c_int, c_void, CStr};
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// `SQLITE_FCNTL_PRAGMA`: sent to the database file when a `PRAGMA` statement is prepared.
+const SQLITE_FCNTL_PRAGMA: c_int = 14;
 
 /// What a file is to SQLite, decided once in `xOpen` from its open flags.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -257,6 +261,25 @@ unsafe extern "C" fn x_file_control(f: *mut sqlite3_file, op: c_int, arg: *mut c
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
     let rc = forward!(file, xFileControl(op, arg));
+    if op == SQLITE_FCNTL_PRAGMA && rc == SQLITE_NOTFOUND && !arg.is_null() {
+        if let Some(recorder) = &mut file.recorder {
+            // SAFETY: for SQLITE_FCNTL_PRAGMA, `arg` is SQLite's `char *aFcntl[4]`: [1] is the
+            // pragma's name (never null), [2] its argument or null; both NUL-terminated and
+            // alive for this call. We only read them, and return the wrapped VFS's result.
+            let (name, value) = unsafe {
+                let fcntl = arg as *const *const std::ffi::c_char;
+                let name = *fcntl.add(1);
+                let value = *fcntl.add(2);
+                (
+                    (!name.is_null()).then(|| CStr::from_ptr(name).to_bytes()),
+                    (!value.is_null()).then(|| CStr::from_ptr(value).to_bytes()),
+                )
+            };
+            if let Some(name) = name {
+                record(|| recorder.pragma(name, value));
+            }
+        }
+    }
     if op == SQLITE_FCNTL_VFSNAME && (rc == SQLITE_OK || rc == SQLITE_NOTFOUND) {
         // SAFETY: for VFSNAME, `arg` is a `char**` that receives a sqlite3_malloc'd string.
         return unsafe { prepend_vfs_name(arg as *mut *mut std::ffi::c_char, rc) };
@@ -340,14 +363,26 @@ unsafe extern "C" fn x_shm_lock(
             record(|| recorder.unlocking(lock, wal));
         }
     }
+    // During a checkpoint, a lock call that blocks (SETLK_TIMEOUT builds) is waiting: time it.
+    let started = file
+        .recorder
+        .as_ref()
+        .filter(|r| !unlocking && r.checkpointing())
+        .map(|_| Instant::now());
     let rc = forward!(file, xShmLock(offset, count, flags));
     if !unlocking {
         if let Some(recorder) = &mut file.recorder {
             match rc {
-                SQLITE_OK => record(|| recorder.locked(lock, wal)),
+                SQLITE_OK => {
+                    let took = started.map(|t| t.elapsed());
+                    record(|| recorder.locked(lock, wal, took));
+                }
                 SQLITE_BUSY => {
+                    // The busy handler's xSleep takes LAST_BUSY: still set means no sleep since
+                    // this thread's previous busy lock.
+                    let slept = LAST_BUSY.get().is_none();
                     LAST_BUSY.set(Some(recorder.region()));
-                    record(|| recorder.busy(lock, wal));
+                    record(|| recorder.busy(lock, wal, slept));
                 }
                 _ => {}
             }

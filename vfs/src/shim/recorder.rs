@@ -2,34 +2,72 @@
 //! reader table entry, and the checkpoints it runs. Safe code over the shared [`Region`]; the
 //! wal-index comes as a [`LiveWalIndex`], so this logic does not touch raw memory.
 //!
+//! # What a checkpoint record says (the vocabulary is defined in [`crate::layout`])
+//! Each record holds the `(busy, log, checkpointed)` triple that `PRAGMA wal_checkpoint` (or
+//! `sqlite3_wal_checkpoint_v2`) told the application, and an outcome that is a function of it:
+//!
+//! | outcome     | triple the application saw               | what happened                          |
+//! |-------------|------------------------------------------|----------------------------------------|
+//! | `complete`  | `(0, N, N)`; TRUNCATE `(0, 0, 0)`        | every frame copied (and RESTART/TRUNCATE reset the WAL) |
+//! | `not_reset` | `(1, N, N)`                              | every frame copied, the WAL not reset: a reader still uses it (RESTART/TRUNCATE), or FULL never got the write lock |
+//! | `partial`   | `(1, N, M<N)`; PASSIVE `(0, N, M<N)`     | some frames copied by this checkpoint, not all: a reader pins an older snapshot |
+//! | `busy`      | as partial with no frame copied; `(1, -1, -1)` | no frame copied (or another checkpoint held the checkpoint lock) |
+//!
+//! A lock found busy and then granted is *waiting*, not failure: the record's `waited_ns` and
+//! `waited_slot` say how long and on what (a FULL that waited 0.5 s for a writer and returned
+//! `(0, 26, 26)` is `complete`). Only a lock never granted names `blocked_slot`, with the
+//! blocking reader's read mark and pid: for the restart step, which locks READ1..READ4 in one
+//! call, the slot really held is found in `/proc/locks` (or the reader table).
+//!
 //! # How a checkpoint is recognized (see `sqlite3WalCheckpoint` and `walCheckpoint` in wal.c)
-//! - Every checkpoint takes CKPT (slot 1) exclusive, alone (`ofst=1, n=1`); recovery takes
-//!   CKPT together with RECOVER (`n=2`), so it is not mistaken for one.
+//! - Every checkpoint takes CKPT (slot 1) exclusive, alone (`ofst=1, n=1`), without the busy
+//!   handler; recovery takes CKPT together with RECOVER (`n=2`), so it is not mistaken for one.
+//!   CKPT found busy is a checkpoint that could not start: SQLite returns `(1, -1, -1)`.
 //! - FULL, RESTART and TRUNCATE then take WRITE exclusive (through the busy handler). If WRITE
 //!   stays busy, SQLite degrades to PASSIVE and the call returns `SQLITE_BUSY`.
+//! - Backfilling past a reader's mark needs READ(i) exclusive (busy handler) for each reader
+//!   slot; one never granted caps the copy at that reader's mark.
 //! - Once every frame is backfilled, RESTART and TRUNCATE take READ1..READ4 exclusive in one call
-//!   (`ofst=4, n=4`), and TRUNCATE then truncates `-wal` to 0 bytes.
-//! - The checkpoint ends when CKPT is released. We record it just *before* forwarding that
-//!   unlock, while we still hold CKPT, so recent-checkpoint records are never written by two
-//!   processes at once.
+//!   (`ofst=4, n=4`), and TRUNCATE then resets the header and truncates `-wal` to 0 bytes.
+//! - SQLite sets the triple, releases WRITE, then CKPT. The triple is read from the wal-index
+//!   when WRITE is released (while it is still held, nothing else can change it), or, for a
+//!   checkpoint without WRITE, when CKPT is released: `nBackfill` is final by then (it is not
+//!   yet at `SQLITE_FCNTL_CKPT_DONE`).
 //!
-//! A VFS sees locks, not the mode asked for: a RESTART or TRUNCATE that is blocked before its
-//! restart step takes the same locks as FULL, and is recorded as `full`.
+//! # The mode, and its limits
+//! A VFS sees locks, not the mode asked for. But every `PRAGMA wal_checkpoint(MODE)` reaches
+//! the database file's `xFileControl` as `SQLITE_FCNTL_PRAGMA` when it is prepared: the mode
+//! asked is remembered there (the file control's result is never changed) and used by the
+//! connection's next checkpoint if the locks agree with it; another pragma forgets it. Without
+//! it (`sqlite3_wal_checkpoint_v2`, apsw's `wal_checkpoint()`, a re-run of a cached prepared
+//! statement, an attached database checkpointed by an unqualified pragma, auto-checkpoints)
+//! the mode is what the locks prove, and labels say what cannot be told apart: `passive` (no
+//! write lock tried: PASSIVE, auto-checkpoints), `full` (write lock held, every frame copied, no
+//! restart step), `restart`/`truncate` (restart step granted; the WAL truncated or not),
+//! `restart_or_truncate` (restart step refused), `full_restart_or_truncate` (write lock refused,
+//! or frames left), `unknown` (CKPT busy). The record's `mode_source` says `pragma` or `locks`.
+//! For a PASSIVE checkpoint racing a writer, `log` is the WAL's size when the checkpoint took its
+//! lock; SQLite may have read it a few microseconds later.
+//!
+//! # Lock counters mean the same on every build
+//! `shm_lock_busy_total` counts one per failed attempt the application's busy handler saw. On
+//! `SQLITE_ENABLE_SETLK_TIMEOUT` builds SQLite may try a lock twice in one busy-handler round
+//! (`BEGIN IMMEDIATE` first tries WRITE through `sqlite3WalWriteLock`, then again in
+//! `sqlite3WalBeginWriteTransaction`): a busy on the same lock as this connection's previous
+//! busy, with no busy-handler sleep (`xSleep`), no grant of it and no end of a read transaction
+//! in between, is the same round and is not counted again. A busy handler that sleeps without the
+//! VFS's `xSleep` (a host-language callback) makes such repeats look like one round.
 
 use crate::layout::*;
 use crate::wal_index::{LiveWalIndex, WalIndex};
 use std::sync::atomic::Ordering::{Relaxed, Release};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const MODE_PASSIVE: usize = 0;
-const MODE_FULL: usize = 1;
-const MODE_RESTART: usize = 2;
-const MODE_TRUNCATE: usize = 3;
-const OUTCOME_COMPLETE: u32 = 0;
-const OUTCOME_PARTIAL: u32 = 1;
-const OUTCOME_BUSY: u32 = 2;
 /// First of the four slots a restart locks together (READ1).
 const SLOT_READ1: usize = SLOT_READ0 + 1;
+/// A lock call that took this long blocked in the kernel (a `SQLITE_ENABLE_SETLK_TIMEOUT`
+/// build's blocking lock): that time is waiting.
+const BLOCKED_CALL: Duration = Duration::from_millis(1);
 
 /// Per-connection recording state, kept in the shim's file object of a main database.
 pub(crate) struct Recorder {
@@ -39,24 +77,106 @@ pub(crate) struct Recorder {
     /// This connection's row in the reader table, if it got one.
     reader_entry: Option<&'static ReaderEntry>,
     checkpoint: Option<Checkpoint>,
+    /// The mode of the last `PRAGMA wal_checkpoint` prepared on this connection, until its
+    /// next checkpoint or pragma.
+    requested: Option<Mode>,
+    /// The last busy lock counted, while it may still be the same busy-handler round.
+    last_busy: Option<ShmLock>,
+}
+
+/// A lock found busy and not (yet) granted.
+#[derive(Clone, Copy)]
+struct Wait {
+    lock: ShmLock,
+    since: Instant,
+    /// `aReadMark` of the slot when it is one READ slot.
+    read_mark: u32,
 }
 
 struct Checkpoint {
     started: Instant,
     started_unix_ns: u64,
-    mode: usize,
+    requested: Option<Mode>,
     start: Option<WalIndex>,
+    write_tried: bool,
+    write_granted: bool,
+    restart_tried: bool,
+    restart_granted: bool,
     /// The header when the restart lock (READ1..4) was granted: all frames backfilled.
     at_restart: Option<WalIndex>,
-    write_busy: bool,
-    restart_busy: bool,
-    blocked_slot: Option<usize>,
-    blocked_read_mark: u32,
+    /// The header when WRITE was released: what SQLite told the application.
+    at_write_release: Option<WalIndex>,
+    /// The header when the write lock was given up (SQLite then read its own).
+    after_write_refused: Option<WalIndex>,
+    waiting: Option<Wait>,
+    waited_ns: u64,
+    waited_slot: Option<usize>,
+    /// The last lock given up.
+    blocked: Option<Wait>,
     truncations_at_start: u64,
 }
 
+impl Checkpoint {
+    fn new(
+        now: Instant,
+        requested: Option<Mode>,
+        start: Option<WalIndex>,
+        region: &Region,
+    ) -> Self {
+        Self {
+            started: now,
+            started_unix_ns: unix_ns_at(now),
+            requested,
+            start,
+            write_tried: false,
+            write_granted: false,
+            restart_tried: false,
+            restart_granted: false,
+            at_restart: None,
+            at_write_release: None,
+            after_write_refused: None,
+            waiting: None,
+            waited_ns: 0,
+            waited_slot: None,
+            blocked: None,
+            truncations_at_start: region.io.wal_truncations.load(Relaxed),
+        }
+    }
+
+    /// A lock event (`event`, or the end of the checkpoint when `None`) while a lock was found
+    /// busy: the same lock granted ends a wait; anything else means SQLite gave the wait up.
+    fn settle_wait(
+        &mut self,
+        event: Option<ShmLock>,
+        granted: bool,
+        now: Instant,
+        wal: LiveWalIndex,
+    ) {
+        let Some(wait) = self.waiting else { return };
+        if event.is_some_and(|e| e.same(wait.lock)) {
+            if granted {
+                self.waited_ns += ns_between(wait.since, now);
+                self.waiting = None;
+            }
+            return;
+        }
+        self.waited_ns += ns_between(wait.since, now);
+        self.waiting = None;
+        self.blocked = Some(wait);
+        if wait.lock.is(SLOT_WRITE, 1) {
+            self.after_write_refused = wal.header();
+        }
+    }
+}
+
+fn ns_between(since: Instant, now: Instant) -> u64 {
+    now.saturating_duration_since(since)
+        .as_nanos()
+        .min(u64::MAX as u128) as u64
+}
+
 /// A `-shm` lock request as `xShmLock` receives it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ShmLock {
     pub offset: usize,
     pub count: usize,
@@ -77,6 +197,18 @@ impl ShmLock {
     fn is(self, offset: usize, count: usize) -> bool {
         self.offset == offset && self.count == count
     }
+    fn same(self, other: ShmLock) -> bool {
+        self == other
+    }
+    fn overlaps(self, other: ShmLock) -> bool {
+        let (a, b) = (self.slots(), other.slots());
+        a.start < b.end && b.start < a.end
+    }
+    /// One READ slot (READ0..READ4), by its READ index.
+    fn read_index(self) -> Option<usize> {
+        (self.count == 1 && (SLOT_READ0..SLOTS).contains(&self.offset))
+            .then(|| self.offset - SLOT_READ0)
+    }
 }
 
 pub(crate) fn unix_now_ns() -> u64 {
@@ -96,8 +228,76 @@ fn unix_ns_at(instant: Instant) -> u64 {
     anchor_unix.saturating_add(since_anchor)
 }
 
-fn elapsed_ns(since: Instant) -> u64 {
-    since.elapsed().as_nanos().min(u64::MAX as u128) as u64
+/// The mode `PRAGMA wal_checkpoint(arg)` runs, exactly as `sqlite3Pragma` (pragma.c) decides
+/// it: "full", "restart" or "truncate" in any case, anything else (or no argument) PASSIVE.
+pub(crate) fn pragma_mode(arg: Option<&[u8]>) -> Mode {
+    match arg {
+        Some(a) if a.eq_ignore_ascii_case(b"full") => Mode::Full,
+        Some(a) if a.eq_ignore_ascii_case(b"restart") => Mode::Restart,
+        Some(a) if a.eq_ignore_ascii_case(b"truncate") => Mode::Truncate,
+        _ => Mode::Passive,
+    }
+}
+
+/// What the locks of a checkpoint prove about its mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pub ckpt_busy: bool,
+    pub write_tried: bool,
+    pub write_granted: bool,
+    pub restart_tried: bool,
+    pub restart_granted: bool,
+    pub truncated: bool,
+    pub all_copied: bool,
+}
+
+impl Seen {
+    /// The most the locks tell.
+    pub(crate) fn inferred(self) -> Mode {
+        if self.ckpt_busy {
+            Mode::Unknown
+        } else if !self.write_tried {
+            Mode::Passive
+        } else if self.restart_granted {
+            if self.truncated {
+                Mode::Truncate
+            } else {
+                Mode::Restart
+            }
+        } else if self.restart_tried {
+            Mode::RestartOrTruncate
+        } else if self.write_granted && self.all_copied {
+            // RESTART and TRUNCATE always try the restart step once every frame is copied.
+            Mode::Full
+        } else {
+            Mode::FullRestartOrTruncate
+        }
+    }
+
+    /// The mode to record: the one asked, if the locks agree with it, else the inferred one.
+    pub(crate) fn mode(self, requested: Option<Mode>) -> (Mode, u32) {
+        let inferred = self.inferred();
+        let agrees = |m: Mode| match inferred {
+            Mode::Unknown => true,
+            Mode::RestartOrTruncate => matches!(m, Mode::Restart | Mode::Truncate),
+            Mode::FullRestartOrTruncate => {
+                matches!(m, Mode::Full | Mode::Restart | Mode::Truncate)
+            }
+            exact => m == exact,
+        };
+        match requested {
+            Some(m) if agrees(m) => (m, MODE_FROM_PRAGMA),
+            _ => (inferred, MODE_FROM_LOCKS),
+        }
+    }
+}
+
+/// Who holds a blocking lock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Holder {
+    pub pid: u32,
+    /// READ index of the slot held, for READ slots.
+    pub read_index: Option<usize>,
 }
 
 impl Recorder {
@@ -113,6 +313,8 @@ impl Recorder {
             held_since: [None; SLOTS],
             reader_entry,
             checkpoint: None,
+            requested: None,
+            last_busy: None,
         }
     }
 
@@ -120,41 +322,54 @@ impl Recorder {
         self.region
     }
 
-    /// A lock request was granted.
-    pub(crate) fn locked(&mut self, lock: ShmLock, wal: LiveWalIndex) {
+    /// Whether a checkpoint is under way (lock calls are then timed).
+    pub(crate) fn checkpointing(&self) -> bool {
+        self.checkpoint.is_some()
+    }
+
+    /// `SQLITE_FCNTL_PRAGMA` reached the database file: `PRAGMA <name>(<arg>)` is being
+    /// prepared on this connection.
+    pub(crate) fn pragma(&mut self, name: &[u8], arg: Option<&[u8]>) {
+        self.requested = name
+            .eq_ignore_ascii_case(b"wal_checkpoint")
+            .then(|| pragma_mode(arg));
+    }
+
+    /// A lock request was granted; `took` is how long the call blocked (only measured during
+    /// a checkpoint).
+    pub(crate) fn locked(&mut self, lock: ShmLock, wal: LiveWalIndex, took: Option<Duration>) {
         let now = Instant::now();
         for slot in lock.slots() {
             self.region.locks[slot].acquired[lock.mode()].fetch_add(1, Relaxed);
             self.held_since[slot] = Some(now);
+        }
+        if self.last_busy.is_some_and(|b| b.overlaps(lock)) {
+            self.last_busy = None;
         }
         if lock.exclusive && lock.is(SLOT_CKPT, 1) {
             let start = wal.header();
             if let Some(h) = start {
                 self.region.io.page_size.store(h.page_size, Relaxed);
             }
-            self.checkpoint = Some(Checkpoint {
-                started: now,
-                started_unix_ns: unix_ns_at(now),
-                mode: MODE_PASSIVE,
-                start,
-                at_restart: None,
-                write_busy: false,
-                restart_busy: false,
-                blocked_slot: None,
-                blocked_read_mark: 0,
-                truncations_at_start: self.region.io.wal_truncations.load(Relaxed),
-            });
+            let requested = self.requested.take();
+            self.checkpoint = Some(Checkpoint::new(now, requested, start, self.region));
         } else if let Some(ckpt) = &mut self.checkpoint {
+            ckpt.settle_wait(Some(lock), true, now, wal);
+            if let Some(took) = took.filter(|t| *t >= BLOCKED_CALL) {
+                ckpt.waited_ns += took.as_nanos().min(u64::MAX as u128) as u64;
+                ckpt.waited_slot.get_or_insert(lock.offset.min(SLOTS - 1));
+            }
             if lock.exclusive && lock.is(SLOT_WRITE, 1) {
-                ckpt.mode = ckpt.mode.max(MODE_FULL);
+                ckpt.write_tried = true;
+                ckpt.write_granted = true;
             } else if lock.exclusive && lock.is(SLOT_READ1, 4) {
-                ckpt.mode = ckpt.mode.max(MODE_RESTART);
+                ckpt.restart_tried = true;
+                ckpt.restart_granted = true;
                 ckpt.at_restart = wal.header();
             }
         }
-        if !lock.exclusive && lock.count == 1 && (SLOT_READ0..SLOTS).contains(&lock.offset) {
-            if let Some(entry) = self.reader_entry {
-                let read_index = lock.offset - SLOT_READ0;
+        if !lock.exclusive {
+            if let (Some(read_index), Some(entry)) = (lock.read_index(), self.reader_entry) {
                 let mark = wal.read_mark(read_index).unwrap_or(0);
                 entry.read_mark.store(mark, Relaxed);
                 entry.since_unix_ns.store(unix_ns_at(now), Relaxed);
@@ -163,52 +378,79 @@ impl Recorder {
         }
     }
 
-    /// A lock request returned `SQLITE_BUSY`.
-    pub(crate) fn busy(&mut self, lock: ShmLock, wal: LiveWalIndex) {
-        for slot in lock.slots() {
-            self.region.locks[slot].busy[lock.mode()].fetch_add(1, Relaxed);
+    /// A lock request returned `SQLITE_BUSY`. `slept` says whether this thread's busy handler
+    /// slept since its previous busy lock.
+    pub(crate) fn busy(&mut self, lock: ShmLock, wal: LiveWalIndex, slept: bool) {
+        // One busy per busy-handler round (see the module header).
+        let same_round = !slept && self.last_busy == Some(lock);
+        if !same_round {
+            for slot in lock.slots() {
+                self.region.locks[slot].busy[lock.mode()].fetch_add(1, Relaxed);
+            }
+        }
+        self.last_busy = Some(lock);
+        if !lock.exclusive {
+            return;
+        }
+        let now = Instant::now();
+        if lock.is(SLOT_CKPT, 1) && self.checkpoint.is_none() {
+            // Another checkpoint holds CKPT: this one returns (1, -1, -1) at once.
+            let mut ckpt = Checkpoint::new(now, self.requested.take(), wal.header(), self.region);
+            ckpt.blocked = Some(Wait {
+                lock,
+                since: now,
+                read_mark: 0,
+            });
+            self.finish_checkpoint(ckpt, None, true);
+            return;
         }
         let Some(ckpt) = &mut self.checkpoint else {
             return;
         };
-        if !lock.exclusive {
-            return;
+        ckpt.settle_wait(Some(lock), false, now, wal);
+        if ckpt.waiting.is_none() {
+            ckpt.waiting = Some(Wait {
+                lock,
+                since: now,
+                read_mark: lock
+                    .read_index()
+                    .and_then(|i| wal.read_mark(i))
+                    .unwrap_or(0),
+            });
+            ckpt.waited_slot.get_or_insert(lock.offset.min(SLOTS - 1));
         }
         if lock.is(SLOT_WRITE, 1) {
-            ckpt.mode = ckpt.mode.max(MODE_FULL);
-            ckpt.write_busy = true;
+            ckpt.write_tried = true;
         } else if lock.is(SLOT_READ1, 4) {
-            ckpt.mode = ckpt.mode.max(MODE_RESTART);
-            ckpt.restart_busy = true;
-        }
-        if ckpt.blocked_slot.is_none() {
-            ckpt.blocked_slot = Some(lock.offset.min(SLOTS - 1));
-            if lock.count == 1 && (SLOT_READ0..SLOTS).contains(&lock.offset) {
-                ckpt.blocked_read_mark = wal.read_mark(lock.offset - SLOT_READ0).unwrap_or(0);
-            }
+            ckpt.restart_tried = true;
         }
     }
 
     /// Called just before an unlock is forwarded (the lock is still held).
     pub(crate) fn unlocking(&mut self, lock: ShmLock, wal: LiveWalIndex) {
-        if lock.slots().contains(&SLOT_CKPT) {
-            if let Some(ckpt) = self.checkpoint.take() {
-                self.finish_checkpoint(ckpt, wal.header());
+        let now = Instant::now();
+        if let Some(ckpt) = &mut self.checkpoint {
+            ckpt.settle_wait(Some(lock), false, now, wal);
+            if lock.exclusive && lock.is(SLOT_WRITE, 1) && ckpt.write_granted {
+                ckpt.at_write_release = wal.header();
             }
         }
-        let now = Instant::now();
+        if lock.slots().contains(&SLOT_CKPT) {
+            if let Some(ckpt) = self.checkpoint.take() {
+                self.finish_checkpoint(ckpt, Some(wal), false);
+            }
+        }
         for slot in lock.slots() {
             if let Some(since) = self.held_since[slot].take() {
-                let ns = now
-                    .saturating_duration_since(since)
-                    .as_nanos()
-                    .min(u64::MAX as u128) as u64;
+                let ns = ns_between(since, now);
                 let counters = &self.region.locks[slot];
                 counters.hold_buckets[bucket_index(ns)].fetch_add(1, Relaxed);
                 counters.hold_sum_ns.fetch_add(ns, Relaxed);
             }
         }
-        if !lock.exclusive && lock.count == 1 && (SLOT_READ0..SLOTS).contains(&lock.offset) {
+        if !lock.exclusive && lock.read_index().is_some() {
+            // The end of a read transaction ends a busy-handler round.
+            self.last_busy = None;
             if let Some(entry) = self.reader_entry {
                 entry.read_slot.store(0, Release);
                 entry.since_unix_ns.store(0, Relaxed);
@@ -216,29 +458,73 @@ impl Recorder {
         }
     }
 
-    fn finish_checkpoint(&self, mut ckpt: Checkpoint, end: Option<WalIndex>) {
+    fn finish_checkpoint(&self, mut ckpt: Checkpoint, wal: Option<LiveWalIndex>, ckpt_busy: bool) {
         let region = self.region;
-        let duration_ns = elapsed_ns(ckpt.started);
-        // After a TRUNCATE the header is already reset to an empty WAL: the state that tells
-        // what the checkpoint achieved is the one seen when the restart lock was granted.
-        let last = ckpt.at_restart.or(end).unwrap_or_default();
-        let start_backfill = ckpt.start.map_or(0, |h| h.n_backfill);
-        let frames_moved = last.n_backfill.saturating_sub(start_backfill);
-        if ckpt.at_restart.is_some()
-            && region.io.wal_truncations.load(Relaxed) != ckpt.truncations_at_start
-        {
-            ckpt.mode = MODE_TRUNCATE;
-        }
-        let all_backfilled = last.n_backfill >= last.mx_frame;
-        let outcome = if all_backfilled && !ckpt.write_busy && !ckpt.restart_busy {
-            OUTCOME_COMPLETE
-        } else if frames_moved > 0 || all_backfilled {
-            OUTCOME_PARTIAL
-        } else {
-            OUTCOME_BUSY
-        };
+        let now = Instant::now();
+        let live = wal.unwrap_or(LiveWalIndex::NONE);
+        ckpt.settle_wait(None, false, now, live);
+        let duration_ns = ns_between(ckpt.started, now);
+        let end = wal.and_then(|w| w.header()).unwrap_or_default();
+        let start = ckpt.start.unwrap_or_default();
 
-        let counters = &region.checkpoints[ckpt.mode];
+        // The triple SQLite told the application.
+        let (triple, before_reset) = if ckpt_busy {
+            let t = Triple {
+                busy: true,
+                log: -1,
+                checkpointed: -1,
+            };
+            (t, (start.mx_frame, start.n_backfill))
+        } else {
+            let (log, checkpointed) = match ckpt.at_write_release {
+                Some(h) => (h.mx_frame, h.n_backfill),
+                None => {
+                    let seen = ckpt.after_write_refused.unwrap_or(start);
+                    (seen.mx_frame.max(end.n_backfill), end.n_backfill)
+                }
+            };
+            let write_refused = ckpt.write_tried && !ckpt.write_granted;
+            let restart_refused = ckpt.restart_tried && !ckpt.restart_granted;
+            let busy =
+                write_refused || restart_refused || (ckpt.write_granted && checkpointed < log);
+            let t = Triple {
+                busy,
+                log: log.min(i32::MAX as u32) as i32,
+                checkpointed: checkpointed.min(i32::MAX as u32) as i32,
+            };
+            let before = ckpt
+                .at_restart
+                .map_or((log, checkpointed), |h| (h.mx_frame, h.n_backfill));
+            (t, before)
+        };
+        let frames_moved = before_reset.1.saturating_sub(start.n_backfill);
+        let seen = Seen {
+            ckpt_busy,
+            write_tried: ckpt.write_tried,
+            write_granted: ckpt.write_granted,
+            restart_tried: ckpt.restart_tried,
+            restart_granted: ckpt.restart_granted,
+            truncated: ckpt.restart_granted
+                && region.io.wal_truncations.load(Relaxed) != ckpt.truncations_at_start,
+            all_copied: triple.checkpointed >= triple.log,
+        };
+        let (mode, mode_source) = seen.mode(ckpt.requested);
+        let outcome = Outcome::of(triple, frames_moved);
+        let blocker = ckpt.blocked.map(|b| {
+            let holder = holder_of(region, b.lock);
+            let read_mark = match (b.lock.read_index(), holder.read_index) {
+                (Some(_), _) => b.read_mark,
+                (None, Some(i)) => live.read_mark(i).unwrap_or(0),
+                (None, None) => 0,
+            };
+            let slot = match holder.read_index {
+                Some(i) if b.lock.is(SLOT_READ1, 4) => SLOT_READ0 + i,
+                _ => b.lock.offset.min(SLOTS - 1),
+            };
+            (slot, read_mark, holder.pid)
+        });
+
+        let counters = &region.checkpoints[mode as usize];
         counters.outcomes[outcome as usize].fetch_add(1, Relaxed);
         counters
             .frames_backfilled
@@ -246,25 +532,34 @@ impl Recorder {
         counters.duration_buckets[bucket_index(duration_ns)].fetch_add(1, Relaxed);
         counters.duration_sum_ns.fetch_add(duration_ns, Relaxed);
 
-        // We hold CKPT, so no other process writes a record now; `seq` is cleared first and
+        // We hold CKPT (or, for a checkpoint that could not take it, have a sequence number of
+        // our own), so no other process writes this record now; `seq` is cleared first and
         // published last so readers can skip a record being rewritten.
         let seq = region.io.checkpoints.fetch_add(1, Relaxed) + 1;
         let record = &region.recent[(seq as usize - 1) % RECENT];
         record.seq.store(0, Release);
         record.started_unix_ns.store(ckpt.started_unix_ns, Relaxed);
         record.duration_ns.store(duration_ns, Relaxed);
+        record.waited_ns.store(ckpt.waited_ns, Relaxed);
         record.pid.store(std::process::id(), Relaxed);
-        record.mode.store(ckpt.mode as u32, Relaxed);
-        record.outcome.store(outcome, Relaxed);
+        record.mode.store(mode as u32, Relaxed);
+        record.mode_source.store(mode_source, Relaxed);
+        record.outcome.store(outcome as u32, Relaxed);
+        record.busy.store(triple.busy as u32, Relaxed);
+        record.log.store(triple.log as u32, Relaxed);
         record
-            .blocked_slot
-            .store(ckpt.blocked_slot.map_or(NO_SLOT, |s| s as u32), Relaxed);
-        record
-            .blocked_read_mark
-            .store(ckpt.blocked_read_mark, Relaxed);
-        record.wal_frames.store(last.mx_frame, Relaxed);
-        record.backfilled_frames.store(last.n_backfill, Relaxed);
+            .checkpointed
+            .store(triple.checkpointed as u32, Relaxed);
+        record.wal_frames.store(before_reset.0, Relaxed);
+        record.backfilled_frames.store(before_reset.1, Relaxed);
         record.frames_moved.store(frames_moved, Relaxed);
+        record
+            .waited_slot
+            .store(ckpt.waited_slot.map_or(NO_SLOT, |s| s as u32), Relaxed);
+        let (slot, mark, pid) = blocker.map_or((NO_SLOT, 0, 0), |(s, m, p)| (s as u32, m, p));
+        record.blocked_slot.store(slot, Relaxed);
+        record.blocked_read_mark.store(mark, Relaxed);
+        record.blocked_pid.store(pid, Relaxed);
         record.seq.store(seq, Release);
     }
 
@@ -276,6 +571,36 @@ impl Recorder {
             entry.pid.store(0, Release);
         }
     }
+}
+
+/// Who holds (part of) `lock` now: from `/proc/locks` (any process, walwatch or not), else
+/// from the reader table. Runs only when a checkpoint ends blocked, never on the I/O path.
+fn holder_of(region: &Region, lock: ShmLock) -> Holder {
+    let header = &region.header;
+    let len = (header.db_path_len as usize).min(MAX_PATH);
+    let mut shm = header.db_path[..len].to_vec();
+    shm.extend_from_slice(b"-shm");
+    let wanted = lock.slots();
+    if let Some(holder) = crate::wal_index::shm_lock_holders(&shm, wanted.clone()).first() {
+        return Holder {
+            pid: holder.pid,
+            read_index: (holder.slot >= SLOT_READ0).then(|| holder.slot - SLOT_READ0),
+        };
+    }
+    let me = std::process::id();
+    region
+        .readers
+        .iter()
+        .find_map(|e| {
+            let slot = e.read_slot.load(Relaxed) as usize;
+            let pid = e.pid.load(Relaxed);
+            let held = slot.checked_sub(1).map(|i| SLOT_READ0 + i)?;
+            (wanted.contains(&held) && (pid == me || crate::process_alive(pid))).then_some(Holder {
+                pid,
+                read_index: Some(held - SLOT_READ0),
+            })
+        })
+        .unwrap_or_default()
 }
 
 /// Claims a free row of the reader table, or one left by a process that died. Runs when a

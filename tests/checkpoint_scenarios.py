@@ -1,0 +1,252 @@
+"""Checkpoint scenarios for walwatch's end-to-end tests (issue 10): each prints one JSON line with
+the (busy, log, checkpointed) triple that PRAGMA wal_checkpoint returned to the application and
+walwatch's own record of that checkpoint (walwatch_stats(), read by the same process).
+
+    python3 checkpoint_scenarios.py SCENARIO DB [--driver sqlite3|apsw]
+
+The walwatch extension is loaded from $WALWATCH_EXT; other processes (readers, writers) are this
+same script started with a helper role. `--driver apsw` runs the same scenarios on apsw (a
+SQLITE_ENABLE_SETLK_TIMEOUT build of a newer SQLite), from a virtualenv's python.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+class Db:
+    """The few calls the scenarios need, on sqlite3 or apsw."""
+
+    def __init__(self, driver, path, timeout):
+        self.driver = driver
+        if driver == "apsw":
+            import apsw
+
+            loader = apsw.Connection(":memory:")
+            loader.enable_load_extension(True)
+            loader.load_extension(os.environ["WALWATCH_EXT"])
+            loader.close()
+            self.conn = apsw.Connection(path)
+            self.conn.setbusytimeout(int(timeout * 1000))
+        else:
+            import sqlite3
+
+            loader = sqlite3.connect(":memory:")
+            loader.enable_load_extension(True)
+            loader.load_extension(os.environ["WALWATCH_EXT"])
+            loader.close()
+            self.conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+
+    def all(self, sql, params=()):
+        return [tuple(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    def one(self, sql, params=()):
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def run(self, sql, params=()):
+        self.conn.execute(sql, params).fetchall()
+
+    def version(self):
+        return self.one("SELECT sqlite_version()")[0]
+
+    def stats(self):
+        return json.loads(self.one("SELECT walwatch_stats()")[0])
+
+    def close(self):
+        self.conn.close()
+
+
+def say(*parts):
+    print(*parts, flush=True)
+
+
+def write_rows(db, rows):
+    for i in range(rows):
+        db.run("INSERT INTO t(payload) VALUES (randomblob(300))")
+
+
+def setup(args):
+    db = Db(args.driver, args.db, args.timeout)
+    db.one("PRAGMA journal_mode=WAL")
+    db.run("PRAGMA wal_autocheckpoint=0")  # rqlite's setting: only the scenario checkpoints
+    db.run("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, payload BLOB)")
+    return db
+
+
+def helper(role, args, *extra):
+    cmd = [sys.executable, os.path.abspath(__file__), role, args.db, "--driver", args.driver]
+    child = subprocess.Popen(cmd + list(extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    line = child.stdout.readline().split()
+    assert line and line[0] in ("READING", "WRITING"), line
+    return child, int(line[1])
+
+
+def release(child):
+    child.stdin.write("\n")
+    child.stdin.flush()
+    child.wait(timeout=20)
+
+
+def checkpoint(db, mode):
+    return list(db.one(f"PRAGMA wal_checkpoint({mode})"))
+
+
+def result(db, triple, **extra):
+    stats = db.stats()
+    recent = stats["checkpoints"]["recent"]
+    out = {"sqlite_version": db.version(), "driver": db.driver, "triple": triple,
+           "record": recent[0] if recent else None, "stats": stats}
+    out.update(extra)
+    say(json.dumps(out))
+
+
+# Helper roles (other processes).
+
+def role_hold_read(args):
+    """A read transaction, held until --seconds pass or a line arrives on stdin."""
+    db = Db(args.driver, args.db, args.timeout)
+    db.run("BEGIN")
+    db.one("SELECT count(*) FROM t")
+    say("READING", os.getpid())
+    if args.seconds:
+        time.sleep(args.seconds)
+    else:
+        sys.stdin.readline()
+    db.run("COMMIT")
+    db.close()
+
+
+def role_hold_write(args):
+    """A write transaction (one row), committed after --seconds or a line on stdin."""
+    db = Db(args.driver, args.db, args.timeout)
+    db.run("BEGIN IMMEDIATE")
+    db.run("INSERT INTO t(payload) VALUES (randomblob(300))")
+    say("WRITING", os.getpid())
+    if args.seconds:
+        time.sleep(args.seconds)
+    else:
+        sys.stdin.readline()
+    db.run("COMMIT")
+    db.close()
+
+
+# Scenarios.
+
+def scenario_modes(args):
+    """The four modes with no reader and no writer."""
+    db = setup(args)
+    out = []
+    for mode in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+        write_rows(db, 20)
+        triple = checkpoint(db, mode)
+        out.append({"mode": mode, "triple": triple, "record": db.stats()["checkpoints"]["recent"][0]})
+    say(json.dumps({"sqlite_version": db.version(), "driver": db.driver, "runs": out}))
+
+
+def scenario_full_waits_for_writer(args):
+    """FULL while another process holds a write transaction for --hold seconds."""
+    db = setup(args)
+    write_rows(db, 20)
+    writer, pid = helper("hold-write", args, "--seconds", str(args.hold))
+    triple = checkpoint(db, "FULL")
+    writer.wait(timeout=20)
+    result(db, triple, writer_pid=pid)
+
+
+def scenario_truncate_waits_for_reader(args):
+    """TRUNCATE while a reader (begun after the last commit) stays --hold seconds more."""
+    db = setup(args)
+    write_rows(db, 20)
+    reader, pid = helper("hold-read", args, "--seconds", str(args.hold))
+    triple = checkpoint(db, "TRUNCATE")
+    reader.wait(timeout=20)
+    result(db, triple, reader_pid=pid, wal_bytes=os.stat(args.db + "-wal").st_size)
+
+
+def scenario_truncate_reader_after_commit(args):
+    """rqlite's failure: a reader whose snapshot holds the whole WAL stays; TRUNCATE gives up
+    after --timeout. Runs `walwatch status` (from $WALWATCH_BIN) while the reader still reads."""
+    db = setup(args)
+    write_rows(db, 30)
+    reader, pid = helper("hold-read", args)
+    triple = checkpoint(db, "TRUNCATE")
+    status = None
+    if os.environ.get("WALWATCH_BIN"):
+        status = subprocess.run([os.environ["WALWATCH_BIN"], "status"], capture_output=True,
+                                text=True, timeout=30).stdout
+    stats = db.stats()
+    release(reader)
+    out = {"sqlite_version": db.version(), "driver": db.driver, "triple": triple,
+           "record": stats["checkpoints"]["recent"][0], "stats": stats, "reader_pid": pid,
+           "status": status}
+    say(json.dumps(out))
+
+
+def scenario_truncate_reader_before_inserts(args):
+    """A reader begins, then more rows are written: TRUNCATE can copy only what it sees."""
+    db = setup(args)
+    write_rows(db, 10)
+    reader, pid = helper("hold-read", args)
+    write_rows(db, 30)
+    triple = checkpoint(db, "TRUNCATE")
+    stats = db.stats()
+    release(reader)
+    say(json.dumps({"sqlite_version": db.version(), "driver": db.driver, "triple": triple,
+                    "record": stats["checkpoints"]["recent"][0], "stats": stats,
+                    "reader_pid": pid}))
+
+
+def scenario_passive_pinned(args):
+    """PASSIVE against a reader pinned mid-WAL."""
+    db = setup(args)
+    write_rows(db, 10)
+    reader, pid = helper("hold-read", args)
+    write_rows(db, 30)
+    triple = checkpoint(db, "PASSIVE")
+    stats = db.stats()
+    release(reader)
+    say(json.dumps({"sqlite_version": db.version(), "driver": db.driver, "triple": triple,
+                    "record": stats["checkpoints"]["recent"][0], "stats": stats,
+                    "reader_pid": pid}))
+
+
+def scenario_begin_immediate_waits(args):
+    """BEGIN IMMEDIATE while another process holds the write lock for --hold seconds: prints
+    how many times the busy handler slept and how many WRITE busy walwatch counted."""
+    db = setup(args)
+    write_rows(db, 1)
+    before = db.stats()
+    writer, _ = helper("hold-write", args, "--seconds", str(args.hold))
+    db.run("BEGIN IMMEDIATE")
+    db.run("COMMIT")
+    writer.wait(timeout=20)
+    after = db.stats()
+    say(json.dumps({
+        "sqlite_version": db.version(), "driver": db.driver,
+        "sleeps": after["busy_sleeps"] - before["busy_sleeps"],
+        "write_busy": after["shm_locks"]["WRITE"]["exclusive"]["busy"]
+        - before["shm_locks"]["WRITE"]["exclusive"]["busy"],
+    }))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario")
+    p.add_argument("db")
+    p.add_argument("--driver", default="sqlite3", choices=["sqlite3", "apsw"])
+    p.add_argument("--timeout", type=float, default=5.0, help="busy timeout, seconds")
+    p.add_argument("--seconds", type=float, default=0, help="helper roles: how long to hold")
+    p.add_argument("--hold", type=float, default=0.5, help="how long the other process holds")
+    args = p.parse_args()
+    roles = {"hold-read": role_hold_read, "hold-write": role_hold_write}
+    if args.scenario in roles:
+        return roles[args.scenario](args)
+    globals()["scenario_" + args.scenario.replace("-", "_")](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -302,14 +302,16 @@ def scenario_reader_before_inserts(s, mode):
 
 
 def sidecar_status(db):
-    """`walwatch status --json DB` while the blocker is still there, or None without a sidecar."""
+    """`walwatch status --json DB` and `walwatch status DB` while the blocker is still there,
+    or None without a sidecar."""
     exe = os.environ.get("WALWATCH_SIDECAR")
     if not exe:
         return None
     out = subprocess.run([exe, "status", "--json", db], capture_output=True, text=True)
-    if out.returncode != 0:
-        return {"error": out.stderr}
-    return json.loads(out.stdout)
+    text = subprocess.run([exe, "status", db], capture_output=True, text=True)
+    if out.returncode != 0 or text.returncode != 0:
+        return {"error": out.stderr + text.stderr}
+    return {"json": json.loads(out.stdout), "text": text.stdout}
 
 
 def scenario_begin_immediate_waits(s):

@@ -189,10 +189,3 @@ pub fn triple(result: &Value) -> (u64, u64, u64) {
         .collect();
     (t[0], t[1], t[2])
 }
-
-/// Whether the outcome model of issue 10 is in this build (`complete`, `not_reset`, `partial`,
-/// `busy`; waiting recorded as waiting). Until it is, the record is asserted only where the old
-/// recorder already agrees with the triple; the pragma triples are asserted always.
-pub fn new_outcome_model() -> bool {
-    walwatch::layout::OUTCOME_NAMES.contains(&"not_reset")
-}

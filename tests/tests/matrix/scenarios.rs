@@ -23,6 +23,7 @@ fn no_reader(host: &str) {
             );
             assert_eq!(rec["wal_frames"], log, "{host} {mode}: {rec}");
         }
+        assert_same_triple(host, r);
         assert_eq!(rec["mode"], mode, "{host}: the mode asked for: {rec}");
         assert_eq!(rec["outcome"], "complete", "{host} {mode}: {rec}");
         assert_eq!(
@@ -33,11 +34,16 @@ fn no_reader(host: &str) {
             rec["blocked_slot"].is_null(),
             "{host} {mode}: nothing blocked: {rec}"
         );
+        assert!(
+            rec["waited_slot"].is_null(),
+            "{host} {mode}: nothing waited: {rec}"
+        );
     }
 }
 
 /// FULL waits for another process's write transaction, then copies everything; TRUNCATE waits
-/// for a reader that leaves, then truncates. Both are complete: the waiting is not a failure.
+/// for a reader that leaves, then truncates. Both are complete: the waiting is recorded as
+/// waiting (slot and time), not as failure.
 fn waiting(host: &str) {
     let results = run(
         host,
@@ -50,6 +56,7 @@ fn waiting(host: &str) {
             stats["busy_sleeps"].as_u64().unwrap() >= 3,
             "{host}: the checkpoint waited for the helper (its busy handler slept): {stats}"
         );
+        assert_same_triple(host, r);
     }
     let (busy, log, ckpt) = triple(full);
     assert_eq!(
@@ -63,31 +70,43 @@ fn waiting(host: &str) {
         stats["shm_locks"]["WRITE"]["exclusive"]["busy"], stats["busy_sleeps"],
         "{host}: one WRITE busy per busy-handler sleep, on every build: {stats}"
     );
-    assert!(
-        stats["busy_sleeps"].as_u64().unwrap() >= 1,
-        "{host}: {stats}"
-    );
 
     let (f, t) = (record(full), record(truncate));
-    assert_eq!(f["mode"], "full", "{host}: {f}");
+    assert_eq!(
+        (f["mode"].as_str(), f["outcome"].as_str()),
+        (Some("full"), Some("complete")),
+        "{host}: FULL that waited, then succeeded: {f}"
+    );
     assert_eq!(
         (f["wal_frames"].as_u64(), f["backfilled_frames"].as_u64()),
         (Some(log), Some(log)),
         "{host}: {f}"
     );
-    assert_eq!(t["mode"], "truncate", "{host}: {t}");
+    assert_eq!(
+        f["waited_slot"], "WRITE",
+        "{host}: FULL waited for the writer: {f}"
+    );
+    assert_eq!(
+        (t["mode"].as_str(), t["outcome"].as_str()),
+        (Some("truncate"), Some("complete")),
+        "{host}: TRUNCATE that waited, then truncated: {t}"
+    );
     assert_eq!(t["backfilled_frames"], t["wal_frames"], "{host}: {t}");
-    if new_outcome_model() {
-        assert_eq!(
-            f["outcome"], "complete",
-            "{host}: FULL that waited, then succeeded: {f}"
+    assert!(
+        t["waited_slot"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("READ")),
+        "{host}: TRUNCATE waited for the reader: {t}"
+    );
+    for rec in [f, t] {
+        assert!(
+            rec["waited_seconds"].as_f64().unwrap() > 0.0,
+            "{host}: {rec}"
         );
-        assert_eq!(
-            t["outcome"], "complete",
-            "{host}: TRUNCATE that waited, then truncated: {t}"
+        assert!(
+            rec["blocked_slot"].is_null(),
+            "{host}: waiting is not being blocked: {rec}"
         );
-    } else {
-        eprintln!("{host}: outcome model of issue 10 not in this build: waiting checkpoints' outcomes not asserted");
     }
 }
 
@@ -118,6 +137,12 @@ fn blocked(host: &str) {
         "{host}: the reader's snapshot is the whole WAL: {r}"
     );
     let rec = record(r);
+    assert_same_triple(host, r);
+    assert_eq!(
+        rec["outcome"], "not_reset",
+        "{host}: every frame copied, WAL not reset: {rec}"
+    );
+    assert_eq!(rec["mode"], "truncate", "{host}: the mode asked for: {rec}");
     assert_eq!(
         (
             rec["wal_frames"].as_u64(),
@@ -128,9 +153,19 @@ fn blocked(host: &str) {
     );
     assert_eq!(
         rec["blocked_slot"], reader["slot"],
-        "{host}: the reader's slot is named: {rec}"
+        "{host}: the reader's slot: {rec}"
     );
-    let status = &r["status"][0];
+    assert_eq!(
+        rec["blocked_read_mark"], log,
+        "{host}: the blocker's real read mark: {rec}"
+    );
+    assert_eq!(
+        rec["blocked_pid"], reader_pid,
+        "{host}: the blocker's pid: {rec}"
+    );
+
+    let status = &r["status"]["json"][0];
+    let status_text = r["status"]["text"].as_str().expect("walwatch status text");
     let blocker = status["blockers"]
         .as_array()
         .and_then(|b| b.iter().find(|b| b["pid"] == reader_pid))
@@ -142,38 +177,32 @@ fn blocked(host: &str) {
         "{host}: status shows the reader's real mark: {blocker}"
     );
     assert_eq!(blocker["blocks"], "wal_reset", "{host}: {blocker}");
-    if new_outcome_model() {
-        assert_eq!(rec["outcome"], "not_reset", "{host}: {rec}");
-        assert!(
-            rec["mode"].as_str().unwrap().contains("truncate"),
-            "{host}: an honest mode label: {rec}"
-        );
-        assert_eq!(
-            rec["blocked_read_mark"], log,
-            "{host}: the blocker's real read mark: {rec}"
-        );
-        assert_ne!(
-            status["checkpoint_blocked"], false,
-            "{host}: status must not say 'not blocked' above a blocker: {status}"
-        );
-    } else {
-        eprintln!("{host}: outcome model of issue 10 not in this build: rqlite case's outcome, mode label and read mark not asserted");
-    }
+    assert!(
+        !status_text.contains("not blocked") && status_text.contains("WAL reset blocked"),
+        "{host}: status says what is blocked (the reset), never 'not blocked' above a blocker:\n{status_text}"
+    );
 
-    // A reader from before the inserts: TRUNCATE returns busy, copies up to its mark.
-    for (r, mode, busy_expected) in [(&results[1], "TRUNCATE", 1), (&results[2], "PASSIVE", 0)] {
+    // A reader from before the inserts: TRUNCATE returns busy, both copy up to its mark.
+    for (r, mode, busy_expected) in [(&results[1], "truncate", 1), (&results[2], "passive", 0)] {
         let (busy, log, ckpt) = triple(r);
         assert_eq!(busy, busy_expected, "{host} {mode}: {r}");
         assert!(
             0 < ckpt && ckpt < log,
             "{host} {mode}: stopped at the reader's mark: {r}"
         );
-        let reader = reader_entry(r, r["reader_pid"].as_u64().unwrap());
+        let reader_pid = r["reader_pid"].as_u64().unwrap();
+        let reader = reader_entry(r, reader_pid);
         assert_eq!(
             reader["read_mark"], ckpt,
             "{host} {mode}: the reader's mark is where it stopped: {r}"
         );
         let rec = record(r);
+        assert_same_triple(host, r);
+        assert_eq!(
+            (rec["mode"].as_str(), rec["outcome"].as_str()),
+            (Some(mode), Some("partial")),
+            "{host}: some frames copied: {rec}"
+        );
         assert_eq!(
             (
                 rec["wal_frames"].as_u64(),
@@ -182,26 +211,36 @@ fn blocked(host: &str) {
             (Some(log), Some(ckpt)),
             "{host} {mode}: {rec}"
         );
-        assert_eq!(
-            rec["outcome"], "partial",
-            "{host} {mode}: some frames copied: {rec}"
-        );
         assert_eq!(rec["blocked_slot"], reader["slot"], "{host} {mode}: {rec}");
         assert_eq!(rec["blocked_read_mark"], ckpt, "{host} {mode}: {rec}");
-        if mode == "PASSIVE" {
-            assert_eq!(rec["mode"], "passive", "{host}: {rec}");
-        } else if new_outcome_model() {
-            assert!(
-                rec["mode"].as_str().unwrap().contains("truncate"),
-                "{host}: an honest mode label: {rec}"
-            );
-        }
+        assert_eq!(
+            rec["blocked_pid"], reader_pid,
+            "{host} {mode}: the blocker's pid: {rec}"
+        );
     }
+}
+
+/// The record carries the triple the application was told: it must be that triple, and the
+/// mode must come from the pragma itself.
+fn assert_same_triple(host: &str, r: &Value) {
+    let (busy, log, ckpt) = triple(r);
+    let rec = record(r);
+    assert_eq!(
+        (
+            rec["busy"].as_u64(),
+            rec["log"].as_u64(),
+            rec["checkpointed"].as_u64()
+        ),
+        (Some(busy), Some(log), Some(ckpt)),
+        "{host} {}: the record's triple is the one PRAGMA wal_checkpoint returned: {rec}",
+        r["scenario"]
+    );
+    assert_eq!(rec["mode_source"], "pragma", "{host}: {rec}");
 }
 
 /// Counters mean the same on every build: a `BEGIN IMMEDIATE` that waits for another process's
 /// write transaction counts one WRITE busy per busy-handler sleep (issue 10, item 5: apsw's
-/// `SQLITE_ENABLE_SETLK_TIMEOUT` build tries the lock twice per round).
+/// `SQLITE_ENABLE_SETLK_TIMEOUT` build tries the lock twice per round, and counted 27 for 14).
 fn busy_counters(host: &str) {
     let r = &run(host, &["begin_immediate_waits"])[0];
     let stats = &r["stats"];
@@ -233,7 +272,6 @@ fn busy_counters_pysqlite3() {
 }
 
 #[test]
-#[ignore = "issue 10 item 5, not fixed yet: SQLITE_ENABLE_SETLK_TIMEOUT builds (apsw 3.54.1) count 27 WRITE busy for 14 sleeps; un-ignore when the recorder counts one busy per busy-handler round"]
 fn busy_counters_apsw() {
     busy_counters("apsw")
 }

@@ -1,5 +1,21 @@
 //! The loadable-extension entry point and the `walwatch_stats()` SQL function: the only place
 //! where SQLite's `sqlite3_api_routines` are read.
+//!
+//! # What loading changes, and what it cannot
+//! Loading makes `walwatch` the default VFS: connections opened *afterwards* are watched.
+//! - A database opened *before* the load stays on the VFS it was opened with, unwatched
+//!   (sqlite-utils' `--load-extension`, the shell's `.open` before `.load`). `walwatch_stats()` on
+//!   it says so and how to watch it: load walwatch first, or open it with the URI parameter
+//!   `vfs=walwatch` (the extension stays registered under that name).
+//! - Shared cache (`cache=shared`, including `file:x?mode=memory&cache=shared`): SQLite shares a
+//!   cache only between connections on the same VFS *object* (`sqlite3BtreeOpen` compares the
+//!   pager's VFS pointer), and a registered VFS object must never be modified, so the shim cannot
+//!   make itself the object that earlier connections use. A shared-cache database opened before
+//!   the load is therefore not shared with connections opened after it (they get a new, empty
+//!   in-memory database); connections that name the first VFS (`&vfs=unix`) still share with it.
+//!   Loaded first, walwatch is every connection's VFS and shared caches work as without it
+//!   (datasette: `examples/datasette/walwatch_first.py`). In-memory databases have no files:
+//!   nothing of them is watched, and `walwatch_stats()` says so.
 
 use crate::ffi::*;
 use crate::Host;

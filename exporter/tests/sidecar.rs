@@ -277,15 +277,16 @@ mod bad_input {
         let missing = dir.path("missing.db");
         let rollback = dir.path("rollback.db");
         std::fs::write(&rollback, synth::database(false)).unwrap();
-        // A truncated stats file, one of layout version 2 and one of a database that exists.
+        // A truncated stats file, one of the older layout version 1 and one of a database that
+        // exists.
         std::fs::write(
             stats.join("truncated.0.walwatch"),
             &synth::stats_file(b"/x.db", 1)[..100],
         )
         .unwrap();
-        let mut v2 = synth::stats_file(b"/y.db", 1);
-        synth::set_version(&mut v2, 2);
-        std::fs::write(stats.join("v2.0.walwatch"), v2).unwrap();
+        let mut v1 = synth::stats_file(b"/y.db", 1);
+        synth::set_version(&mut v1, 1);
+        std::fs::write(stats.join("v1.0.walwatch"), v1).unwrap();
         let good = dir.path("good.db");
         std::fs::write(&good, synth::database(true)).unwrap();
         std::fs::write(
@@ -352,7 +353,7 @@ mod bad_input {
 
         let log = sidecar.log();
         assert!(
-            log.contains("layout version 2") && log.contains("truncated"),
+            log.contains("layout version 1") && log.contains("truncated"),
             "{log}"
         );
         assert!(

@@ -32,9 +32,13 @@ impl std::fmt::Display for SnapshotError {
             ),
             Self::BadMagic => f.write_str("not a walwatch stats file (bad magic)"),
             Self::Uninitialized => f.write_str("still being created"),
+            Self::WrongVersion { found } if *found < VERSION => write!(
+                f,
+                "layout version {found} (an older walwatch), this walwatch reads version {VERSION}: the shim replaces it when the database is next opened"
+            ),
             Self::WrongVersion { found } => write!(
                 f,
-                "layout version {found}, this walwatch reads version {VERSION}"
+                "layout version {found}, this walwatch reads version {VERSION}: upgrade this walwatch"
             ),
             Self::WrongSize { found } => write!(
                 f,

@@ -1,93 +1,308 @@
-//! The rqlite failure, reproduced: a reader pins the WAL, TRUNCATE cannot complete, and the
-//! stats say which slot and which pid; once the reader ends, TRUNCATE completes.
+//! Checkpoint records agree with what SQLite told the application (issue 10): each scenario
+//! runs `tests/checkpoint_scenarios.py` (a real Python process, with real reader and writer
+//! processes beside it) and asserts the `(busy, log, checkpointed)` triple that
+//! `PRAGMA wal_checkpoint` returned and walwatch's record of that checkpoint side by side.
+//!
+//! The scenarios run on Debian's SQLite 3.40.1 (`/usr/bin/python3`), and also on every Python
+//! named in `$WALWATCH_APSW_PYTHON` (space-separated; e.g. a virtualenv's python with apsw
+//! 3.54.1, a `SQLITE_ENABLE_SETLK_TIMEOUT` build) with `--driver apsw`.
 
 use crate::harness::*;
-use std::io::{BufReader, Write};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// The Pythons and drivers to run every scenario with.
+fn drivers() -> Vec<(String, &'static str)> {
+    let mut out = vec![("/usr/bin/python3".to_owned(), "sqlite3")];
+    if let Ok(list) = std::env::var("WALWATCH_APSW_PYTHON") {
+        out.extend(list.split_whitespace().map(|p| (p.to_owned(), "apsw")));
+    }
+    out
+}
+
+fn scenario_script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoint_scenarios.py")
+}
+
+/// Runs one scenario on a fresh database; returns its JSON line.
+fn scenario(s: &Scratch, python: &str, driver: &str, name: &str, extra: &[&str]) -> Value {
+    let db = s.db(&format!("{name}-{driver}.db"));
+    let out = Command::new(python)
+        .arg(scenario_script())
+        .arg(name)
+        .arg(&db)
+        .args(["--driver", driver])
+        .args(extra)
+        .env("WALWATCH_EXT", extension())
+        .env("WALWATCH_DIR", &s.stats_dir)
+        .env("WALWATCH_BIN", sidecar_binary())
+        .output()
+        .expect("run the scenario");
+    assert_ok(&out);
+    let text = stdout(&out);
+    serde_json::from_str(text.lines().last().expect("a JSON line")).expect("JSON")
+}
+
+/// The record says what the application was told: same triple, and the expected mode (told by
+/// the pragma) and outcome.
+fn assert_record(v: &Value, triple: &Value, record: &Value, mode: &str, outcome: &str) {
+    let context = format!(
+        "SQLite {} ({}): pragma returned {triple}, walwatch recorded {record}",
+        v["sqlite_version"], v["driver"]
+    );
+    let t = triple.as_array().expect("a triple");
+    assert_eq!(
+        (&record["busy"], &record["log"], &record["checkpointed"]),
+        (&t[0], &t[1], &t[2]),
+        "{context}"
+    );
+    assert_eq!(record["mode"], mode, "{context}");
+    assert_eq!(record["mode_source"], "pragma", "{context}");
+    assert_eq!(record["outcome"], outcome, "{context}");
+}
+
+fn frames(v: &Value) -> u64 {
+    v.as_u64().expect("a frame count")
+}
 
 #[test]
-fn reader_blocks_truncate_and_is_named() {
+fn four_modes_without_a_reader_are_complete() {
     let s = Scratch::new();
-    let db = s.db("pinned.db");
-    assert_ok(&s.python("init", &db, &[]));
-    assert_ok(&s.python("write", &db, &["--rows", "10"]));
+    for (python, driver) in drivers() {
+        let v = scenario(&s, &python, driver, "modes", &[]);
+        for run in v["runs"].as_array().unwrap() {
+            let mode = run["mode"].as_str().unwrap().to_lowercase();
+            let (triple, record) = (&run["triple"], &run["record"]);
+            assert_record(&v, triple, record, &mode, "complete");
+            assert_eq!(triple[0], 0, "{run}");
+            if mode == "truncate" {
+                // SQLite reports an emptied WAL as (0, 0, 0); the record keeps what was copied.
+                assert_eq!(triple, &serde_json::json!([0, 0, 0]), "{run}");
+            } else {
+                assert!(frames(&triple[1]) >= 20, "{run}");
+            }
+            assert!(frames(&record["frames_moved"]) >= 20, "{run}");
+            assert!(record["blocked_slot"].is_null(), "{run}");
+        }
+    }
+}
 
-    let mut reader = s.spawn_python("hold-read", &db, &[]);
-    let mut reader_out = BufReader::new(reader.stdout.take().unwrap());
-    let ready = read_line(&mut reader_out);
-    let reader_pid: u64 = ready
-        .strip_prefix("READING ")
-        .expect(&ready)
-        .parse()
-        .unwrap();
+#[test]
+fn full_that_waited_for_a_writer_is_complete() {
+    let s = Scratch::new();
+    for (python, driver) in drivers() {
+        let v = scenario(
+            &s,
+            &python,
+            driver,
+            "full-waits-for-writer",
+            &["--hold", "0.5"],
+        );
+        let (triple, record) = (&v["triple"], &v["record"]);
+        assert_record(&v, triple, record, "full", "complete");
+        assert_eq!(triple[0], 0, "{v}");
+        assert_eq!(triple[1], triple[2], "{v}");
+        assert_eq!(record["waited_slot"], "WRITE", "{record}");
+        assert!(
+            record["waited_seconds"].as_f64().unwrap() > 0.1,
+            "the wait for the writer is recorded as waiting: {record}"
+        );
+        assert!(record["blocked_slot"].is_null(), "{record}");
+    }
+}
 
-    assert_ok(&s.python("write", &db, &["--rows", "200"]));
-    let (result, stats) = s.python_then_stats(
-        "checkpoint",
-        &db,
-        &["--mode", "TRUNCATE", "--timeout", "0.2"],
-    );
-    let result: Vec<i64> = serde_json::from_str(&result[0]).unwrap();
-    assert_eq!(
-        result[0], 1,
-        "TRUNCATE must report busy while the reader holds its snapshot"
-    );
+#[test]
+fn truncate_that_waited_for_a_reader_is_complete() {
+    let s = Scratch::new();
+    for (python, driver) in drivers() {
+        let v = scenario(
+            &s,
+            &python,
+            driver,
+            "truncate-waits-for-reader",
+            &["--hold", "0.3"],
+        );
+        let (triple, record) = (&v["triple"], &v["record"]);
+        assert_record(&v, triple, record, "truncate", "complete");
+        assert_eq!(triple, &serde_json::json!([0, 0, 0]), "{v}");
+        assert_eq!(v["wal_bytes"], 0, "the WAL was truncated: {v}");
+        assert!(record["waited_slot"].as_str().unwrap().starts_with("READ"));
+        assert!(
+            record["waited_seconds"].as_f64().unwrap() > 0.05,
+            "{record}"
+        );
+        assert!(record["blocked_slot"].is_null(), "{record}");
+    }
+}
 
-    let last = &stats["checkpoints"]["recent"][0];
-    assert_eq!(
-        last["mode"], "full",
-        "a blocked TRUNCATE takes FULL's locks: {stats}"
-    );
-    assert_ne!(last["outcome"], "complete", "{stats}");
-    assert!(
-        last["wal_frames"].as_u64().unwrap() > last["backfilled_frames"].as_u64().unwrap(),
-        "{stats}"
-    );
-    let blocked = last["blocked_slot"].as_str().expect("a blocked slot");
-    assert!(blocked.starts_with("READ"), "{stats}");
-    assert!(
-        stats["shm_locks"][blocked]["exclusive"]["busy"]
-            .as_u64()
+/// rqlite's "failed to completely checkpoint WAL (1 ok, 1031 pages, 1031 moved)": every frame
+/// copied, the WAL not reset, because a reader whose snapshot holds the whole WAL stays.
+#[test]
+fn truncate_against_a_reader_after_the_last_commit_is_not_reset() {
+    let s = Scratch::new();
+    for (python, driver) in drivers() {
+        let v = scenario(
+            &s,
+            &python,
+            driver,
+            "truncate-reader-after-commit",
+            &["--timeout", "0.2"],
+        );
+        let (triple, record) = (&v["triple"], &v["record"]);
+        assert_record(&v, triple, record, "truncate", "not_reset");
+        assert_eq!(triple[0], 1, "{v}");
+        let n = frames(&triple[1]);
+        assert!(n >= 30, "{v}");
+        assert_eq!(frames(&triple[2]), n, "every frame copied: {v}");
+        // The reader that stopped the reset, with its real read mark: N, the whole WAL.
+        assert_eq!(record["blocked_pid"], v["reader_pid"], "{record}");
+        assert_eq!(frames(&record["blocked_read_mark"]), n, "{record}");
+        assert!(record["blocked_slot"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("READ") && s != "READ0"));
+        let reader = v["stats"]["readers"]
+            .as_array()
             .unwrap()
-            >= 1,
-        "{stats}"
-    );
-    assert!(
-        stats["busy_sleeps"].as_u64().unwrap() >= 1,
-        "the busy handler slept: {stats}"
-    );
-    let readers = stats["readers"].as_array().unwrap();
-    let holder = readers
-        .iter()
-        .find(|r| r["pid"] == reader_pid)
-        .unwrap_or_else(|| panic!("reader {reader_pid} not in {stats}"));
-    assert_eq!(
-        holder["slot"], blocked,
-        "the reader holds the slot that blocked the checkpoint"
-    );
-    assert_eq!(holder["read_mark"], last["blocked_read_mark"]);
+            .iter()
+            .find(|r| r["pid"] == v["reader_pid"])
+            .unwrap_or_else(|| panic!("reader not in {}", v["stats"]));
+        assert_eq!(reader["slot"], record["blocked_slot"], "{v}");
 
+        // `walwatch status`, run while the reader still reads, says what is blocked.
+        let all = v["status"].as_str().expect("walwatch status output");
+        let path = v["stats"]["db"].as_str().unwrap();
+        let status = all
+            .split("\n\n")
+            .find(|section| section.starts_with(path))
+            .unwrap_or_else(|| panic!("{path} not in {all}"));
+        assert!(!status.contains("not blocked"), "{status}");
+        assert!(status.contains("WAL reset blocked"), "{status}");
+        assert!(
+            status.contains(&format!("pid {}", v["reader_pid"])),
+            "the reader is named: {status}"
+        );
+        assert!(
+            status.contains(&format!("truncate not_reset: returned (1, {n}, {n})")),
+            "{status}"
+        );
+    }
+}
+
+#[test]
+fn truncate_against_a_reader_before_the_inserts_is_partial() {
+    let s = Scratch::new();
+    for (python, driver) in drivers() {
+        let v = scenario(
+            &s,
+            &python,
+            driver,
+            "truncate-reader-before-inserts",
+            &["--timeout", "0.2"],
+        );
+        let (triple, record) = (&v["triple"], &v["record"]);
+        assert_record(&v, triple, record, "truncate", "partial");
+        assert_eq!(triple[0], 1, "{v}");
+        let (log, copied) = (frames(&triple[1]), frames(&triple[2]));
+        assert!(0 < copied && copied < log, "{v}");
+        assert_eq!(record["blocked_pid"], v["reader_pid"], "{record}");
+        assert_eq!(frames(&record["blocked_read_mark"]), copied, "{record}");
+    }
+}
+
+#[test]
+fn passive_against_a_pinned_reader_is_partial() {
+    let s = Scratch::new();
+    for (python, driver) in drivers() {
+        let v = scenario(&s, &python, driver, "passive-pinned", &[]);
+        let (triple, record) = (&v["triple"], &v["record"]);
+        assert_record(&v, triple, record, "passive", "partial");
+        assert_eq!(triple[0], 0, "PASSIVE never says busy: {v}");
+        let (log, copied) = (frames(&triple[1]), frames(&triple[2]));
+        assert!(0 < copied && copied < log, "{v}");
+        assert_eq!(frames(&record["blocked_read_mark"]), copied, "{record}");
+        assert_eq!(record["blocked_pid"], v["reader_pid"], "{record}");
+    }
+}
+
+/// One WRITE busy per busy-handler round, whatever the build (SETLK_TIMEOUT builds try the
+/// write lock twice per round).
+#[test]
+fn begin_immediate_counts_one_busy_per_busy_handler_sleep() {
+    let s = Scratch::new();
+    for (python, driver) in drivers() {
+        let v = scenario(
+            &s,
+            &python,
+            driver,
+            "begin-immediate-waits",
+            &["--hold", "0.3"],
+        );
+        let sleeps = v["sleeps"].as_u64().unwrap();
+        assert!(sleeps >= 3, "the busy handler slept: {v}");
+        assert_eq!(v["write_busy"].as_u64().unwrap(), sleeps, "{v}");
+    }
+}
+
+/// A database deleted and re-created at the same path starts with fresh counters, while a
+/// process that still has the old database open keeps recording into the old (unlinked) file.
+#[test]
+fn recreated_database_starts_at_zero() {
+    let s = Scratch::new();
+    let db = s.db("again.db");
+    let shell = |sql: &str| {
+        let (out, err) = s.shell(&format!(
+            ".load {}\n.open {}\n{sql}\nSELECT walwatch_stats();\n",
+            extension().display(),
+            db.display()
+        ));
+        let line = out.lines().last().unwrap_or_default().to_owned();
+        serde_json::from_str::<Value>(&line)
+            .unwrap_or_else(|e| panic!("{e}: stdout {out}\nstderr {err}"))
+    };
+    let old = shell(
+        "PRAGMA journal_mode=WAL;\nCREATE TABLE t(x);\n\
+         INSERT INTO t SELECT randomblob(300) FROM generate_series(1,50);\n\
+         PRAGMA wal_checkpoint(FULL);\nPRAGMA wal_checkpoint(PASSIVE);",
+    );
+    assert_eq!(old["checkpoints"]["total"], 2, "{old}");
+
+    // A process keeps the old database open (a read transaction) through the re-creation.
+    let mut reader = s.spawn_python("hold-read", &db, &[]);
+    let mut reader_out = std::io::BufReader::new(reader.stdout.take().unwrap());
+    assert!(read_line(&mut reader_out).starts_with("READING"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+
+    let new = shell("PRAGMA journal_mode=WAL;\nCREATE TABLE u(y);");
+    assert_eq!(new["checkpoints"]["total"], 0, "{new}");
+    assert!(
+        new["checkpoints"]["recent"].as_array().unwrap().is_empty(),
+        "{new}"
+    );
+    let old_writes = old["shm_locks"]["WRITE"]["exclusive"]["acquired"]
+        .as_u64()
+        .unwrap();
+    let new_writes = new["shm_locks"]["WRITE"]["exclusive"]["acquired"]
+        .as_u64()
+        .unwrap();
+    assert!(new_writes < old_writes, "old {old}\nnew {new}");
+
+    // The old process finishes on the old database: the new stats do not move.
+    use std::io::Write;
     reader.stdin.take().unwrap().write_all(b"\n").unwrap();
     assert_eq!(read_line(&mut reader_out), "DONE");
-    reader.wait().unwrap();
+    assert!(reader.wait().unwrap().success());
+    let after = shell("");
+    assert_eq!(after["checkpoints"]["total"], 0, "{after}");
+    assert!(after["readers"].as_array().unwrap().is_empty(), "{after}");
 
-    let (result, stats) = s.python_then_stats(
-        "write-checkpoint",
-        &db,
-        &["--rows", "5", "--mode", "TRUNCATE", "--timeout", "0.2"],
-    );
-    let result: Vec<i64> = serde_json::from_str(&result[0]).unwrap();
-    assert_eq!(result[0], 0, "not busy once the reader is gone");
-    let last = &stats["checkpoints"]["recent"][0];
-    assert_eq!(
-        (last["mode"].as_str(), last["outcome"].as_str()),
-        (Some("truncate"), Some("complete")),
-        "{stats}"
-    );
-    assert!(last["frames_moved"].as_u64().unwrap() >= 5, "{stats}");
-    assert_eq!(stats["wal_bytes"], 0, "{stats}");
-    assert!(stats["readers"]
-        .as_array()
+    // One stats file for the path, and no temporary file left behind.
+    let names: Vec<String> = std::fs::read_dir(&s.stats_dir)
         .unwrap()
-        .iter()
-        .all(|r| r["pid"] != reader_pid));
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("again.db.") && names[0].ends_with(".walwatch"));
 }

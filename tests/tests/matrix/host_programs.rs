@@ -128,9 +128,10 @@ fn datasette_serves_every_page_and_its_database_is_watched() {
         "datasette runs on Debian's SQLite: {versions}"
     );
 
+    // The sidecar finds the stats directory the way the application did: $WALWATCH_DIR.
     let out = Command::new(built("walwatch"))
-        .args(["status", "--json", "--stats-dir"])
-        .arg(&s.stats_dir)
+        .args(["status", "--json"])
+        .env("WALWATCH_DIR", &s.stats_dir)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -65,21 +65,29 @@ pub fn venv_python() -> PathBuf {
         return python;
     }
     let have = |python: &Path| {
-        Command::new(python)
-            .args(["-m", "pip", "freeze"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_lowercase())
-            .is_some_and(|listed| {
-                venv_packages()
-                    .iter()
-                    .all(|p| listed.contains(&p.to_lowercase().replace('_', "-")))
-            })
+        let loads_extensions = Command::new(python)
+            .args([
+                "-c",
+                "import sqlite3; sqlite3.connect(':memory:').enable_load_extension",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        loads_extensions
+            && Command::new(python)
+                .args(["-m", "pip", "freeze"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_lowercase())
+                .is_some_and(|listed| {
+                    venv_packages()
+                        .iter()
+                        .all(|p| listed.contains(&p.to_lowercase().replace('_', "-")))
+                })
     };
     if !have(&python) {
         let made = Command::new("/usr/bin/python3")
-            .args(["-m", "venv"])
+            .args(["-m", "venv", "--clear"])
             .arg(&venv)
             .status()
             .expect("run /usr/bin/python3 -m venv");

@@ -19,24 +19,26 @@ import time
 class Db:
     """The few calls the scenarios need, on sqlite3 or apsw."""
 
-    def __init__(self, driver, path, timeout):
+    def __init__(self, driver, path, timeout, shim=True):
         self.driver = driver
         if driver == "apsw":
             import apsw
 
-            loader = apsw.Connection(":memory:")
-            loader.enable_load_extension(True)
-            loader.load_extension(os.environ["WALWATCH_EXT"])
-            loader.close()
+            if shim:
+                loader = apsw.Connection(":memory:")
+                loader.enable_load_extension(True)
+                loader.load_extension(os.environ["WALWATCH_EXT"])
+                loader.close()
             self.conn = apsw.Connection(path)
             self.conn.setbusytimeout(int(timeout * 1000))
         else:
             import sqlite3
 
-            loader = sqlite3.connect(":memory:")
-            loader.enable_load_extension(True)
-            loader.load_extension(os.environ["WALWATCH_EXT"])
-            loader.close()
+            if shim:
+                loader = sqlite3.connect(":memory:")
+                loader.enable_load_extension(True)
+                loader.load_extension(os.environ["WALWATCH_EXT"])
+                loader.close()
             self.conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
 
     def all(self, sql, params=()):
@@ -78,6 +80,8 @@ def setup(args):
 
 def helper(role, args, *extra):
     cmd = [sys.executable, os.path.abspath(__file__), role, args.db, "--driver", args.driver]
+    if args.no_shim_helpers:
+        cmd.append("--no-shim")
     child = subprocess.Popen(cmd + list(extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True)
     line = child.stdout.readline().split()
@@ -108,7 +112,7 @@ def result(db, triple, **extra):
 
 def role_hold_read(args):
     """A read transaction, held until --seconds pass or a line arrives on stdin."""
-    db = Db(args.driver, args.db, args.timeout)
+    db = Db(args.driver, args.db, args.timeout, shim=not args.no_shim)
     db.run("BEGIN")
     db.one("SELECT count(*) FROM t")
     say("READING", os.getpid())
@@ -131,6 +135,14 @@ def role_hold_write(args):
     else:
         sys.stdin.readline()
     db.run("COMMIT")
+    db.close()
+
+
+def role_checkpoint(args):
+    """Runs PRAGMA wal_checkpoint(--mode) and prints its triple (after a READY line)."""
+    db = Db(args.driver, args.db, args.timeout)
+    say("WRITING", os.getpid())  # ready: the caller goes on at once
+    say(json.dumps(checkpoint(db, args.mode)))
     db.close()
 
 
@@ -214,6 +226,59 @@ def scenario_passive_pinned(args):
                     "reader_pid": pid}))
 
 
+def scenario_auto_checkpoint(args):
+    """Auto-checkpoints (PASSIVE, through the C API: no pragma tells the mode)."""
+    db = setup(args)
+    db.run("PRAGMA wal_autocheckpoint=10")
+    write_rows(db, 30)
+    stats = db.stats()
+    say(json.dumps({"sqlite_version": db.version(), "driver": db.driver,
+                    "record": stats["checkpoints"]["recent"][0], "stats": stats}))
+
+
+def scenario_c_api(args):
+    """apsw's Connection.wal_checkpoint (sqlite3_wal_checkpoint_v2): FULL with no reader, then
+    TRUNCATE against a reader that began after the last commit; the mode comes from the locks."""
+    import apsw
+
+    db = setup(args)
+    write_rows(db, 20)
+    full = list(db.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_FULL))
+    full_record = db.stats()["checkpoints"]["recent"][0]
+    write_rows(db, 20)
+    reader, pid = helper("hold-read", args)
+    db.conn.setbusytimeout(200)
+    try:
+        truncate = [0] + list(db.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE))
+    except apsw.BusyError:
+        # apsw raises on SQLITE_BUSY; the frame counts are the wal-index's after the call.
+        truncate = None
+    stats = db.stats()
+    release(reader)
+    say(json.dumps({"sqlite_version": db.version(), "driver": db.driver,
+                    "full": [0] + full, "full_record": full_record, "truncate": truncate,
+                    "record": stats["checkpoints"]["recent"][0], "reader_pid": pid}))
+
+
+def scenario_checkpoint_lock_busy(args):
+    """Another process's TRUNCATE holds the checkpoint lock (it waits for a reader): this
+    process's PASSIVE cannot start and SQLite returns (1, -1, -1)."""
+    db = setup(args)
+    write_rows(db, 20)
+    reader, reader_pid = helper("hold-read", args)
+    other, other_pid = helper("checkpoint", args, "--mode", "TRUNCATE", "--timeout", "3")
+    time.sleep(0.5)  # the other checkpoint now holds CKPT, waiting for the reader
+    triple = checkpoint(db, "PASSIVE")
+    stats = db.stats()
+    release(reader)
+    other_triple = json.loads(other.stdout.readline())
+    other.wait(timeout=20)
+    mine = [c for c in stats["checkpoints"]["recent"] if c["pid"] == os.getpid()]
+    say(json.dumps({"sqlite_version": db.version(), "driver": db.driver, "triple": triple,
+                    "record": mine[0] if mine else None, "other_triple": other_triple,
+                    "other_pid": other_pid, "stats": stats}))
+
+
 def scenario_begin_immediate_waits(args):
     """BEGIN IMMEDIATE while another process holds the write lock for --hold seconds: prints
     how many times the busy handler slept and how many WRITE busy walwatch counted."""
@@ -241,8 +306,13 @@ def main():
     p.add_argument("--timeout", type=float, default=5.0, help="busy timeout, seconds")
     p.add_argument("--seconds", type=float, default=0, help="helper roles: how long to hold")
     p.add_argument("--hold", type=float, default=0.5, help="how long the other process holds")
+    p.add_argument("--mode", default="PASSIVE", help="checkpoint role: the mode")
+    p.add_argument("--no-shim", action="store_true", help="helper roles: without walwatch")
+    p.add_argument("--no-shim-helpers", action="store_true",
+                   help="readers and writers run without walwatch (seen only through locks)")
     args = p.parse_args()
-    roles = {"hold-read": role_hold_read, "hold-write": role_hold_write}
+    roles = {"hold-read": role_hold_read, "hold-write": role_hold_write,
+             "checkpoint": role_checkpoint}
     if args.scenario in roles:
         return roles[args.scenario](args)
     globals()["scenario_" + args.scenario.replace("-", "_")](args)

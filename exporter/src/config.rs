@@ -12,6 +12,11 @@
 //! log_format = "human"             # or "json"
 //! log_level = "info"               # tracing-subscriber EnvFilter syntax
 //!
+//! [web]                            # the HTTP server (see web/mod.rs)
+//! config_file = "/etc/walwatch/web.yml"  # TLS and basic auth, exporter-toolkit's YAML format
+//! max_connections = 64             # idle connections give way to new ones beyond this
+//! header_timeout = "10s"           # to send request headers (and most idle time between requests)
+//!
 //! [controller]                     # the checkpoint controller (see controller/policy.rs)
 //! mode = "act"                     # act | observe | off
 //! soft_limit = "64MiB"             # PASSIVE above this; sizes or "10%" of available memory
@@ -223,7 +228,28 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     pub controller: Option<ControllerConfig>,
+    pub web: Option<WebFileConfig>,
 }
+
+/// The `[web]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebFileConfig {
+    pub config_file: Option<PathBuf>,
+    pub max_connections: Option<u64>,
+    pub header_timeout: Option<String>,
+}
+
+/// Accepted range of `--web.max-connections`.
+pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<u64> = 1..=65536;
+/// Time to send request headers (and most idle time between keep-alive requests).
+pub const WEB_HEADER_TIMEOUT: Setting<Duration> = Setting {
+    key: "header_timeout",
+    flag: "--web.header-timeout (WALWATCH_WEB_HEADER_TIMEOUT)",
+    default: crate::web::DEFAULT_HEADER_TIMEOUT,
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(3600),
+};
 
 /// The `[controller]` table.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -260,6 +286,9 @@ pub struct Overrides {
     pub soft_limit: Option<String>,
     pub hard_limit: Option<String>,
     pub truncate_timeout: Option<String>,
+    pub web_config_file: Option<PathBuf>,
+    pub web_max_connections: Option<String>,
+    pub web_header_timeout: Option<String>,
 }
 
 /// Resolved settings.
@@ -272,6 +301,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_level: String,
     pub controller: controller::Settings,
+    pub web: crate::web::WebSettings,
 }
 
 /// A configuration error, with where it is when it comes from the file.
@@ -540,7 +570,43 @@ pub fn resolve(
         horizon: interval,
         stats_dirs: stats_dirs.clone(),
     };
+    let web_cfg = cfg.web.unwrap_or_default();
+    let (max_text, max_from_file) = match (over.web_max_connections, web_cfg.max_connections) {
+        (Some(t), _) => (Some(t), false),
+        (None, Some(n)) => (Some(n.to_string()), true),
+        (None, None) => (None, false),
+    };
+    let max_connections = match max_text {
+        None => crate::web::DEFAULT_MAX_CONNECTIONS as u64,
+        Some(t) => match t.trim().parse::<u64>() {
+            Ok(n) if MAX_CONNECTIONS_RANGE.contains(&n) => n,
+            _ => {
+                return Err(locate(
+                    "max_connections",
+                    "--web.max-connections (WALWATCH_WEB_MAX_CONNECTIONS)",
+                    max_from_file,
+                    format!(
+                        "`{}` is not a number of connections in the accepted range, {} to {}",
+                        t.trim(),
+                        MAX_CONNECTIONS_RANGE.start(),
+                        MAX_CONNECTIONS_RANGE.end()
+                    ),
+                ))
+            }
+        },
+    };
+    let header_timeout = setting(
+        &WEB_HEADER_TIMEOUT,
+        over.web_header_timeout,
+        web_cfg.header_timeout,
+    )?;
+    let web = crate::web::WebSettings {
+        config_file: over.web_config_file.or(web_cfg.config_file),
+        max_connections: max_connections as usize,
+        header_timeout,
+    };
     Ok(Settings {
+        web,
         listen,
         stats_dirs,
         interval,

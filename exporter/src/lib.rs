@@ -5,7 +5,7 @@
 //! Map: [`config`] (TOML + env + flags) · [`controller`] (checkpoints that keep WALs bounded) · [`discovery`] (which databases) · [`collect`] (one
 //! collector per file) · [`model`] (the `DbState` every output renders) · [`plausible`] (values that cannot be
 //! true) · [`metrics`] (the
-//! catalogue and its exposition) · [`server`] (`walwatch serve`) · [`status`]
+//! catalogue and its exposition) · [`server`] (`walwatch serve`) · [`web`] (its HTTP(S) server: TLS, auth, limits) · [`status`]
 //! (`walwatch status`) · [`sys`] (the only unsafe code: `fcntl(F_GETLK)`, `kill(pid, 0)` and
 //! `openat`).
 #![deny(unsafe_code)]
@@ -23,3 +23,4 @@ pub mod synth;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod text;
+pub mod web;

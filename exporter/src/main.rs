@@ -18,6 +18,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at startup: the size of the `serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve /metrics, /status, /healthz and a landing page over HTTP.
@@ -82,6 +84,30 @@ struct ServeArgs {
     /// readers; 1ms to 1m [default: 100ms]. Keep it below your applications' busy timeout.
     #[arg(long, env = "WALWATCH_TRUNCATE_TIMEOUT", value_name = "DURATION")]
     truncate_timeout: Option<String>,
+    /// TLS and basic auth: a YAML file in the Prometheus exporter-toolkit format
+    /// (tls_server_config, basic_auth_users, http_server_config.headers).
+    #[arg(
+        long = "web.config.file",
+        env = "WALWATCH_WEB_CONFIG",
+        value_name = "FILE"
+    )]
+    web_config_file: Option<PathBuf>,
+    /// Most connections open at once; beyond it, the oldest connection not serving a request
+    /// is closed to make room [default: 64].
+    #[arg(
+        long = "web.max-connections",
+        env = "WALWATCH_WEB_MAX_CONNECTIONS",
+        value_name = "N"
+    )]
+    web_max_connections: Option<String>,
+    /// Time a client has to send its request headers, counted from the connection (or from the
+    /// previous response on a keep-alive connection) [default: 10s].
+    #[arg(
+        long = "web.header-timeout",
+        env = "WALWATCH_WEB_HEADER_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    web_header_timeout: Option<String>,
 }
 
 #[derive(Args)]
@@ -184,6 +210,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         soft_limit: args.soft_limit,
         hard_limit: args.hard_limit,
         truncate_timeout: args.truncate_timeout,
+        web_config_file: args.web_config_file,
+        web_max_connections: args.web_max_connections,
+        web_header_timeout: args.web_header_timeout,
     };
     let settings = config::resolve(
         file.as_ref()
@@ -195,7 +224,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .max_blocking_threads(2)
         .build()?;
-    runtime.block_on(server::serve(settings))?;
+    let served = runtime.block_on(server::serve(settings));
+    // A collection stuck on a file (its blocking thread never returns) must not keep walwatch
+    // from exiting on SIGTERM.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,6 +7,9 @@
 //! The rules, each with its `what` label:
 //! - `checkpoint_seq`: a recent checkpoint numbered beyond the checkpoints the file counted;
 //! - `checkpoint_frames`: a checkpoint that backfilled or moved more frames than the WAL held;
+//! - `checkpoint_triple`: a checkpoint whose `(busy, log, checkpointed)` triple cannot be what
+//!   SQLite returned (more frames checkpointed than logged, values below -1), or whose outcome is
+//!   not the one that triple gives (see `walwatch::layout::Outcome::of`);
 //! - `checkpoint_time`: a checkpoint that started before the stats file was created, or in the
 //!   future;
 //! - `created_time`: a stats file created in the future;
@@ -122,6 +125,19 @@ pub fn review_stats(
                 format!(
                     "checkpoint #{}: {} frames backfilled and {} moved of {} frames in the WAL",
                     c.seq, c.backfilled_frames, c.frames_moved, c.wal_frames
+                ),
+            ))
+        } else if !triple_plausible(c) {
+            Some((
+                "checkpoint_triple",
+                format!(
+                    "checkpoint #{}: recorded {} for a checkpoint that returned ({}, {}, {}) after moving {} frames",
+                    c.seq,
+                    walwatch::layout::OUTCOME_NAMES[c.outcome],
+                    c.triple.busy as u8,
+                    c.triple.log,
+                    c.triple.checkpointed,
+                    c.frames_moved
                 ),
             ))
         } else if c.started_unix_ns > future || before_creation(c.started_unix_ns) {
@@ -261,6 +277,17 @@ pub fn corrupt_shm_header(reads: usize) -> Inconsistency {
     }
 }
 
+/// Whether a record's triple could be SQLite's answer and its outcome is the one it gives.
+fn triple_plausible(c: &walwatch::snapshot::CheckpointSnapshot) -> bool {
+    let t = c.triple;
+    let shape = if t.log < 0 {
+        t.log == -1 && t.checkpointed == -1 && t.busy
+    } else {
+        (0..=t.log).contains(&t.checkpointed)
+    };
+    shape && walwatch::layout::Outcome::of(t, c.frames_moved) as usize == c.outcome
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +365,22 @@ mod tests {
         let mut snap = Snapshot::parse(&synth::stats_file(b"/srv/a.db", 3)).unwrap();
         snap.checkpoints = snap.recent[0].seq - 1;
         assert!(review_stats(&mut snap, None, &mut unknown, NOW).is_empty());
+    }
+
+    #[test]
+    fn an_outcome_that_disagrees_with_the_triple_is_dropped() {
+        let mut snap = Snapshot::parse(&synth::stats_file(b"/srv/a.db", 3)).unwrap();
+        assert!(review_stats(&mut snap.clone(), None, &mut unknown, NOW).is_empty());
+        snap.recent[0].outcome = walwatch::layout::Outcome::Complete as usize;
+        let found = review_stats(&mut snap, None, &mut unknown, NOW);
+        assert_eq!(whats(&found), ["checkpoint_triple"]);
+        assert!(
+            found[0]
+                .detail
+                .contains("recorded complete for a checkpoint that returned (1, 10, 5)"),
+            "{found:?}"
+        );
+        assert!(snap.recent.is_empty());
     }
 
     #[test]

@@ -6,20 +6,20 @@
 //! per change of state, not once per collection.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use std::convert::Infallible;
 use tokio::net::TcpListener;
 
 use crate::collect::{self, Collection};
@@ -31,26 +31,79 @@ use crate::discovery::{self, StatsDirs};
 use crate::metrics::{Format, Renderer};
 use crate::model::DbState;
 use crate::text;
+use crate::web::{self, Body, Compressible, Web};
 
-type Body = BoxBody<Bytes, Infallible>;
+/// How long `serve` waits for the first collection before it starts answering anyway (then
+/// `/metrics` and `/status` answer 503, and `/healthz` fails, until one finishes).
+const FIRST_COLLECTION_WAIT: Duration = Duration::from_secs(5);
+
+/// `/healthz` fails when the last collection finished longer ago than this, or when one has
+/// been running longer than this: three intervals (two missed collections are tolerated) plus
+/// 10 s for a slow file system.
+pub fn stale_after(interval: Duration) -> Duration {
+    interval
+        .saturating_mul(3)
+        .saturating_add(Duration::from_secs(10))
+}
+
+/// Where the collection loop stands, for `/healthz`.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub started: Instant,
+    pub last_finished: Option<Instant>,
+    pub running_since: Option<Instant>,
+}
+
+/// Why `/healthz` fails at `now`, or `None` when it is healthy.
+pub fn unhealthy(now: Instant, p: &Progress, stale_after: Duration) -> Option<String> {
+    let age = |t: Instant| now.saturating_duration_since(t).as_secs_f64();
+    if let Some(since) = p.running_since {
+        if now.saturating_duration_since(since) > stale_after {
+            return Some(format!(
+                "a collection has been running for {:.1} s (limit {:.1} s = 3 x --interval + 10 s): a file it reads is blocking it; see the log",
+                age(since),
+                stale_after.as_secs_f64()
+            ));
+        }
+    }
+    match p.last_finished {
+        None => Some(format!(
+            "no collection has finished yet (started {:.1} s ago)",
+            age(p.started)
+        )),
+        Some(t) if now.saturating_duration_since(t) > stale_after => Some(format!(
+            "the last collection finished {:.1} s ago (limit {:.1} s = 3 x --interval + 10 s); see the log",
+            age(t),
+            stale_after.as_secs_f64()
+        )),
+        Some(_) => None,
+    }
+}
 
 /// State shared by the collector and the HTTP handlers.
 pub struct Shared {
-    latest: RwLock<Arc<Collection>>,
+    latest: RwLock<Option<Arc<Collection>>>,
+    progress: Mutex<Progress>,
+    stale_after: Duration,
     stats_dirs: StatsDirs,
 }
 
 impl Shared {
-    fn latest(&self) -> Arc<Collection> {
+    fn latest(&self) -> Option<Arc<Collection>> {
         self.latest
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Binds, then serves until SIGTERM or SIGINT.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let web = Arc::new(Web::load(&settings.web).map_err(anyhow::Error::msg)?);
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|e| bind_error(settings.listen, e))?;
@@ -59,39 +112,26 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .iter()
         .map(|p| discovery::normalize(p))
         .collect();
-    let mut log = ChangeLog::default();
     let controller = (settings.controller.mode != Mode::Off)
         .then(|| Arc::new(Controller::new(settings.controller.clone())));
     if let Some(c) = &controller {
         let s = c.settings();
         tracing::info!(mode = ?s.mode, soft_limit = %s.soft_limit, hard_limit = %s.hard_limit, truncate_timeout = ?s.truncate_timeout, "checkpoint controller on");
     }
-    let first = collect_blocking(
-        settings.stats_dirs.clone(),
-        databases.clone(),
-        controller.clone(),
-    )
-    .await?;
-    log.observe(&first);
     let shared = Arc::new(Shared {
-        latest: RwLock::new(Arc::new(first)),
+        latest: RwLock::new(None),
+        progress: Mutex::new(Progress {
+            started: Instant::now(),
+            last_finished: None,
+            running_since: None,
+        }),
+        stale_after: stale_after(settings.interval),
         stats_dirs: settings.stats_dirs.clone(),
     });
-    tracing::info!(
-        listen = %settings.listen,
-        stats_dirs = %settings.stats_dirs,
-        interval = ?settings.interval,
-        databases = databases.len(),
-        "walwatch {} serving http://{}/metrics",
-        env!("CARGO_PKG_VERSION"),
-        settings.listen
-    );
-
     let watcher = match &controller {
         Some(c) => match WalWatcher::start(c.clone()) {
-            Ok(mut w) => {
+            Ok(w) => {
                 c.enable_fast_reaction();
-                w.set_databases(shared.latest().dbs.iter().map(|d| Path::new(&d.path)));
                 Some(w)
             }
             Err(e) => {
@@ -101,53 +141,44 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         },
         None => None,
     };
+    // Collection runs in its own task: one that never returns stops neither the HTTP server nor
+    // /healthz, which then fails.
+    let (first_done, first) = tokio::sync::oneshot::channel();
     let collector = tokio::spawn(collect_loop(
         shared.clone(),
         settings.clone(),
-        databases,
-        log,
+        databases.clone(),
         controller,
         watcher,
+        first_done,
     ));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown_signal());
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let shared = shared.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(handle(&shared, req)) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            signal = &mut shutdown => {
-                tracing::info!(signal, "shutting down");
-                break;
-            }
-        }
-    }
-    drop(listener);
-    collector.abort();
-    if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown())
+    if tokio::time::timeout(FIRST_COLLECTION_WAIT, first)
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after 5 s; closing them");
+        tracing::warn!(
+            "the first collection has not finished after {FIRST_COLLECTION_WAIT:?}; serving anyway (/metrics answers 503 until it does)"
+        );
     }
+    tracing::info!(
+        listen = %settings.listen,
+        stats_dirs = %settings.stats_dirs,
+        interval = ?settings.interval,
+        databases = databases.len(),
+        max_connections = settings.web.max_connections,
+        header_timeout = ?settings.web.header_timeout,
+        basic_auth = web.authenticates(),
+        "walwatch {} serving {}://{}/metrics",
+        env!("CARGO_PKG_VERSION"),
+        web.scheme(),
+        settings.listen
+    );
+    let handler: web::Handler = {
+        let shared = shared.clone();
+        Arc::new(move |req| handle(&shared, req))
+    };
+    web::serve(listener, web, handler, shutdown_signal()).await;
+    collector.abort();
     Ok(())
 }
 
@@ -201,15 +232,17 @@ async fn collect_loop(
     shared: Arc<Shared>,
     settings: Settings,
     databases: Vec<PathBuf>,
-    mut log: ChangeLog,
     controller: Option<Arc<Controller>>,
     mut watcher: Option<WalWatcher>,
+    first_done: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut log = ChangeLog::default();
+    let mut first_done = Some(first_done);
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await; // the first tick is immediate; the first collection is done
     loop {
-        ticker.tick().await;
+        ticker.tick().await; // the first tick is immediate
+        shared.progress().running_since = Some(Instant::now());
         match collect_blocking(
             settings.stats_dirs.clone(),
             databases.clone(),
@@ -222,9 +255,14 @@ async fn collect_loop(
                 if let Some(w) = &mut watcher {
                     w.set_databases(c.dbs.iter().map(|d| Path::new(&d.path)));
                 }
-                *shared.latest.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+                *shared.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(c));
+                shared.progress().last_finished = Some(Instant::now());
             }
             Err(e) => tracing::error!(error = %e, "collection failed"),
+        }
+        shared.progress().running_since = None;
+        if let Some(tx) = first_done.take() {
+            let _ = tx.send(());
         }
     }
 }
@@ -345,15 +383,35 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             "only GET and HEAD are supported\n",
         );
     }
-    match req.uri().path() {
-        "/metrics" => {
+    let path = req.uri().path();
+    if path == "/healthz" {
+        let now = Instant::now();
+        let progress = *shared.progress();
+        return match unhealthy(now, &progress, shared.stale_after) {
+            None => text(StatusCode::OK, "ok\n"),
+            Some(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("unhealthy: {why}\n"),
+            ),
+        };
+    }
+    let latest = match (path, shared.latest()) {
+        ("/metrics" | "/status", None) => {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no collection has finished yet; try again in a few seconds (see /healthz)\n",
+            )
+        }
+        (_, latest) => latest,
+    };
+    let mut response = match (path, latest) {
+        ("/metrics", Some(latest)) => {
             let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
             let format = Format::negotiate(accept);
-            let body = RenderBody(Renderer::new(shared.latest(), format));
+            let body = RenderBody(Renderer::new(latest, format));
             with_type(Response::new(BodyExt::boxed(body)), format.content_type())
         }
-        "/status" => {
-            let latest = shared.latest();
+        ("/status", Some(latest)) => {
             let status = StatusJson {
                 walwatch_version: env!("CARGO_PKG_VERSION"),
                 stats_dirs: &shared.stats_dirs,
@@ -383,8 +441,7 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
                 ),
             }
         }
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/" => with_type(
+        ("/", _) => with_type(
             Response::new(full(LANDING_PAGE)),
             "text/html; charset=utf-8",
         ),
@@ -392,7 +449,11 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             StatusCode::NOT_FOUND,
             "not found; try /, /metrics, /status or /healthz\n",
         ),
+    };
+    if matches!(path, "/metrics" | "/status") && response.status() == StatusCode::OK {
+        response.extensions_mut().insert(Compressible);
     }
+    response
 }
 
 #[derive(Serialize)]
@@ -427,17 +488,10 @@ const LANDING_PAGE: &str = concat!(
     "</ul>\n</body></html>\n"
 );
 
-fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed()
-}
+use web::full;
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut r = with_type(
-        Response::new(full(body.to_owned())),
-        "text/plain; charset=utf-8",
-    );
-    *r.status_mut() = status;
-    r
+    web::plain(status, body)
 }
 
 fn with_type(mut r: Response<Body>, content_type: &'static str) -> Response<Body> {
@@ -462,5 +516,40 @@ impl hyper::body::Body for RenderBody {
                 .next()
                 .map(|chunk| Ok(Frame::data(Bytes::from(chunk)))),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthz_fails_on_a_stale_or_stuck_collection() {
+        let t0 = Instant::now();
+        let limit = stale_after(Duration::from_secs(5));
+        assert_eq!(limit, Duration::from_secs(25));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut p = Progress {
+            started: t0,
+            last_finished: None,
+            running_since: Some(t0),
+        };
+        assert!(unhealthy(at(1), &p, limit)
+            .unwrap()
+            .contains("no collection has finished yet"));
+        p.last_finished = Some(at(2));
+        p.running_since = None;
+        assert_eq!(unhealthy(at(20), &p, limit), None);
+        let why = unhealthy(at(30), &p, limit).unwrap();
+        assert!(
+            why.contains("finished 28.0 s ago") && why.contains("25.0 s"),
+            "{why}"
+        );
+        // A collection stuck on a file: the last one finished recently, but this one runs on.
+        p.last_finished = Some(at(100));
+        p.running_since = Some(at(101));
+        assert_eq!(unhealthy(at(120), &p, limit), None);
+        let why = unhealthy(at(127), &p, limit).unwrap();
+        assert!(why.contains("running for 26.0 s"), "{why}");
     }
 }

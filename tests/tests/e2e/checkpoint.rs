@@ -189,6 +189,25 @@ fn truncate_against_a_reader_after_the_last_commit_is_not_reset() {
     }
 }
 
+/// The same, with a reader that does not use walwatch: the record names it from `/proc/locks`.
+#[test]
+fn a_reader_without_walwatch_is_named_from_the_kernel_locks() {
+    let s = Scratch::new();
+    for (python, driver) in drivers() {
+        let v = scenario(
+            &s,
+            &python,
+            driver,
+            "truncate-reader-after-commit",
+            &["--timeout", "0.2", "--no-shim-helpers"],
+        );
+        let (triple, record) = (&v["triple"], &v["record"]);
+        assert_record(&v, triple, record, "truncate", "not_reset");
+        assert_eq!(record["blocked_pid"], v["reader_pid"], "{record}");
+        assert_eq!(record["blocked_read_mark"], triple[1], "{record}");
+    }
+}
+
 #[test]
 fn truncate_against_a_reader_before_the_inserts_is_partial() {
     let s = Scratch::new();
@@ -305,4 +324,67 @@ fn recreated_database_starts_at_zero() {
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].starts_with("again.db.") && names[0].ends_with(".walwatch"));
+}
+
+/// Auto-checkpoints go through the C API (no pragma): PASSIVE, told by the locks.
+#[test]
+fn auto_checkpoints_are_passive_from_the_locks() {
+    let s = Scratch::new();
+    for (python, driver) in drivers() {
+        let v = scenario(&s, &python, driver, "auto-checkpoint", &[]);
+        let record = &v["record"];
+        assert_eq!(record["mode"], "passive", "{v}");
+        assert_eq!(record["mode_source"], "locks", "{v}");
+        assert_eq!(record["outcome"], "complete", "{v}");
+        assert_eq!(record["log"], record["checkpointed"], "{v}");
+        assert!(
+            v["stats"]["checkpoints"]["total"].as_u64().unwrap() >= 2,
+            "{v}"
+        );
+    }
+}
+
+/// `sqlite3_wal_checkpoint_v2` (apsw's `wal_checkpoint()`): no pragma, so the mode is what the
+/// locks prove; a refused restart step cannot tell RESTART from TRUNCATE and says so.
+#[test]
+fn c_api_checkpoints_are_labelled_from_the_locks() {
+    let s = Scratch::new();
+    for (python, driver) in drivers().into_iter().filter(|(_, d)| *d == "apsw") {
+        let v = scenario(&s, &python, driver, "c-api", &[]);
+        let full = &v["full_record"];
+        assert_eq!(
+            (&full["mode"], &full["mode_source"], &full["outcome"]),
+            (&"full".into(), &"locks".into(), &"complete".into()),
+            "{v}"
+        );
+        assert_eq!(
+            [&full["busy"], &full["log"], &full["checkpointed"]],
+            [&v["full"][0], &v["full"][1], &v["full"][2]],
+            "{v}"
+        );
+        let record = &v["record"];
+        assert_eq!(record["mode"], "restart_or_truncate", "{v}");
+        assert_eq!(record["mode_source"], "locks", "{v}");
+        assert_eq!(record["outcome"], "not_reset", "{v}");
+        assert_eq!(record["busy"], 1, "{v}");
+        assert_eq!(record["log"], record["checkpointed"], "{v}");
+        assert_eq!(record["blocked_pid"], v["reader_pid"], "{v}");
+        assert_eq!(record["blocked_read_mark"], record["log"], "{v}");
+    }
+}
+
+/// A checkpoint that cannot take the checkpoint lock (another process's TRUNCATE holds it while
+/// it waits for a reader) returns `(1, -1, -1)` at once: recorded `busy`, naming the holder.
+#[test]
+fn checkpoint_lock_held_by_another_checkpoint_is_busy() {
+    let s = Scratch::new();
+    for (python, driver) in drivers() {
+        let v = scenario(&s, &python, driver, "checkpoint-lock-busy", &[]);
+        let (triple, record) = (&v["triple"], &v["record"]);
+        assert_eq!(triple, &serde_json::json!([1, -1, -1]), "{v}");
+        assert_record(&v, triple, record, "passive", "busy");
+        assert_eq!(record["frames_moved"], 0, "{v}");
+        assert_eq!(record["blocked_slot"], "CKPT", "{v}");
+        assert_eq!(record["blocked_pid"], v["other_pid"], "{v}");
+    }
 }

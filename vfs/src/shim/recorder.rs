@@ -17,7 +17,9 @@
 //! `waited_slot` say how long and on what (a FULL that waited 0.5 s for a writer and returned
 //! `(0, 26, 26)` is `complete`). Only a lock never granted names `blocked_slot`, with the
 //! blocking reader's read mark and pid: for the restart step, which locks READ1..READ4 in one
-//! call, the slot really held is found in `/proc/locks` (or the reader table).
+//! call, the slot really held is found in the reader table, or in `/proc/locks` for processes
+//! that do not use walwatch (read once, when a checkpoint ends stopped by a lock; never on the
+//! I/O path).
 //!
 //! # How a checkpoint is recognized (see `sqlite3WalCheckpoint` and `walCheckpoint` in wal.c)
 //! - Every checkpoint takes CKPT (slot 1) exclusive, alone (`ofst=1, n=1`), without the busy
@@ -39,8 +41,9 @@
 //! the database file's `xFileControl` as `SQLITE_FCNTL_PRAGMA` when it is prepared: the mode
 //! asked is remembered there (the file control's result is never changed) and used by the
 //! connection's next checkpoint if the locks agree with it; another pragma forgets it. Without
-//! it (`sqlite3_wal_checkpoint_v2`, apsw's `wal_checkpoint()`, a re-run of a cached prepared
-//! statement, an attached database checkpointed by an unqualified pragma, auto-checkpoints)
+//! it (`sqlite3_wal_checkpoint_v2`, apsw's `wal_checkpoint()`, auto-checkpoints, an attached
+//! database checkpointed by an unqualified `PRAGMA wal_checkpoint`, which only the main
+//! database's file hears; a re-run prepared pragma is re-prepared by SQLite, so it is heard)
 //! the mode is what the locks prove, and labels say what cannot be told apart: `passive` (no
 //! write lock tried: PASSIVE, auto-checkpoints), `full` (write lock held, every frame copied, no
 //! restart step), `restart`/`truncate` (restart step granted; the WAL truncated or not),
@@ -82,6 +85,9 @@ pub(crate) struct Recorder {
     requested: Option<Mode>,
     /// The last busy lock counted, while it may still be the same busy-handler round.
     last_busy: Option<ShmLock>,
+    /// This connection holds a READ slot shared (is in a read transaction). Checkpoints never
+    /// run inside one; `sqlite3_snapshot_recover` takes CKPT inside one and is no checkpoint.
+    reading: bool,
 }
 
 /// A lock found busy and not (yet) granted.
@@ -315,6 +321,7 @@ impl Recorder {
             checkpoint: None,
             requested: None,
             last_busy: None,
+            reading: false,
         }
     }
 
@@ -346,7 +353,7 @@ impl Recorder {
         if self.last_busy.is_some_and(|b| b.overlaps(lock)) {
             self.last_busy = None;
         }
-        if lock.exclusive && lock.is(SLOT_CKPT, 1) {
+        if lock.exclusive && lock.is(SLOT_CKPT, 1) && !self.reading {
             let start = wal.header();
             if let Some(h) = start {
                 self.region.io.page_size.store(h.page_size, Relaxed);
@@ -367,6 +374,9 @@ impl Recorder {
                 ckpt.restart_granted = true;
                 ckpt.at_restart = wal.header();
             }
+        }
+        if !lock.exclusive && lock.read_index().is_some() {
+            self.reading = true;
         }
         if !lock.exclusive {
             if let (Some(read_index), Some(entry)) = (lock.read_index(), self.reader_entry) {
@@ -393,7 +403,7 @@ impl Recorder {
             return;
         }
         let now = Instant::now();
-        if lock.is(SLOT_CKPT, 1) && self.checkpoint.is_none() {
+        if lock.is(SLOT_CKPT, 1) && self.checkpoint.is_none() && !self.reading {
             // Another checkpoint holds CKPT: this one returns (1, -1, -1) at once.
             let mut ckpt = Checkpoint::new(now, self.requested.take(), wal.header(), self.region);
             ckpt.blocked = Some(Wait {
@@ -451,6 +461,7 @@ impl Recorder {
         if !lock.exclusive && lock.read_index().is_some() {
             // The end of a read transaction ends a busy-handler round.
             self.last_busy = None;
+            self.reading = false;
             if let Some(entry) = self.reader_entry {
                 entry.read_slot.store(0, Release);
                 entry.since_unix_ns.store(0, Relaxed);
@@ -573,32 +584,33 @@ impl Recorder {
     }
 }
 
-/// Who holds (part of) `lock` now: from `/proc/locks` (any process, walwatch or not), else
-/// from the reader table. Runs only when a checkpoint ends blocked, never on the I/O path.
+/// Who holds (part of) `lock` now: a live reader in the reader table (walwatch's own
+/// connections: no system call but `kill(pid, 0)`), else `/proc/locks` (any process, walwatch or
+/// not). Runs only when a checkpoint ends stopped by a lock, never on the I/O path.
 fn holder_of(region: &Region, lock: ShmLock) -> Holder {
+    let wanted = lock.slots();
+    let me = std::process::id();
+    let from_table = region.readers.iter().find_map(|e| {
+        let slot = e.read_slot.load(Relaxed) as usize;
+        let pid = e.pid.load(Relaxed);
+        let held = slot.checked_sub(1).map(|i| SLOT_READ0 + i)?;
+        (wanted.contains(&held) && (pid == me || crate::process_alive(pid))).then_some(Holder {
+            pid,
+            read_index: Some(held - SLOT_READ0),
+        })
+    });
+    if let Some(holder) = from_table {
+        return holder;
+    }
     let header = &region.header;
     let len = (header.db_path_len as usize).min(MAX_PATH);
     let mut shm = header.db_path[..len].to_vec();
     shm.extend_from_slice(b"-shm");
-    let wanted = lock.slots();
-    if let Some(holder) = crate::wal_index::shm_lock_holders(&shm, wanted.clone()).first() {
-        return Holder {
-            pid: holder.pid,
-            read_index: (holder.slot >= SLOT_READ0).then(|| holder.slot - SLOT_READ0),
-        };
-    }
-    let me = std::process::id();
-    region
-        .readers
-        .iter()
-        .find_map(|e| {
-            let slot = e.read_slot.load(Relaxed) as usize;
-            let pid = e.pid.load(Relaxed);
-            let held = slot.checked_sub(1).map(|i| SLOT_READ0 + i)?;
-            (wanted.contains(&held) && (pid == me || crate::process_alive(pid))).then_some(Holder {
-                pid,
-                read_index: Some(held - SLOT_READ0),
-            })
+    crate::wal_index::shm_lock_holders(&shm, wanted)
+        .first()
+        .map(|h| Holder {
+            pid: h.pid,
+            read_index: (h.slot >= SLOT_READ0).then(|| h.slot - SLOT_READ0),
         })
         .unwrap_or_default()
 }
@@ -622,4 +634,78 @@ fn claim_reader_entry(region: &'static Region) -> Option<&'static ReaderEntry> {
     entry.read_slot.store(0, Relaxed);
     entry.since_unix_ns.store(0, Relaxed);
     Some(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pragma_argument_is_read_as_sqlite_reads_it() {
+        assert_eq!(pragma_mode(Some(b"TRUNCATE")), Mode::Truncate);
+        assert_eq!(pragma_mode(Some(b"Restart")), Mode::Restart);
+        assert_eq!(pragma_mode(Some(b"full")), Mode::Full);
+        assert_eq!(pragma_mode(Some(b"passive")), Mode::Passive);
+        assert_eq!(pragma_mode(Some(b"bogus")), Mode::Passive);
+        assert_eq!(pragma_mode(None), Mode::Passive);
+    }
+
+    #[test]
+    fn the_locks_prove_only_so_much() {
+        let write = Seen {
+            write_tried: true,
+            write_granted: true,
+            ..Seen::default()
+        };
+        assert_eq!(Seen::default().inferred(), Mode::Passive);
+        let full = Seen {
+            all_copied: true,
+            ..write
+        };
+        assert_eq!(full.inferred(), Mode::Full);
+        assert_eq!(write.inferred(), Mode::FullRestartOrTruncate);
+        let refused = Seen {
+            restart_tried: true,
+            ..full
+        };
+        assert_eq!(refused.inferred(), Mode::RestartOrTruncate);
+        let restarted = Seen {
+            restart_granted: true,
+            ..refused
+        };
+        assert_eq!(restarted.inferred(), Mode::Restart);
+        let truncated = Seen {
+            truncated: true,
+            ..restarted
+        };
+        assert_eq!(truncated.inferred(), Mode::Truncate);
+        let ckpt_busy = Seen {
+            ckpt_busy: true,
+            ..Seen::default()
+        };
+        assert_eq!(ckpt_busy.inferred(), Mode::Unknown);
+
+        // The mode asked is used when the locks agree with it, else the inferred one.
+        assert_eq!(
+            refused.mode(Some(Mode::Truncate)),
+            (Mode::Truncate, MODE_FROM_PRAGMA)
+        );
+        assert_eq!(
+            write.mode(Some(Mode::Restart)),
+            (Mode::Restart, MODE_FROM_PRAGMA)
+        );
+        // A TRUNCATE prepared, then an auto-checkpoint (PASSIVE) ran first.
+        assert_eq!(
+            Seen::default().mode(Some(Mode::Truncate)),
+            (Mode::Passive, MODE_FROM_LOCKS)
+        );
+        assert_eq!(
+            full.mode(Some(Mode::Restart)),
+            (Mode::Full, MODE_FROM_LOCKS)
+        );
+        assert_eq!(
+            ckpt_busy.mode(Some(Mode::Full)),
+            (Mode::Full, MODE_FROM_PRAGMA)
+        );
+    }
 }

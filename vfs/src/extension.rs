@@ -1,5 +1,21 @@
 //! The loadable-extension entry point and the `walwatch_stats()` SQL function: the only place
 //! where SQLite's `sqlite3_api_routines` are read.
+//!
+//! # What loading changes, and what it cannot
+//! Loading makes `walwatch` the default VFS: connections opened *afterwards* are watched.
+//! - A database opened *before* the load stays on the VFS it was opened with, unwatched
+//!   (sqlite-utils' `--load-extension`, the shell's `.open` before `.load`). `walwatch_stats()` on
+//!   it says so and how to watch it: load walwatch first, or open it with the URI parameter
+//!   `vfs=walwatch` (the extension stays registered under that name).
+//! - Shared cache (`cache=shared`, including `file:x?mode=memory&cache=shared`): SQLite shares a
+//!   cache only between connections on the same VFS *object* (`sqlite3BtreeOpen` compares the
+//!   pager's VFS pointer), and a registered VFS object must never be modified, so the shim cannot
+//!   make itself the object that earlier connections use. A shared-cache database opened before
+//!   the load is therefore not shared with connections opened after it (they get a new, empty
+//!   in-memory database); connections that name the first VFS (`&vfs=unix`) still share with it.
+//!   Loaded first, walwatch is every connection's VFS and shared caches work as without it
+//!   (datasette: `examples/datasette/walwatch_first.py`). In-memory databases have no files:
+//!   nothing of them is watched, and `walwatch_stats()` says so.
 
 use crate::ffi::*;
 use crate::Host;
@@ -167,15 +183,45 @@ fn stats_for(ctx: *mut sqlite3_context, api: &sqlite3_api_routines) -> Result<St
             &mut file as *mut _ as *mut c_void,
         )
     };
-    if rc != SQLITE_OK || file.is_null() {
+    // SAFETY: a non-null file from SQLITE_FCNTL_FILE_POINTER is the pager's file object;
+    // its pMethods is null when no file was opened (in-memory and temporary databases).
+    if rc != SQLITE_OK || file.is_null() || unsafe { (*file).pMethods.is_null() } {
         return Err(
-            "walwatch_stats: the main database has no file (in-memory or temporary database)"
+            "walwatch_stats: the main database has no file (an in-memory or temporary database): there is no WAL to watch"
                 .into(),
         );
     }
-    crate::stats_json_for_file(file).ok_or_else(|| {
-        "walwatch_stats: this database was not opened through the walwatch VFS; load the extension before opening it (in the sqlite3 shell: .load first, then .open), or check SQLite's log for a stats-directory problem".into()
-    })
+    if let Some(json) = crate::stats_json_for_file(file) {
+        return Ok(json);
+    }
+    // Not watched: say why, and how to watch it.
+    let mut vfs: *mut sqlite3_vfs = std::ptr::null_mut();
+    // SAFETY: SQLITE_FCNTL_VFS_POINTER (SQLite 3.18+) writes the connection's sqlite3_vfs*;
+    // older versions leave `vfs` null and return an error.
+    let rc = unsafe {
+        file_control(
+            db,
+            c"main".as_ptr(),
+            SQLITE_FCNTL_VFS_POINTER,
+            &mut vfs as *mut _ as *mut c_void,
+        )
+    };
+    if rc == SQLITE_OK && !vfs.is_null() && !crate::shim::is_walwatch(vfs) {
+        // SAFETY: a VFS a connection uses is registered and lives as long as the process; its
+        // zName is a NUL-terminated string (or null).
+        let name = unsafe { (*vfs).zName.as_ref() }
+            .map(|z| {
+                // SAFETY: as above.
+                unsafe { std::ffi::CStr::from_ptr(z) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        return Err(format!(
+            "walwatch_stats: this database is not watched: it was opened before walwatch was loaded (on the \"{name}\" VFS); to watch it, load walwatch before opening the database (in the sqlite3 shell: .load, then .open), or open it with the URI parameter vfs=walwatch (file:app.db?vfs=walwatch)"
+        ));
+    }
+    Err("walwatch_stats: this database is on the walwatch VFS but has no stats file: check SQLite's log (sqlite3_log) for the stats-directory problem walwatch reported, and fix it (see `walwatch status`)".into())
 }
 
 fn set_error(api: &sqlite3_api_routines, err: *mut *mut c_char, message: &str) {

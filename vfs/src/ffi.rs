@@ -221,6 +221,7 @@ pub const SQLITE_SHM_EXCLUSIVE: c_int = 8;
 // File controls.
 pub const SQLITE_FCNTL_FILE_POINTER: c_int = 7;
 pub const SQLITE_FCNTL_VFSNAME: c_int = 12;
+pub const SQLITE_FCNTL_VFS_POINTER: c_int = 27;
 
 // Text encodings and function flags.
 pub const SQLITE_UTF8: c_int = 1;

@@ -68,5 +68,8 @@ fn databases_opened_before_loading_are_left_alone() {
         db = db.display()
     );
     let (_, err) = s.shell(&script);
-    assert!(err.contains("not opened through the walwatch VFS"), "{err}");
+    assert!(
+        err.contains("opened before walwatch was loaded") && err.contains(".load, then .open"),
+        "{err}"
+    );
 }

@@ -49,6 +49,13 @@ fn parent() -> *mut sqlite3_vfs {
     REGISTERED.get().map_or(std::ptr::null_mut(), |r| r.parent)
 }
 
+/// Whether `vfs` is the registered walwatch VFS object.
+pub(crate) fn is_walwatch(vfs: *const sqlite3_vfs) -> bool {
+    REGISTERED
+        .get()
+        .is_some_and(|r| std::ptr::eq(r.vfs.cast_const(), vfs))
+}
+
 pub(crate) fn parent_name() -> &'static [u8] {
     REGISTERED.get().map_or(b"unix", |r| &r.parent_name)
 }

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -95,6 +96,26 @@ def release(child):
     child.wait(timeout=20)
 
 
+def release_once_waited(args, child):
+    """Releases `child` (a helper holding a lock) once this database's busy handlers have slept
+    three times: the checkpoint that runs meanwhile is then certainly waiting for that lock, on
+    a loaded machine too, so the scenario never depends on how long a fixed hold lasts. Polls
+    walwatch_stats() on a connection of its own (a statement that reads no table takes no
+    lock)."""
+    def run():
+        keeper = Db(args.driver, args.db, args.timeout)
+        before = keeper.stats()["busy_sleeps"]
+        deadline = time.monotonic() + 20
+        while keeper.stats()["busy_sleeps"] < before + 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        keeper.close()
+        release(child)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def checkpoint(db, mode):
     return list(db.one(f"PRAGMA wal_checkpoint({mode})"))
 
@@ -160,22 +181,35 @@ def scenario_modes(args):
 
 
 def scenario_full_waits_for_writer(args):
-    """FULL while another process holds a write transaction for --hold seconds."""
+    """FULL while another process holds a write transaction until FULL has waited for it."""
     db = setup(args)
     write_rows(db, 20)
-    writer, pid = helper("hold-write", args, "--seconds", str(args.hold))
+    writer, pid = helper("hold-write", args)
+    releaser = release_once_waited(args, writer)
     triple = checkpoint(db, "FULL")
-    writer.wait(timeout=20)
+    releaser.join(30)
+    result(db, triple, writer_pid=pid)
+
+
+def scenario_full_gives_up_on_writer(args):
+    """FULL while another process holds a write transaction until FULL has returned: FULL's
+    busy timeout (--timeout) runs out first."""
+    db = setup(args)
+    write_rows(db, 20)
+    writer, pid = helper("hold-write", args)
+    triple = checkpoint(db, "FULL")
+    release(writer)
     result(db, triple, writer_pid=pid)
 
 
 def scenario_truncate_waits_for_reader(args):
-    """TRUNCATE while a reader (begun after the last commit) stays --hold seconds more."""
+    """TRUNCATE while a reader (begun after the last commit) stays until TRUNCATE has waited."""
     db = setup(args)
     write_rows(db, 20)
-    reader, pid = helper("hold-read", args, "--seconds", str(args.hold))
+    reader, pid = helper("hold-read", args)
+    releaser = release_once_waited(args, reader)
     triple = checkpoint(db, "TRUNCATE")
-    reader.wait(timeout=20)
+    releaser.join(30)
     result(db, triple, reader_pid=pid, wal_bytes=os.stat(args.db + "-wal").st_size)
 
 

@@ -7,7 +7,7 @@
 //! end-to-end tests, and measure the controller rather than the machine's load.
 
 #[path = "e2e/harness.rs"]
-#[allow(dead_code)] // shared with the e2e binary, which uses the rest of it
+#[allow(dead_code, unused_imports)] // shared with the e2e binary, which uses the rest of it
 mod harness;
 
 use harness::*;

@@ -2,7 +2,8 @@
 //! per scenario, commands run as a user with a bound on how long they may take, file contents
 //! to compare before and after, forged stats files, and a root sidecar on a free port.
 
-pub use crate::e2e::{built, http_get, sidecar_binary};
+pub use crate::e2e::{http_get, sidecar_binary};
+pub use walwatch_tests::built;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -12,7 +12,7 @@
 //! changed, no checkpoint caused by a forged stats file, no collection stalled.
 
 #[path = "../e2e/harness.rs"]
-#[allow(dead_code)] // shared with the e2e binary, which uses the rest of it
+#[allow(dead_code, unused_imports)] // shared with the e2e binary, which uses the rest of it
 mod e2e;
 mod harness;
 

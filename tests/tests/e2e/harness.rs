@@ -5,25 +5,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-/// `target/<profile>/<name>` as built by cargo, preferring this test binary's profile.
-pub fn built(name: &str) -> PathBuf {
-    let target = workspace_root().join("target");
-    let profiles = if cfg!(debug_assertions) {
-        ["debug", "release"]
-    } else {
-        ["release", "debug"]
-    };
-    profiles
-        .iter()
-        .map(|profile| target.join(profile).join(name))
-        .find(|path| path.exists())
-        .unwrap_or_else(|| panic!("target/{{release,debug}}/{name} not found: run `cargo build --release` before the tests"))
-}
-
-/// Path of the built extension without its `.so` suffix, as `.load` and Python take it.
-pub fn extension() -> PathBuf {
-    built("libwalwatch.so").with_extension("")
-}
+pub use walwatch_tests::{extension, sidecar_binary, workspace_root};
 
 pub fn worker_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("worker.py")
@@ -152,19 +134,6 @@ pub fn read_line(reader: &mut impl std::io::BufRead) -> String {
     let mut line = String::new();
     reader.read_line(&mut line).expect("read child stdout");
     line.trim_end().to_string()
-}
-
-/// Root of the workspace (dashboards/, examples/, target/).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("workspace root")
-}
-
-/// The built sidecar, `target/<profile>/walwatch`.
-pub fn sidecar_binary() -> PathBuf {
-    built("walwatch")
 }
 
 /// A loopback TCP port free at the time of the call.

@@ -1114,7 +1114,7 @@ mod tests {
         let mut db = collection().dbs[0].clone();
         db.counters = Some(counters);
         db.wal_index.as_mut().unwrap().read_marks = [Some(1); READ_MARKS];
-        db.controller = Some(crate::model::ControllerView {
+        db.controller = Some(crate::controller::ControllerView {
             soft_limit_bytes: 1,
             hard_limit_bytes: 2,
             ..Default::default()

@@ -103,10 +103,10 @@ struct Sidecar {
 }
 
 impl Sidecar {
-    fn start(stats: &Path, extra: &[&str]) -> Self {
+    fn start(stats: &Path, interval: &str, extra: &[&str]) -> Self {
         let addr = free_addr();
         let child = Command::new(WALWATCH)
-            .args(["serve", "--listen", &addr.to_string(), "--interval", "1s"])
+            .args(["serve", "--listen", &addr.to_string(), "--interval", interval])
             .arg("--stats-dir")
             .arg(stats)
             .args(["--log-level", "warn"])
@@ -202,7 +202,7 @@ fn a_database_busy_on_every_slot_and_mode_is_at_most_40_series_by_default() {
     let mut counts = Vec::new();
     let mut texts = Vec::new();
     for extra in [&[][..], &["--metrics.detail"][..]] {
-        let sidecar = Sidecar::start(&stats, extra);
+        let sidecar = Sidecar::start(&stats, "1s", extra);
         // The controller has looked at the database (its series are there) from the first
         // collection; scrape twice so that the render time of a previous response is there too.
         let _ = sidecar.metrics();
@@ -267,7 +267,7 @@ fn scrapes_beyond_max_requests_get_503_at_once_and_healthz_still_answers() {
     let dir = TempDir::new("max-requests");
     // A response far larger than the socket buffers, so an unread one keeps its permit.
     let (stats, _) = populate(&dir.0, 1000);
-    let sidecar = Sidecar::start(&stats, &["--metrics.detail", "--web.max-requests", "1"]);
+    let sidecar = Sidecar::start(&stats, "1s", &["--metrics.detail", "--web.max-requests", "1"]);
     let mut stalled = TcpStream::connect(sidecar.addr).unwrap();
     write!(stalled, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
     let mut first = [0u8; 12];
@@ -337,7 +337,7 @@ fn real_prometheus_scrapes_10000_databases_for_a_minute_without_error() {
         "created 10,000 databases in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let sidecar = Sidecar::start(&stats, &["--interval", "5s"]);
+    let sidecar = Sidecar::start(&stats, "5s", &[]);
     let prom_dir = dir.0.join("prometheus");
     std::fs::create_dir_all(prom_dir.join("data")).unwrap();
     let config = prom_dir.join("prometheus.yml");

@@ -93,7 +93,11 @@ fn get(addr: SocketAddr, path: &str) -> std::io::Result<Vec<u8>> {
 /// The whole response (headers and body) of one HTTP/1.0 GET, gzip'd when `gzip`.
 fn request(addr: SocketAddr, path: &str, gzip: bool) -> std::io::Result<Vec<u8>> {
     let mut s = TcpStream::connect(addr)?;
-    let encoding = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
+    let encoding = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
     write!(s, "GET {path} HTTP/1.0\r\nHost: bench\r\n{encoding}\r\n")?;
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
@@ -174,7 +178,11 @@ struct Row {
 }
 
 fn kb(s: &str) -> f64 {
-    s.trim_end_matches("kB").trim().parse::<f64>().unwrap_or(f64::NAN) / 1024.0
+    s.trim_end_matches("kB")
+        .trim()
+        .parse::<f64>()
+        .unwrap_or(f64::NAN)
+        / 1024.0
 }
 
 fn timed(times: &mut Vec<f64>, f: impl FnOnce() -> usize) -> usize {
@@ -274,7 +282,20 @@ fn scrape_bench(root: &Path, n: usize, detailed: bool) -> Row {
 fn print_rows(rows: &[Row]) {
     println!(
         "\n{:>6} {:>8} {:>9} {:>10} {:>8} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9}",
-        "dbs", "series", "set", "gzip med", "p90", "plain med", "plain MB", "gzip MB", "collect", "render", "healthz", "RSS MB", "HWM MB", "HWM par."
+        "dbs",
+        "series",
+        "set",
+        "gzip med",
+        "p90",
+        "plain med",
+        "plain MB",
+        "gzip MB",
+        "collect",
+        "render",
+        "healthz",
+        "RSS MB",
+        "HWM MB",
+        "HWM par."
     );
     for r in rows {
         println!(

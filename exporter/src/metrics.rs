@@ -685,12 +685,14 @@ impl ProcessStats {
         p.open_fds = std::fs::read_dir("/proc/self/fd")
             .ok()
             .map(|d| d.count().saturating_sub(1)); // read_dir's own descriptor
-        p.max_fds = std::fs::read_to_string("/proc/self/limits").ok().and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3))
-                .and_then(|v| v.parse().ok())
-        });
+        p.max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_whitespace().nth(3))
+                    .and_then(|v| v.parse().ok())
+            });
         p
     }
 }
@@ -774,7 +776,11 @@ fn render_self(w: &mut Writer<'_>, c: &Collection, e: &Exposition) {
     for (i, value) in process {
         if let Some(v) = value {
             w.header(&f[i]);
-            let suffix = if f[i].kind == Type::Counter { "_total" } else { "" };
+            let suffix = if f[i].kind == Type::Counter {
+                "_total"
+            } else {
+                ""
+            };
             w.sample(f[i].name, suffix, "", &[], v);
         }
     }
@@ -931,10 +937,7 @@ pub fn catalogue_markdown() -> String {
                     .join(", ")
             };
             let (labels, detailed) = if f.detailed_only {
-                (
-                    "(detailed only)".to_owned(),
-                    with_db(f.desc.labels),
-                )
+                ("(detailed only)".to_owned(), with_db(f.desc.labels))
             } else if f.detailed_labels.is_empty() {
                 (with_db(f.desc.labels), "same".to_owned())
             } else {
@@ -1091,26 +1094,28 @@ mod tests {
     /// A database with activity on every slot, lock mode, checkpoint mode and outcome, and
     /// the controller's figures.
     fn busiest() -> DbState {
-        let mut counters = Snapshot::default();
-        counters.locks = vec![
-            SlotSnapshot {
-                acquired: [5, 6],
-                busy: [1, 2],
-                hold_buckets: [1; BUCKETS],
-                hold_sum_ns: 7,
-            };
-            SLOTS
-        ];
-        counters.modes = vec![
-            ModeSnapshot {
-                outcomes: [3; OUTCOME_NAMES.len()],
-                frames_backfilled: 9,
-                duration_buckets: [1; BUCKETS],
-                duration_sum_ns: 11,
-            };
-            CHECKPOINT_MODE_NAMES.len()
-        ];
-        counters.fsyncs = [1, 2, 3];
+        let counters = Snapshot {
+            locks: vec![
+                SlotSnapshot {
+                    acquired: [5, 6],
+                    busy: [1, 2],
+                    hold_buckets: [1; BUCKETS],
+                    hold_sum_ns: 7,
+                };
+                SLOTS
+            ],
+            modes: vec![
+                ModeSnapshot {
+                    outcomes: [3; OUTCOME_NAMES.len()],
+                    frames_backfilled: 9,
+                    duration_buckets: [1; BUCKETS],
+                    duration_sum_ns: 11,
+                };
+                CHECKPOINT_MODE_NAMES.len()
+            ],
+            fsyncs: [1, 2, 3],
+            ..Default::default()
+        };
         let mut db = collection().dbs[0].clone();
         db.counters = Some(counters);
         db.wal_index.as_mut().unwrap().read_marks = [Some(1); READ_MARKS];
@@ -1142,11 +1147,18 @@ mod tests {
         assert!(full > 150, "{full} series in detailed mode");
         // Sums by lock class equal the per-slot detail: WRITE 5 + 6 acquired, CKPT and RECOVER
         // 22, READ0..4 shared 25 and exclusive 30.
-        for (class, n) in [("write", 11), ("checkpoint", 22), ("read", 25), ("read_mark", 30)] {
+        for (class, n) in [
+            ("write", 11),
+            ("checkpoint", 22),
+            ("read", 25),
+            ("read_mark", 30),
+        ] {
             let line = format!("walwatch_shm_lock_acquired_total{{db=\"/srv/a \\\"quoted\\\".db\",lock=\"{class}\"}} {n}\n");
             assert!(default.contains(&line), "{line} in\n{default}");
         }
-        assert!(detailed.contains(",lock=\"read_mark\",slot=\"READ3\",lock_mode=\"exclusive\"} 6\n"));
+        assert!(
+            detailed.contains(",lock=\"read_mark\",slot=\"READ3\",lock_mode=\"exclusive\"} 6\n")
+        );
         // Every default family is in the detailed set.
         let names = |t: &str| -> std::collections::BTreeSet<String> {
             t.lines()
@@ -1159,7 +1171,10 @@ mod tests {
         for (text, detail) in [(&default, Detail::Default), (&detailed, Detail::Detailed)] {
             let lines = text.lines().filter(|l| !l.starts_with('#')).count();
             assert_eq!(count_series(&c, detail), lines);
-            assert!(text.contains(&format!("walwatch_exposed_series {lines}\n")), "{detail:?}");
+            assert!(
+                text.contains(&format!("walwatch_exposed_series {lines}\n")),
+                "{detail:?}"
+            );
         }
     }
 

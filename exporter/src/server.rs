@@ -274,7 +274,17 @@ async fn collect_loop(
                 if let Some(w) = &mut watcher {
                     w.set_databases(c.dbs.iter().map(|d| Path::new(&d.path)));
                 }
-                *shared.latest.write().unwrap_or_else(|e| e.into_inner()) = Some((c, series));
+                let previous = shared
+                    .latest
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .replace((c, series));
+                // The previous collection is freed here (or when its last scrape ends): give
+                // its memory back, off the async workers.
+                tokio::task::spawn_blocking(move || {
+                    drop(previous);
+                    crate::sys::release_free_memory();
+                });
                 shared.progress().last_finished = Some(Instant::now());
             }
             Err(e) => tracing::error!(error = %e, "collection failed"),

@@ -201,7 +201,12 @@ pub fn collect_db(
         .filter_map(|r| r.age_seconds)
         .fold(0.0, f64::max);
     if let Some(c) = counters.as_mut() {
-        state.recent_checkpoints = c.recent.iter().map(CheckpointView::from).collect();
+        // The views are what /status shows; the raw records are not kept twice.
+        state.recent_checkpoints = std::mem::take(&mut c.recent)
+            .iter()
+            .map(CheckpointView::from)
+            .collect();
+        c.db_path = Vec::new();
         c.readers = shim_readers;
     }
     state.counters = counters;

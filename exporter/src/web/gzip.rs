@@ -95,7 +95,9 @@ impl hyper::body::Body for GzipBody {
                 Poll::Ready(None) => {
                     let encoder = self.encoder.take().expect("checked above");
                     let out = encoder.finish().unwrap_or_default();
-                    return Poll::Ready((!out.is_empty()).then(|| Ok(Frame::data(Bytes::from(out)))));
+                    return Poll::Ready(
+                        (!out.is_empty()).then(|| Ok(Frame::data(Bytes::from(out)))),
+                    );
                 }
                 Poll::Ready(Some(Err(e))) => match e {},
             }
@@ -147,7 +149,9 @@ mod tests {
             .map(|i| Bytes::from(format!("walwatch_up{{db=\"{i}\"}} 1\n").repeat(2000)))
             .collect();
         let mut body = GzipBody::new(BodyExt::boxed(Chunks(chunks)));
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let mut gz = Vec::new();
         let mut frames = 0;
         while let Some(frame) = rt.block_on(body.frame()) {

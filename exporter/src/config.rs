@@ -912,4 +912,27 @@ mod tests {
             .unwrap_err()
             .contains("at most 1h"));
     }
+
+    #[test]
+    fn metrics_detail_and_max_requests_resolve_from_file_and_flags() {
+        let text = "metrics = \"detailed\"\n[web]\nmax_requests = 3\n";
+        let cfg = parse(text).unwrap();
+        let s = resolve(Some((Path::new("w.toml"), text, cfg)), Overrides::default()).unwrap();
+        assert_eq!(s.metrics, crate::metrics::Detail::Detailed);
+        assert_eq!(s.web.max_requests, 3);
+        let s = resolve(None, Overrides::default()).unwrap();
+        assert_eq!(s.metrics, crate::metrics::Detail::Default);
+        assert_eq!(s.web.max_requests, crate::web::DEFAULT_MAX_REQUESTS);
+        let err = flag_error(Overrides {
+            web_max_requests: Some("0".into()),
+            ..Default::default()
+        });
+        assert!(
+            err.contains("--web.max-requests") && err.contains("1 to 1024"),
+            "{err}"
+        );
+        assert!(parse("metrics = \"everything\"\n")
+            .unwrap_err()
+            .contains("metrics"));
+    }
 }

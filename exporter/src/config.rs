@@ -11,11 +11,13 @@
 //! databases = ["/srv/app.db"]      # also watch these, with or without the shim
 //! log_format = "human"             # or "json"
 //! log_level = "info"               # tracing-subscriber EnvFilter syntax
+//! metrics = "default"              # or "detailed": per-slot/mode series (--metrics.detail)
 //!
 //! [web]                            # the HTTP server (see web/mod.rs)
 //! config_file = "/etc/walwatch/web.yml"  # TLS and basic auth, exporter-toolkit's YAML format
 //! max_connections = 64             # idle connections give way to new ones beyond this
 //! header_timeout = "10s"           # to send request headers (and most idle time between requests)
+//! max_requests = 40                # /metrics and /status responses at once; beyond: 503
 //!
 //! [controller]                     # the checkpoint controller (see controller/policy.rs)
 //! mode = "act"                     # act | observe | off
@@ -229,6 +231,7 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub controller: Option<ControllerConfig>,
     pub web: Option<WebFileConfig>,
+    pub metrics: Option<crate::metrics::Detail>,
 }
 
 /// The `[web]` table.
@@ -238,8 +241,11 @@ pub struct WebFileConfig {
     pub config_file: Option<PathBuf>,
     pub max_connections: Option<u64>,
     pub header_timeout: Option<String>,
+    pub max_requests: Option<u64>,
 }
 
+/// Accepted range of `--web.max-requests`.
+pub const MAX_REQUESTS_RANGE: std::ops::RangeInclusive<u64> = 1..=1024;
 /// Accepted range of `--web.max-connections`.
 pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<u64> = 1..=65536;
 /// Time to send request headers (and most idle time between keep-alive requests).
@@ -289,6 +295,8 @@ pub struct Overrides {
     pub web_config_file: Option<PathBuf>,
     pub web_max_connections: Option<String>,
     pub web_header_timeout: Option<String>,
+    pub web_max_requests: Option<String>,
+    pub metrics_detail: Option<crate::metrics::Detail>,
 }
 
 /// Resolved settings.
@@ -302,6 +310,7 @@ pub struct Settings {
     pub log_level: String,
     pub controller: controller::Settings,
     pub web: crate::web::WebSettings,
+    pub metrics: crate::metrics::Detail,
 }
 
 /// A configuration error, with where it is when it comes from the file.
@@ -600,13 +609,39 @@ pub fn resolve(
         over.web_header_timeout,
         web_cfg.header_timeout,
     )?;
+    let (req_text, req_from_file) = match (over.web_max_requests, web_cfg.max_requests) {
+        (Some(t), _) => (Some(t), false),
+        (None, Some(n)) => (Some(n.to_string()), true),
+        (None, None) => (None, false),
+    };
+    let max_requests = match req_text {
+        None => crate::web::DEFAULT_MAX_REQUESTS as u64,
+        Some(t) => match t.trim().parse::<u64>() {
+            Ok(n) if MAX_REQUESTS_RANGE.contains(&n) => n,
+            _ => {
+                return Err(locate(
+                    "max_requests",
+                    "--web.max-requests (WALWATCH_WEB_MAX_REQUESTS)",
+                    req_from_file,
+                    format!(
+                        "`{}` is not a number of requests in the accepted range, {} to {}",
+                        t.trim(),
+                        MAX_REQUESTS_RANGE.start(),
+                        MAX_REQUESTS_RANGE.end()
+                    ),
+                ))
+            }
+        },
+    };
     let web = crate::web::WebSettings {
         config_file: over.web_config_file.or(web_cfg.config_file),
         max_connections: max_connections as usize,
         header_timeout,
+        max_requests: max_requests as usize,
     };
     Ok(Settings {
         web,
+        metrics: over.metrics_detail.or(cfg.metrics).unwrap_or_default(),
         listen,
         stats_dirs,
         interval,
@@ -876,5 +911,28 @@ mod tests {
             .check("1e300h", Duration::MAX)
             .unwrap_err()
             .contains("at most 1h"));
+    }
+
+    #[test]
+    fn metrics_detail_and_max_requests_resolve_from_file_and_flags() {
+        let text = "metrics = \"detailed\"\n[web]\nmax_requests = 3\n";
+        let cfg = parse(text).unwrap();
+        let s = resolve(Some((Path::new("w.toml"), text, cfg)), Overrides::default()).unwrap();
+        assert_eq!(s.metrics, crate::metrics::Detail::Detailed);
+        assert_eq!(s.web.max_requests, 3);
+        let s = resolve(None, Overrides::default()).unwrap();
+        assert_eq!(s.metrics, crate::metrics::Detail::Default);
+        assert_eq!(s.web.max_requests, crate::web::DEFAULT_MAX_REQUESTS);
+        let err = flag_error(Overrides {
+            web_max_requests: Some("0".into()),
+            ..Default::default()
+        });
+        assert!(
+            err.contains("--web.max-requests") && err.contains("1 to 1024"),
+            "{err}"
+        );
+        assert!(parse("metrics = \"everything\"\n")
+            .unwrap_err()
+            .contains("metrics"));
     }
 }

@@ -37,7 +37,7 @@ enum Command {
 #[derive(Args)]
 struct ServeArgs {
     /// TOML config file (keys: listen, stats_dir, stats_base, interval, databases, log_format,
-    /// log_level, [controller]).
+    /// log_level, metrics, [web], [controller]).
     #[arg(long, env = "WALWATCH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:9866].
@@ -108,6 +108,20 @@ struct ServeArgs {
         value_name = "DURATION"
     )]
     web_header_timeout: Option<String>,
+    /// Most /metrics and /status responses in progress at once; beyond it a request gets 503
+    /// at once, so parallel or slow scrapers cannot grow the sidecar's memory; 1 to 1024
+    /// [default: 40].
+    #[arg(
+        long = "web.max-requests",
+        env = "WALWATCH_WEB_MAX_REQUESTS",
+        value_name = "N"
+    )]
+    web_max_requests: Option<String>,
+    /// Expose the detailed series set: lock counters by slot and lock mode, lock hold and
+    /// checkpoint duration histograms, checkpoints by mode, read marks (about 190 series per
+    /// active database instead of at most 40). Config: metrics = "detailed".
+    #[arg(long = "metrics.detail", env = "WALWATCH_METRICS_DETAIL")]
+    metrics_detail: bool,
 }
 
 #[derive(Args)]
@@ -213,6 +227,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         web_config_file: args.web_config_file,
         web_max_connections: args.web_max_connections,
         web_header_timeout: args.web_header_timeout,
+        web_max_requests: args.web_max_requests,
+        metrics_detail: args
+            .metrics_detail
+            .then_some(walwatch_exporter::metrics::Detail::Detailed),
     };
     let settings = config::resolve(
         file.as_ref()
@@ -220,7 +238,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         overrides,
     )?;
     init_logging(settings.log_format, &settings.log_level)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Two workers: a scrape being rendered (or compressed) never keeps /healthz or another
+    // client waiting. Collection and checkpoints run on the blocking pool.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .max_blocking_threads(2)
         .build()?;

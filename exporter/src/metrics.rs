@@ -102,25 +102,67 @@ impl Desc {
     }
 }
 
+/// Which series `/metrics` exposes: `--metrics.detail` (config `metrics = "detailed"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Detail {
+    /// At most 40 series per database: every dashboard panel and alert.
+    #[default]
+    Default,
+    /// Also per-slot, per-lock-mode and per-checkpoint-mode series and histograms (about 190
+    /// series per active database).
+    Detailed,
+}
+
 /// A per-database family: its declaration and how to read its samples from a `DbState`.
 pub struct Family {
     pub desc: Desc,
+    /// Labels in detailed mode, when they differ from `desc.labels` (more of them).
+    pub detailed_labels: &'static [&'static str],
+    /// Exposed in detailed mode only.
+    pub detailed_only: bool,
     pub emit: fn(&mut Samples<'_>, &DbState),
 }
 
-/// Writes exposition lines.
+impl Family {
+    fn shown(&self, detail: Detail) -> bool {
+        !self.detailed_only || detail == Detail::Detailed
+    }
+}
+
+/// Writes exposition lines, and counts them. A dry writer only counts.
 pub struct Writer<'a> {
     out: &'a mut String,
     format: Format,
+    dry: bool,
+    /// Sample lines written.
+    pub series: usize,
 }
 
 impl<'a> Writer<'a> {
     pub fn new(out: &'a mut String, format: Format) -> Self {
-        Self { out, format }
+        Self {
+            out,
+            format,
+            dry: false,
+            series: 0,
+        }
+    }
+
+    fn dry(out: &'a mut String) -> Self {
+        Self {
+            out,
+            format: Format::Prometheus,
+            dry: true,
+            series: 0,
+        }
     }
 
     /// `# HELP`, `# TYPE` (and `# UNIT` in OpenMetrics) lines.
     pub fn header(&mut self, d: &Desc) {
+        if self.dry {
+            return;
+        }
         let name = match self.format {
             Format::OpenMetrics => d.name.to_owned(),
             Format::Prometheus => d.sample_name(),
@@ -141,6 +183,10 @@ impl<'a> Writer<'a> {
         extra: &[(&str, &str)],
         value: impl Display,
     ) {
+        self.series += 1;
+        if self.dry {
+            return;
+        }
         self.out.push_str(name);
         self.out.push_str(suffix);
         if !labels.is_empty() || !extra.is_empty() {
@@ -166,6 +212,8 @@ pub struct Samples<'w> {
     w: Writer<'w>,
     desc: &'static Desc,
     db_label: &'w str,
+    /// Detailed mode: families add labels.
+    pub detailed: bool,
 }
 
 impl Samples<'_> {
@@ -181,6 +229,10 @@ impl Samples<'_> {
 
     /// A histogram from non-cumulative bucket counts (as the stats file keeps them).
     pub fn histogram(&mut self, extra: &[(&str, &str)], buckets: &[u64; BUCKETS], sum_ns: u64) {
+        if self.w.dry {
+            self.w.series += BUCKETS + 2;
+            return;
+        }
         let mut labels: Vec<(&str, &str)> = extra.to_vec();
         labels.push(("le", ""));
         let mut cumulative = 0u64;
@@ -246,10 +298,14 @@ fn push_escaped_label(out: &mut String, value: &str) {
 /// `db="<escaped path>"`.
 pub fn db_label(path: &str) -> String {
     let mut out = String::with_capacity(path.len() + 6);
-    out.push_str("db=\"");
-    push_escaped_label(&mut out, path);
-    out.push('"');
+    push_db_label(&mut out, path);
     out
+}
+
+fn push_db_label(out: &mut String, path: &str) {
+    out.push_str("db=\"");
+    push_escaped_label(out, path);
+    out.push('"');
 }
 
 fn flag(b: bool) -> u8 {
@@ -258,11 +314,88 @@ fn flag(b: bool) -> u8 {
 
 macro_rules! family {
     ($name:literal, $kind:ident, $unit:expr, [$($label:literal),*], $help:literal, $emit:expr) => {
-        Family { desc: Desc { name: $name, kind: Type::$kind, unit: $unit, help: $help, labels: &[$($label),*] }, emit: $emit }
+        Family { desc: Desc { name: $name, kind: Type::$kind, unit: $unit, help: $help, labels: &[$($label),*] }, detailed_labels: &[], detailed_only: false, emit: $emit }
+    };
+    ($name:literal, $kind:ident, $unit:expr, [$($label:literal),*], detailed [$($dlabel:literal),*], $help:literal, $emit:expr) => {
+        Family { desc: Desc { name: $name, kind: Type::$kind, unit: $unit, help: $help, labels: &[$($label),*] }, detailed_labels: &[$($dlabel),*], detailed_only: false, emit: $emit }
+    };
+    (detailed only $name:literal, $kind:ident, $unit:expr, [$($label:literal),*], $help:literal, $emit:expr) => {
+        Family { desc: Desc { name: $name, kind: Type::$kind, unit: $unit, help: $help, labels: &[$($label),*] }, detailed_labels: &[], detailed_only: true, emit: $emit }
     };
 }
 
-/// Per-database metric families, all labelled `db` (the database path) first.
+/// Lock classes (the `lock` label): what a lock on a -shm slot is for.
+/// `write`: the WRITE slot (a write transaction); `checkpoint`: the CKPT slot and the RECOVER
+/// slot (a checkpoint, or a rebuild of the wal-index, which takes both); `read`: a shared lock on
+/// READ0..4 (a read transaction); `read_mark`: an exclusive lock on READ0..4 (a checkpoint, or a
+/// reader, moving a read mark).
+pub const LOCK_CLASSES: [&str; 4] = ["write", "checkpoint", "read", "read_mark"];
+/// Hold-time classes: the stats file keeps hold times by slot, not by mode, so `read` there is
+/// every lock on READ0..4, shared or exclusive.
+pub const HOLD_CLASSES: [&str; 3] = ["write", "checkpoint", "read"];
+
+/// Index into [`HOLD_CLASSES`] of a slot's locks.
+fn hold_class(slot: usize) -> usize {
+    match slot {
+        0 => 0,
+        s if s < SLOT_READ0 => 1,
+        _ => 2,
+    }
+}
+
+/// Index into [`LOCK_CLASSES`] of a lock on `slot` in `mode` (index into `LOCK_MODE_NAMES`).
+fn lock_class(slot: usize, mode: usize) -> usize {
+    match (hold_class(slot), mode) {
+        (2, 0) => 2,
+        (2, _) => 3,
+        (c, _) => c,
+    }
+}
+
+/// Acquired (`busy == false`) or busy counts by lock class.
+fn lock_counts(c: &walwatch::snapshot::Snapshot, busy: bool) -> [u64; 4] {
+    let mut out = [0u64; 4];
+    for (slot, lock) in c.locks.iter().enumerate() {
+        let counts = if busy { lock.busy } else { lock.acquired };
+        for (mode, v) in counts.iter().enumerate() {
+            let class = lock_class(slot, mode);
+            out[class] = out[class].saturating_add(*v);
+        }
+    }
+    out
+}
+
+/// Per-slot lock counters: by slot and lock mode in detailed mode, by lock class otherwise.
+fn lock_counters(s: &mut Samples<'_>, db: &DbState, busy: bool) {
+    let Some(c) = &db.counters else { return };
+    if s.detailed {
+        for (slot, lock) in c.locks.iter().enumerate() {
+            let counts = if busy { lock.busy } else { lock.acquired };
+            for (mode, v) in counts.iter().enumerate() {
+                s.counter(
+                    &[
+                        ("lock", LOCK_CLASSES[lock_class(slot, mode)]),
+                        ("slot", SLOT_NAMES[slot]),
+                        ("lock_mode", LOCK_MODE_NAMES[mode]),
+                    ],
+                    v,
+                );
+            }
+        }
+    } else {
+        for (class, v) in LOCK_CLASSES.iter().zip(lock_counts(c, busy)) {
+            s.counter(&[("lock", class)], v);
+        }
+    }
+}
+
+/// Per-database metric families, all labelled `db` (the database path) first. The default set
+/// answers every dashboard panel and alert in at most 40 series per database; `detailed`
+/// (`--metrics.detail`) adds labels to some families (`slot`, `lock_mode`, `checkpoint_mode`)
+/// and the families marked detailed-only. Every family of the default set is in the detailed
+/// one, with the same labels or more, so a query that aggregates by the default labels works
+/// in both. Counters of a database with a stats file are always written, zeros included, so
+/// that `rate()` and `increase()` see a series from its first sample.
 pub static DB_FAMILIES: &[Family] = &[
     family!("walwatch_up", Gauge, None, [], "Whether the database could be read (1) or not (0: missing, not in WAL mode, unreadable; see /status)", |s, db| s.gauge(&[], flag(db.up))),
     family!("walwatch_db_bytes", Gauge, Some("bytes"), [], "Size of the database file in bytes", |s, db| {
@@ -289,7 +422,7 @@ pub static DB_FAMILIES: &[Family] = &[
             s.gauge(&[], 0)
         }
     }),
-    family!("walwatch_wal_read_mark", Gauge, None, ["slot"], "Read mark of each READ lock slot in use: the last WAL frame a reader on that slot may see", |s, db| {
+    family!(detailed only "walwatch_wal_read_mark", Gauge, None, ["slot"], "Read mark of each READ lock slot in use: the last WAL frame a reader on that slot may see", |s, db| {
         if let Some(w) = &db.wal_index {
             for i in 0..READ_MARKS {
                 if let Some(mark) = w.read_marks[i] {
@@ -338,32 +471,28 @@ pub static DB_FAMILIES: &[Family] = &[
             }
         }
     }),
-    family!("walwatch_shm_lock_acquired", Counter, None, ["slot", "mode"], "-shm lock slot acquisitions by slot and mode", |s, db| {
+    family!("walwatch_shm_lock_acquired", Counter, None, ["lock"], detailed ["lock", "slot", "lock_mode"], "-shm lock acquisitions by lock class (write, checkpoint: CKPT and RECOVER slots, read: shared on READ0..4, read_mark: exclusive on READ0..4); detailed: also by slot and lock_mode (shared, exclusive)", |s, db| lock_counters(s, db, false)),
+    family!("walwatch_shm_lock_busy", Counter, None, ["lock"], detailed ["lock", "slot", "lock_mode"], "-shm lock attempts that found the lock busy (SQLITE_BUSY), by lock class; detailed: also by slot and lock_mode", |s, db| lock_counters(s, db, true)),
+    family!("walwatch_shm_lock_held_seconds", Counter, Some("seconds"), ["lock"], "Time -shm locks were held, summed, by lock class (write, checkpoint, read: any lock on READ0..4); its rate is the share of time the lock was held", |s, db| {
         if let Some(c) = &db.counters {
-            for (slot, lock) in SLOT_NAMES.iter().zip(&c.locks) {
-                for (mode, v) in LOCK_MODE_NAMES.iter().zip(lock.acquired) {
-                    s.counter(&[("slot", slot), ("mode", mode)], v);
-                }
+            let mut held = [0u64; 3];
+            for (slot, lock) in c.locks.iter().enumerate() {
+                let class = hold_class(slot);
+                held[class] = held[class].saturating_add(lock.hold_sum_ns);
+            }
+            for (class, ns) in HOLD_CLASSES.iter().zip(held) {
+                s.counter(&[("lock", class)], Seconds(ns));
             }
         }
     }),
-    family!("walwatch_shm_lock_busy", Counter, None, ["slot", "mode"], "-shm lock attempts that found the slot busy (SQLITE_BUSY), by slot and mode", |s, db| {
+    family!(detailed only "walwatch_shm_lock_hold_seconds", Histogram, Some("seconds"), ["lock", "slot"], "How long -shm locks were held, by slot", |s, db| {
         if let Some(c) = &db.counters {
-            for (slot, lock) in SLOT_NAMES.iter().zip(&c.locks) {
-                for (mode, v) in LOCK_MODE_NAMES.iter().zip(lock.busy) {
-                    s.counter(&[("slot", slot), ("mode", mode)], v);
-                }
+            for (slot, lock) in c.locks.iter().enumerate() {
+                s.histogram(&[("lock", HOLD_CLASSES[hold_class(slot)]), ("slot", SLOT_NAMES[slot])], &lock.hold_buckets, lock.hold_sum_ns);
             }
         }
     }),
-    family!("walwatch_shm_lock_hold_seconds", Histogram, Some("seconds"), ["slot"], "How long -shm locks were held, by slot", |s, db| {
-        if let Some(c) = &db.counters {
-            for (slot, lock) in SLOT_NAMES.iter().zip(&c.locks) {
-                s.histogram(&[("slot", slot)], &lock.hold_buckets, lock.hold_sum_ns);
-            }
-        }
-    }),
-    family!("walwatch_busy_sleeps", Counter, None, [], "Busy-handler sleeps (xSleep calls while waiting for a lock)", |s, db| {
+    family!(detailed only "walwatch_busy_sleeps", Counter, None, [], "Busy-handler sleeps (xSleep calls while waiting for a lock)", |s, db| {
         if let Some(c) = &db.counters {
             s.counter(&[], c.busy_sleeps)
         }
@@ -373,35 +502,48 @@ pub static DB_FAMILIES: &[Family] = &[
             s.counter(&[], c.busy_sleep_us as f64 / 1e6)
         }
     }),
-    family!("walwatch_checkpoints", Counter, None, ["mode", "outcome"], "Checkpoints by mode (passive, full, restart, truncate; from the locks alone: restart_or_truncate, full_restart_or_truncate, unknown) and outcome (complete, not_reset: all copied but the WAL not reset, partial, busy), as SQLite told the application", |s, db| {
+    family!("walwatch_checkpoints", Counter, None, ["outcome"], detailed ["checkpoint_mode", "outcome"], "Checkpoints by outcome (complete; not_reset: all copied but the WAL not reset; partial; busy), as SQLite told the application; detailed: also by checkpoint_mode (passive, full, restart, truncate; from the locks alone: restart_or_truncate, full_restart_or_truncate, unknown)", |s, db| {
         if let Some(c) = &db.counters {
-            for (mode, m) in CHECKPOINT_MODE_NAMES.iter().zip(&c.modes) {
-                for (outcome, v) in OUTCOME_NAMES.iter().zip(m.outcomes) {
-                    s.counter(&[("mode", mode), ("outcome", outcome)], v);
+            if s.detailed {
+                for (mode, m) in CHECKPOINT_MODE_NAMES.iter().zip(&c.modes) {
+                    for (outcome, v) in OUTCOME_NAMES.iter().zip(m.outcomes) {
+                        s.counter(&[("checkpoint_mode", mode), ("outcome", outcome)], v);
+                    }
+                }
+            } else {
+                for (i, outcome) in OUTCOME_NAMES.iter().enumerate() {
+                    let n = c.modes.iter().map(|m| m.outcomes[i]).fold(0u64, u64::saturating_add);
+                    s.counter(&[("outcome", outcome)], n);
                 }
             }
         }
     }),
-    family!("walwatch_checkpoint_frames_backfilled", Counter, None, ["mode"], "WAL frames copied into the database by checkpoints, by mode", |s, db| {
+    family!("walwatch_checkpoint_seconds", Counter, Some("seconds"), [], "Time spent in checkpoints, summed (divided by the rate of walwatch_checkpoints_total: their mean duration)", |s, db| {
+        if let Some(c) = &db.counters {
+            let ns = c.modes.iter().map(|m| m.duration_sum_ns).fold(0u64, u64::saturating_add);
+            s.counter(&[], Seconds(ns))
+        }
+    }),
+    family!(detailed only "walwatch_checkpoint_frames_backfilled", Counter, None, ["checkpoint_mode"], "WAL frames copied into the database by checkpoints, by checkpoint mode", |s, db| {
         if let Some(c) = &db.counters {
             for (mode, m) in CHECKPOINT_MODE_NAMES.iter().zip(&c.modes) {
-                s.counter(&[("mode", mode)], m.frames_backfilled);
+                s.counter(&[("checkpoint_mode", mode)], m.frames_backfilled);
             }
         }
     }),
-    family!("walwatch_checkpoint_duration_seconds", Histogram, Some("seconds"), ["mode"], "Duration of checkpoints, by mode", |s, db| {
+    family!(detailed only "walwatch_checkpoint_duration_seconds", Histogram, Some("seconds"), ["checkpoint_mode"], "Duration of checkpoints, by checkpoint mode", |s, db| {
         if let Some(c) = &db.counters {
             for (mode, m) in CHECKPOINT_MODE_NAMES.iter().zip(&c.modes) {
-                s.histogram(&[("mode", mode)], &m.duration_buckets, m.duration_sum_ns);
+                s.histogram(&[("checkpoint_mode", mode)], &m.duration_buckets, m.duration_sum_ns);
             }
         }
     }),
-    family!("walwatch_wal_truncations", Counter, None, [], "Times the -wal file was truncated to zero bytes (end of a TRUNCATE checkpoint)", |s, db| {
+    family!(detailed only "walwatch_wal_truncations", Counter, None, [], "Times the -wal file was truncated to zero bytes (end of a TRUNCATE checkpoint)", |s, db| {
         if let Some(c) = &db.counters {
             s.counter(&[], c.wal_truncations)
         }
     }),
-    family!("walwatch_reader_table_overflows", Counter, None, [], "Connections the shim's reader table had no room for (their read locks are seen only through F_GETLK)", |s, db| {
+    family!(detailed only "walwatch_reader_table_overflows", Counter, None, [], "Connections the shim's reader table had no room for (their read locks are seen only through F_GETLK)", |s, db| {
         if let Some(c) = &db.counters {
             s.counter(&[], c.reader_table_overflows)
         }
@@ -416,7 +558,7 @@ pub static DB_FAMILIES: &[Family] = &[
             s.gauge(&[], c.hard_limit_bytes)
         }
     }),
-    family!("walwatch_wal_growth_bytes_per_second", Gauge, None, [], "Smoothed growth rate of the -wal file in bytes per second while it grows (checkpoints that shrink it are not counted)", |s, db| {
+    family!(detailed only "walwatch_wal_growth_bytes_per_second", Gauge, None, [], "Smoothed growth rate of the -wal file in bytes per second while it grows (checkpoints that shrink it are not counted)", |s, db| {
         if let Some(c) = &db.controller {
             s.gauge(&[], c.growth_bytes_per_second)
         }
@@ -438,7 +580,7 @@ pub static DB_FAMILIES: &[Family] = &[
     }),
 ];
 
-/// Exporter families (no `db` label).
+/// Exporter families (no `db` label), in the order [`render_self`] writes them.
 pub static SELF_FAMILIES: &[Desc] = &[
     Desc { name: "walwatch_build", kind: Type::Info, unit: None, help: "walwatch build information", labels: &["version"] },
     Desc { name: "walwatch_databases", kind: Type::Gauge, unit: None, help: "Databases watched, by source (shim: a stats file; path: --db)", labels: &["source"] },
@@ -450,20 +592,112 @@ pub static SELF_FAMILIES: &[Desc] = &[
         labels: &["reason"],
     },
     Desc {
+        name: "walwatch_collection_duration_seconds",
+        kind: Type::Gauge,
+        unit: Some("seconds"),
+        help: "Duration of the last collection, all collectors and the controller's turn included",
+        labels: &[],
+    },
+    Desc {
         name: "walwatch_collect_duration_seconds",
         kind: Type::Gauge,
         unit: Some("seconds"),
-        help: "Duration of the last collection, in total and by collector",
+        help: "Time each collector took in the last collection (their sum is at most walwatch_collection_duration_seconds)",
         labels: &["collector"],
     },
     Desc { name: "walwatch_collect_success", kind: Type::Gauge, unit: None, help: "Whether the last collection could list the stats directory", labels: &[] },
     Desc { name: "walwatch_last_collect_timestamp_seconds", kind: Type::Gauge, unit: Some("seconds"), help: "When the last collection finished (Unix time)", labels: &[] },
     Desc { name: "walwatch_controller_observe_only", kind: Type::Gauge, unit: None, help: "1 when the checkpoint controller only observes (decides and reports, never checkpoints), 0 when it acts", labels: &[] },
+    Desc { name: "walwatch_metrics_detailed", kind: Type::Gauge, unit: None, help: "1 when /metrics exposes the detailed series set (--metrics.detail), 0 for the default set", labels: &[] },
+    Desc { name: "walwatch_exposed_series", kind: Type::Gauge, unit: None, help: "Series in this /metrics response, this one included", labels: &[] },
+    Desc { name: "walwatch_render_duration_seconds", kind: Type::Gauge, unit: Some("seconds"), help: "Time the previous /metrics response took to render (compression and sending not included)", labels: &[] },
+    Desc { name: "process_cpu_seconds", kind: Type::Counter, unit: Some("seconds"), help: "Total user and system CPU time spent in seconds", labels: &[] },
+    Desc { name: "process_resident_memory_bytes", kind: Type::Gauge, unit: Some("bytes"), help: "Resident memory size in bytes", labels: &[] },
+    Desc { name: "process_virtual_memory_bytes", kind: Type::Gauge, unit: Some("bytes"), help: "Virtual memory size in bytes", labels: &[] },
+    Desc { name: "process_open_fds", kind: Type::Gauge, unit: None, help: "Number of open file descriptors", labels: &[] },
+    Desc { name: "process_max_fds", kind: Type::Gauge, unit: None, help: "Maximum number of open file descriptors", labels: &[] },
+    Desc { name: "process_start_time_seconds", kind: Type::Gauge, unit: Some("seconds"), help: "Start time of the process since unix epoch in seconds", labels: &[] },
 ];
 
 const STATS_FILE_REASONS: [&str; 14] = crate::collect::stats_file::REASONS;
 
-fn render_self(w: &mut Writer<'_>, c: &Collection) {
+/// What a response says about the exposition itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Exposition {
+    pub detail: Detail,
+    /// Series of the whole response ([`count_series`]).
+    pub series: usize,
+    /// Render time of the previous response (0 before the first).
+    pub last_render_seconds: f64,
+}
+
+/// The process's own figures, from /proc/self (as node_exporter's client library reads them).
+#[derive(Clone, Copy, Debug, Default)]
+struct ProcessStats {
+    cpu_seconds: Option<f64>,
+    resident_bytes: Option<u64>,
+    virtual_bytes: Option<u64>,
+    open_fds: Option<usize>,
+    max_fds: Option<u64>,
+    start_time_seconds: Option<f64>,
+}
+
+/// Clock ticks per second of /proc/<pid>/stat times: USER_HZ, 100 on every Linux architecture
+/// walwatch builds for.
+const USER_HZ: f64 = 100.0;
+
+impl ProcessStats {
+    fn read() -> Self {
+        let mut p = Self::default();
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after "pid (comm) ": state is field 3, utime 14, stime 15, starttime 22.
+            if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) {
+                let f: Vec<&str> = rest.split(' ').collect();
+                let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+                if let (Some(u), Some(s)) = (num(11), num(12)) {
+                    p.cpu_seconds = Some((u + s) as f64 / USER_HZ);
+                }
+                let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("btime "))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                });
+                if let (Some(start), Some(boot)) = (num(19), boot) {
+                    p.start_time_seconds = Some(boot as f64 + start as f64 / USER_HZ);
+                }
+            }
+        }
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            let kb = |key: &str| {
+                status.lines().find_map(|l| {
+                    l.strip_prefix(key)?
+                        .trim()
+                        .strip_suffix("kB")?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .map(|v| v * 1024)
+                })
+            };
+            p.resident_bytes = kb("VmRSS:");
+            p.virtual_bytes = kb("VmSize:");
+        }
+        p.open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count().saturating_sub(1)); // read_dir's own descriptor
+        p.max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_whitespace().nth(3))
+                    .and_then(|v| v.parse().ok())
+            });
+        p
+    }
+}
+
+fn render_self(w: &mut Writer<'_>, c: &Collection, e: &Exposition) {
     let f = SELF_FAMILIES;
     w.header(&f[0]);
     w.sample(
@@ -488,29 +722,97 @@ fn render_self(w: &mut Writer<'_>, c: &Collection) {
         w.sample(f[2].name, "", "", &[("reason", reason)], n);
     }
     w.header(&f[3]);
+    w.sample(f[3].name, "", "", &[], c.duration.as_secs_f64());
+    w.header(&f[4]);
     let t = &c.timings;
     for (collector, d) in [
-        ("total", c.duration),
         ("stats_files", t.stats_files),
         ("wal_files", t.wal_files),
         ("locks", t.locks),
     ] {
         w.sample(
-            f[3].name,
+            f[4].name,
             "",
             "",
             &[("collector", collector)],
             d.as_secs_f64(),
         );
     }
-    w.header(&f[4]);
-    w.sample(f[4].name, "", "", &[], flag(c.stats_dir_error.is_none()));
     w.header(&f[5]);
-    w.sample(f[5].name, "", "", &[], c.finished_unix_seconds);
+    w.sample(f[5].name, "", "", &[], flag(c.stats_dir_error.is_none()));
+    w.header(&f[6]);
+    w.sample(f[6].name, "", "", &[], c.finished_unix_seconds);
     if let Some(mode) = c.controller_mode {
-        w.header(&f[6]);
-        w.sample(f[6].name, "", "", &[], flag(mode == "observe"));
+        w.header(&f[7]);
+        w.sample(f[7].name, "", "", &[], flag(mode == "observe"));
     }
+    w.header(&f[8]);
+    w.sample(f[8].name, "", "", &[], flag(e.detail == Detail::Detailed));
+    w.header(&f[9]);
+    w.sample(f[9].name, "", "", &[], e.series);
+    w.header(&f[10]);
+    w.sample(f[10].name, "", "", &[], e.last_render_seconds);
+    let p = if w.dry {
+        // Counting: which of these exist does not depend on the moment.
+        ProcessStats {
+            cpu_seconds: Some(0.0),
+            resident_bytes: Some(0),
+            virtual_bytes: Some(0),
+            open_fds: Some(0),
+            max_fds: Some(0),
+            start_time_seconds: Some(0.0),
+        }
+    } else {
+        ProcessStats::read()
+    };
+    let process: [(usize, Option<f64>); 6] = [
+        (11, p.cpu_seconds),
+        (12, p.resident_bytes.map(|v| v as f64)),
+        (13, p.virtual_bytes.map(|v| v as f64)),
+        (14, p.open_fds.map(|v| v as f64)),
+        (15, p.max_fds.map(|v| v as f64)),
+        (16, p.start_time_seconds),
+    ];
+    for (i, value) in process {
+        if let Some(v) = value {
+            w.header(&f[i]);
+            let suffix = if f[i].kind == Type::Counter {
+                "_total"
+            } else {
+                ""
+            };
+            w.sample(f[i].name, suffix, "", &[], v);
+        }
+    }
+}
+
+/// Series a response for `collection` holds, at `detail` (counted without formatting them).
+pub fn count_series(collection: &Collection, detail: Detail) -> usize {
+    let mut scratch = String::new();
+    let mut w = Writer::dry(&mut scratch);
+    render_self(
+        &mut w,
+        collection,
+        &Exposition {
+            detail,
+            series: 0,
+            last_render_seconds: 0.0,
+        },
+    );
+    let mut n = w.series;
+    for family in DB_FAMILIES.iter().filter(|f| f.shown(detail)) {
+        for db in &collection.dbs {
+            let mut samples = Samples {
+                w: Writer::dry(&mut scratch),
+                desc: &family.desc,
+                db_label: "",
+                detailed: detail == Detail::Detailed,
+            };
+            (family.emit)(&mut samples, db);
+            n += samples.w.series;
+        }
+    }
+    n
 }
 
 /// Target size of one chunk of exposition text.
@@ -520,24 +822,34 @@ const CHUNK_BYTES: usize = 128 * 1024;
 pub struct Renderer {
     collection: Arc<Collection>,
     format: Format,
-    labels: Vec<String>,
+    exposition: Exposition,
     /// 0 = exporter families, 1.. = `DB_FAMILIES[family - 1]`, past the end = done.
     family: usize,
     db: usize,
     done: bool,
+    /// Reused `db="…"` label.
+    label: String,
+    /// Time spent rendering so far.
+    pub elapsed: std::time::Duration,
 }
 
 impl Renderer {
-    pub fn new(collection: Arc<Collection>, format: Format) -> Self {
-        let labels = collection.dbs.iter().map(|d| db_label(&d.path)).collect();
+    pub fn new(collection: Arc<Collection>, format: Format, exposition: Exposition) -> Self {
         Self {
             collection,
             format,
-            labels,
+            exposition,
             family: 0,
             db: 0,
             done: false,
+            label: String::new(),
+            elapsed: std::time::Duration::ZERO,
         }
+    }
+
+    /// Whether every chunk has been yielded.
+    pub fn done(&self) -> bool {
+        self.done
     }
 }
 
@@ -548,10 +860,16 @@ impl Iterator for Renderer {
         if self.done {
             return None;
         }
+        let started = std::time::Instant::now();
+        let detailed = self.exposition.detail == Detail::Detailed;
         let mut out = String::with_capacity(CHUNK_BYTES + 16 * 1024);
         while out.len() < CHUNK_BYTES {
             if self.family == 0 {
-                render_self(&mut Writer::new(&mut out, self.format), &self.collection);
+                render_self(
+                    &mut Writer::new(&mut out, self.format),
+                    &self.collection,
+                    &self.exposition,
+                );
                 self.family = 1;
                 continue;
             }
@@ -562,15 +880,22 @@ impl Iterator for Renderer {
                 self.done = true;
                 break;
             };
+            if !family.shown(self.exposition.detail) {
+                self.family += 1;
+                continue;
+            }
             if self.db == 0 {
                 Writer::new(&mut out, self.format).header(&family.desc);
             }
             while self.db < self.collection.dbs.len() && out.len() < CHUNK_BYTES {
                 let db = &self.collection.dbs[self.db];
+                self.label.clear();
+                push_db_label(&mut self.label, &db.path);
                 let mut samples = Samples {
                     w: Writer::new(&mut out, self.format),
                     desc: &family.desc,
-                    db_label: &self.labels[self.db],
+                    db_label: &self.label,
+                    detailed,
                 };
                 (family.emit)(&mut samples, db);
                 self.db += 1;
@@ -580,30 +905,47 @@ impl Iterator for Renderer {
                 self.db = 0;
             }
         }
+        self.elapsed += started.elapsed();
         Some(out)
     }
 }
 
 /// The whole exposition as one string (tests and `walwatch status --metrics`).
-pub fn render(collection: Arc<Collection>, format: Format) -> String {
-    Renderer::new(collection, format).collect()
+pub fn render(collection: Arc<Collection>, format: Format, detail: Detail) -> String {
+    let series = count_series(&collection, detail);
+    let exposition = Exposition {
+        detail,
+        series,
+        last_render_seconds: 0.0,
+    };
+    Renderer::new(collection, format, exposition).collect()
 }
 
 /// The metric catalogue as a Markdown table (for the README).
 pub fn catalogue_markdown() -> String {
-    let mut out = String::from("| Metric | Type | Labels | Help |\n|---|---|---|---|\n");
+    let mut out = String::from(
+        "| Metric | Type | Labels | Detailed labels | Help |\n|---|---|---|---|---|\n",
+    );
     let rows = SELF_FAMILIES
         .iter()
-        .map(|d| (d, d.labels.to_vec()))
+        .map(|d| (d, d.labels.join(", "), String::new()))
         .chain(DB_FAMILIES.iter().map(|f| {
-            (
-                &f.desc,
+            let with_db = |labels: &[&str]| {
                 std::iter::once("db")
-                    .chain(f.desc.labels.iter().copied())
-                    .collect(),
-            )
+                    .chain(labels.iter().copied())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let (labels, detailed) = if f.detailed_only {
+                ("(detailed only)".to_owned(), with_db(f.desc.labels))
+            } else if f.detailed_labels.is_empty() {
+                (with_db(f.desc.labels), "same".to_owned())
+            } else {
+                (with_db(f.desc.labels), with_db(f.detailed_labels))
+            };
+            (&f.desc, labels, detailed)
         }));
-    for (d, labels) in rows {
+    for (d, labels, detailed) in rows {
         let kind = if d.kind == Type::Info {
             "gauge (info)"
         } else {
@@ -611,9 +953,8 @@ pub fn catalogue_markdown() -> String {
         };
         let _ = writeln!(
             out,
-            "| `{}` | {kind} | {} | {} |",
+            "| `{}` | {kind} | {labels} | {detailed} | {} |",
             d.sample_name(),
-            labels.join(", "),
             d.help.replace('|', "\\|")
         );
     }
@@ -663,7 +1004,7 @@ mod tests {
 
     #[test]
     fn prometheus_text_has_total_names_and_cumulative_buckets() {
-        let text = render(collection(), Format::Prometheus);
+        let text = render(collection(), Format::Prometheus, Detail::Detailed);
         assert!(text.contains("# TYPE walwatch_wal_write_bytes_total counter\n"));
         assert!(
             text.contains("walwatch_wal_write_bytes_total{db=\"/srv/a \\\"quoted\\\".db\"} 4096\n")
@@ -672,16 +1013,16 @@ mod tests {
         assert!(text.contains(
             "walwatch_wal_read_mark{db=\"/srv/a \\\"quoted\\\".db\",slot=\"READ1\"} 3\n"
         ));
-        assert!(text.contains("slot=\"WRITE\",le=\"0.001\"} 3\n"));
-        assert!(text.contains("slot=\"WRITE\",le=\"+Inf\"} 4\n"));
-        assert!(text.contains("walwatch_shm_lock_hold_seconds_sum{db=\"/srv/a \\\"quoted\\\".db\",slot=\"WRITE\"} 1.5\n"));
+        assert!(text.contains("lock=\"write\",slot=\"WRITE\",le=\"0.001\"} 3\n"));
+        assert!(text.contains("lock=\"write\",slot=\"WRITE\",le=\"+Inf\"} 4\n"));
+        assert!(text.contains("walwatch_shm_lock_hold_seconds_sum{db=\"/srv/a \\\"quoted\\\".db\",lock=\"write\",slot=\"WRITE\"} 1.5\n"));
         assert!(text.contains("# TYPE walwatch_build_info gauge\nwalwatch_build_info{version="));
         assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
     }
 
     #[test]
     fn openmetrics_has_family_names_units_and_eof() {
-        let text = render(collection(), Format::OpenMetrics);
+        let text = render(collection(), Format::OpenMetrics, Detail::Default);
         assert!(text.contains(
             "# TYPE walwatch_wal_write_bytes counter\n# UNIT walwatch_wal_write_bytes bytes\n"
         ));
@@ -701,7 +1042,8 @@ mod tests {
             dbs,
             ..Default::default()
         });
-        let chunks: Vec<String> = Renderer::new(c.clone(), Format::Prometheus).collect();
+        let chunks: Vec<String> =
+            Renderer::new(c.clone(), Format::Prometheus, Exposition::default()).collect();
         assert!(chunks.len() > 1);
         assert!(chunks.iter().all(|c| c.len() < CHUNK_BYTES + 16 * 1024));
         // Every family header appears once, followed by all its samples.
@@ -729,7 +1071,11 @@ mod tests {
             .iter()
             .chain(DB_FAMILIES.iter().map(|f| &f.desc))
         {
-            assert!(d.name.starts_with("walwatch_"), "{}", d.name);
+            assert!(
+                d.name.starts_with("walwatch_") || d.name.starts_with("process_"),
+                "{}",
+                d.name
+            );
             assert!(
                 !d.name.ends_with("_total"),
                 "{}: the family name carries no _total",
@@ -741,6 +1087,116 @@ mod tests {
                     "{} must end with its unit {unit}",
                     d.name
                 );
+            }
+        }
+    }
+
+    /// A database with activity on every slot, lock mode, checkpoint mode and outcome, and
+    /// the controller's figures.
+    fn busiest() -> DbState {
+        let counters = Snapshot {
+            locks: vec![
+                SlotSnapshot {
+                    acquired: [5, 6],
+                    busy: [1, 2],
+                    hold_buckets: [1; BUCKETS],
+                    hold_sum_ns: 7,
+                };
+                SLOTS
+            ],
+            modes: vec![
+                ModeSnapshot {
+                    outcomes: [3; OUTCOME_NAMES.len()],
+                    frames_backfilled: 9,
+                    duration_buckets: [1; BUCKETS],
+                    duration_sum_ns: 11,
+                };
+                CHECKPOINT_MODE_NAMES.len()
+            ],
+            fsyncs: [1, 2, 3],
+            ..Default::default()
+        };
+        let mut db = collection().dbs[0].clone();
+        db.counters = Some(counters);
+        db.wal_index.as_mut().unwrap().read_marks = [Some(1); READ_MARKS];
+        db.controller = Some(crate::controller::ControllerView {
+            soft_limit_bytes: 1,
+            hard_limit_bytes: 2,
+            ..Default::default()
+        });
+        db
+    }
+
+    fn series_of(text: &str, db: &str) -> usize {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(db))
+            .count()
+    }
+
+    #[test]
+    fn default_set_is_at_most_40_series_per_database_and_detailed_keeps_everything() {
+        let db = busiest();
+        let c = Arc::new(Collection {
+            dbs: vec![db],
+            ..Default::default()
+        });
+        let default = render(c.clone(), Format::Prometheus, Detail::Default);
+        let detailed = render(c.clone(), Format::Prometheus, Detail::Detailed);
+        let (d, full) = (series_of(&default, "db=\""), series_of(&detailed, "db=\""));
+        assert!(d <= 40, "{d} series by default:\n{default}");
+        assert!(full > 150, "{full} series in detailed mode");
+        // Sums by lock class equal the per-slot detail: WRITE 5 + 6 acquired, CKPT and RECOVER
+        // 22, READ0..4 shared 25 and exclusive 30.
+        for (class, n) in [
+            ("write", 11),
+            ("checkpoint", 22),
+            ("read", 25),
+            ("read_mark", 30),
+        ] {
+            let line = format!("walwatch_shm_lock_acquired_total{{db=\"/srv/a \\\"quoted\\\".db\",lock=\"{class}\"}} {n}\n");
+            assert!(default.contains(&line), "{line} in\n{default}");
+        }
+        assert!(
+            detailed.contains(",lock=\"read_mark\",slot=\"READ3\",lock_mode=\"exclusive\"} 6\n")
+        );
+        // Every default family is in the detailed set.
+        let names = |t: &str| -> std::collections::BTreeSet<String> {
+            t.lines()
+                .filter_map(|l| l.strip_prefix("# TYPE "))
+                .map(|l| l.split(' ').next().unwrap().to_owned())
+                .collect()
+        };
+        assert!(names(&default).is_subset(&names(&detailed)));
+        // The self-count is right in both modes.
+        for (text, detail) in [(&default, Detail::Default), (&detailed, Detail::Detailed)] {
+            let lines = text.lines().filter(|l| !l.starts_with('#')).count();
+            assert_eq!(count_series(&c, detail), lines);
+            assert!(
+                text.contains(&format!("walwatch_exposed_series {lines}\n")),
+                "{detail:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn process_metrics_are_read_from_proc_self() {
+        let text = render(collection(), Format::Prometheus, Detail::Default);
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
+        ] {
+            let value: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("{name} missing"))
+                .parse()
+                .unwrap();
+            assert!(value >= 0.0);
+            if name != "process_cpu_seconds_total " {
+                assert!(value > 0.0, "{name}{value}");
             }
         }
     }

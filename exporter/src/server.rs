@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use crate::controller::policy::Mode;
 use crate::controller::watch::WalWatcher;
 use crate::controller::Controller;
 use crate::discovery::{self, StatsDirs};
-use crate::metrics::{Format, Renderer};
+use crate::metrics::{Detail, Exposition, Format, Renderer};
 use crate::model::DbState;
 use crate::text;
 use crate::web::{self, Body, Compressible, Web};
@@ -80,16 +81,25 @@ pub fn unhealthy(now: Instant, p: &Progress, stale_after: Duration) -> Option<St
     }
 }
 
+/// The latest collection and the number of series its exposition holds.
+type Latest = (Arc<Collection>, usize);
+
 /// State shared by the collector and the HTTP handlers.
 pub struct Shared {
-    latest: RwLock<Option<Arc<Collection>>>,
+    latest: RwLock<Option<Latest>>,
     progress: Mutex<Progress>,
     stale_after: Duration,
     stats_dirs: StatsDirs,
+    detail: Detail,
+    /// `--web.max-requests`: permits for `/metrics` and `/status` responses in progress.
+    requests: Arc<tokio::sync::Semaphore>,
+    max_requests: usize,
+    /// Render time of the last complete `/metrics` response, in nanoseconds.
+    last_render_ns: Arc<AtomicU64>,
 }
 
 impl Shared {
-    fn latest(&self) -> Option<Arc<Collection>> {
+    fn latest(&self) -> Option<Latest> {
         self.latest
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -127,6 +137,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }),
         stale_after: stale_after(settings.interval),
         stats_dirs: settings.stats_dirs.clone(),
+        detail: settings.metrics,
+        requests: Arc::new(tokio::sync::Semaphore::new(settings.web.max_requests)),
+        max_requests: settings.web.max_requests,
+        last_render_ns: Arc::new(AtomicU64::new(0)),
     });
     let watcher = match &controller {
         Some(c) => match WalWatcher::start(c.clone()) {
@@ -166,6 +180,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         interval = ?settings.interval,
         databases = databases.len(),
         max_connections = settings.web.max_connections,
+        max_requests = settings.web.max_requests,
+        metrics = ?settings.metrics,
         header_timeout = ?settings.web.header_timeout,
         basic_auth = web.authenticates(),
         "walwatch {} serving {}://{}/metrics",
@@ -212,7 +228,8 @@ async fn collect_blocking(
     stats_dirs: StatsDirs,
     databases: Vec<PathBuf>,
     controller: Option<Arc<Controller>>,
-) -> anyhow::Result<Collection> {
+    detail: Detail,
+) -> anyhow::Result<Latest> {
     tokio::task::spawn_blocking(move || {
         let mut collection = collect::collect(&stats_dirs, &databases);
         if let Some(c) = controller {
@@ -222,7 +239,8 @@ async fn collect_blocking(
                 _ => "act",
             });
         }
-        collection
+        let series = crate::metrics::count_series(&collection, detail);
+        (Arc::new(collection), series)
     })
     .await
     .context("collection task failed")
@@ -247,15 +265,26 @@ async fn collect_loop(
             settings.stats_dirs.clone(),
             databases.clone(),
             controller.clone(),
+            shared.detail,
         )
         .await
         {
-            Ok(c) => {
+            Ok((c, series)) => {
                 log.observe(&c);
                 if let Some(w) = &mut watcher {
                     w.set_databases(c.dbs.iter().map(|d| Path::new(&d.path)));
                 }
-                *shared.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(c));
+                let previous = shared
+                    .latest
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .replace((c, series));
+                // The previous collection is freed here (or when its last scrape ends): give
+                // its memory back, off the async workers.
+                tokio::task::spawn_blocking(move || {
+                    drop(previous);
+                    crate::sys::release_free_memory();
+                });
                 shared.progress().last_finished = Some(Instant::now());
             }
             Err(e) => tracing::error!(error = %e, "collection failed"),
@@ -404,14 +433,42 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         }
         (_, latest) => latest,
     };
+    // A permit per /metrics or /status response, held until its body is sent or dropped.
+    let permit = match path {
+        "/metrics" | "/status" => match shared.requests.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                let mut r = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "too many requests in progress: {} /metrics and /status responses (--web.max-requests) are being sent; try again later\n",
+                        shared.max_requests
+                    ),
+                );
+                r.headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+        },
+        _ => None,
+    };
     let mut response = match (path, latest) {
-        ("/metrics", Some(latest)) => {
+        ("/metrics", Some((latest, series))) => {
             let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
             let format = Format::negotiate(accept);
-            let body = RenderBody(Renderer::new(latest, format));
+            let exposition = Exposition {
+                detail: shared.detail,
+                series,
+                last_render_seconds: shared.last_render_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            };
+            let body = RenderBody {
+                renderer: Renderer::new(latest, format, exposition),
+                last_render_ns: shared.last_render_ns.clone(),
+                _permit: permit,
+            };
             with_type(Response::new(BodyExt::boxed(body)), format.content_type())
         }
-        ("/status", Some(latest)) => {
+        ("/status", Some((latest, _))) => {
             let status = StatusJson {
                 walwatch_version: env!("CARGO_PKG_VERSION"),
                 stats_dirs: &shared.stats_dirs,
@@ -433,7 +490,11 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             match serde_json::to_vec_pretty(&status) {
                 Ok(mut json) => {
                     json.push(b'\n');
-                    with_type(Response::new(full(json)), "application/json")
+                    let body = Permitted {
+                        body: full(json),
+                        _permit: permit,
+                    };
+                    with_type(Response::new(BodyExt::boxed(body)), "application/json")
                 }
                 Err(e) => text(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -500,8 +561,39 @@ fn with_type(mut r: Response<Body>, content_type: &'static str) -> Response<Body
     r
 }
 
-/// Streams a [`Renderer`]'s chunks as the response body.
-struct RenderBody(Renderer);
+/// A body that holds a `--web.max-requests` permit until it is sent (or dropped).
+struct Permitted {
+    body: Body,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl hyper::body::Body for Permitted {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Streams a [`Renderer`]'s chunks as the response body, holding a `--web.max-requests`
+/// permit until it is sent (or dropped); records the render time when it is complete.
+struct RenderBody {
+    renderer: Renderer,
+    last_render_ns: Arc<AtomicU64>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 impl hyper::body::Body for RenderBody {
     type Data = Bytes;
@@ -511,11 +603,16 @@ impl hyper::body::Body for RenderBody {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(
-            self.0
-                .next()
-                .map(|chunk| Ok(Frame::data(Bytes::from(chunk)))),
-        )
+        let chunk = self.renderer.next();
+        if self.renderer.done() {
+            let ns = self.renderer.elapsed.as_nanos().min(u64::MAX as u128) as u64;
+            self.last_render_ns.store(ns, Ordering::Relaxed);
+        }
+        Poll::Ready(chunk.map(|chunk| Ok(Frame::data(Bytes::from(chunk)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.renderer.done()
     }
 }
 

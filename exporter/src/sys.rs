@@ -233,6 +233,19 @@ fn byte_lock(offset: u64, kind: libc::c_int) -> io::Result<libc::flock> {
     Ok(lock)
 }
 
+/// Gives free heap memory back to the system (glibc keeps what a large collection freed in its
+/// arenas, one per thread that allocated it): called after a collection replaces the previous
+/// one, so the resident size follows one collection, not the sum of every thread's high-water
+/// mark. A no-op elsewhere than glibc.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists; it takes the
+    // arenas' locks itself and has no memory-safety preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -650,7 +650,7 @@ fn python_with_the_extension_counters_rise() {
         (sample(&m, &counter)? > first).then_some(m)
     });
     let locks = format!(
-        "walwatch_shm_lock_acquired_total{{db=\"{}\",slot=\"WRITE\",mode=\"exclusive\"}}",
+        "walwatch_shm_lock_acquired_total{{db=\"{}\",lock=\"write\"}}",
         db.display()
     );
     assert!(sample(&second_scrape, &locks).unwrap() > sample(&first_scrape, &locks).unwrap());

@@ -54,6 +54,9 @@ pub type Handler = Arc<dyn Fn(Request<Incoming>) -> Response<Body> + Send + Sync
 /// scripts, with room to spare; far below the usual 1024 open files, so that the collector
 /// (which opens stats files, databases, -wal and -shm files) never runs out of descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default of `--web.max-requests` (node_exporter's): parallel scrapes beyond it get 503 at once,
+/// so slow or many scrapers cannot make the sidecar hold more than this many responses.
+pub const DEFAULT_MAX_REQUESTS: usize = 40;
 /// Default of `--web.header-timeout` (as Go servers commonly use for ReadHeaderTimeout).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that accepts no byte of its response for this long is closed.
@@ -74,6 +77,8 @@ pub struct WebSettings {
     pub config_file: Option<PathBuf>,
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// `--web.max-requests`: `/metrics` and `/status` responses in progress at once.
+    pub max_requests: usize,
 }
 
 impl Default for WebSettings {
@@ -82,6 +87,7 @@ impl Default for WebSettings {
             config_file: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_requests: DEFAULT_MAX_REQUESTS,
         }
     }
 }
@@ -191,15 +197,11 @@ impl Web {
                 .insert(VARY, HeaderValue::from_static("Accept-Encoding"));
             if gzip_ok && !response.headers().contains_key(CONTENT_ENCODING) {
                 let (mut parts, body) = response.into_parts();
-                let bytes = body
-                    .collect()
-                    .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
                 parts
                     .headers
                     .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                response = Response::from_parts(parts, full(gzip::compress([bytes])));
+                parts.headers.remove(hyper::header::CONTENT_LENGTH);
+                response = Response::from_parts(parts, BodyExt::boxed(gzip::GzipBody::new(body)));
             }
         }
         self.finish(response, Some(busy))

@@ -240,6 +240,16 @@ fn sample_value(series: &Value) -> f64 {
 
 #[test]
 fn dashboard_panels_and_alert_rules_work_against_real_prometheus() {
+    dashboard_and_alerts_against_real_prometheus(false);
+}
+
+/// The same with `--metrics.detail`: the detailed series set answers the same queries.
+#[test]
+fn dashboard_panels_and_alert_rules_work_in_detailed_mode() {
+    dashboard_and_alerts_against_real_prometheus(true);
+}
+
+fn dashboard_and_alerts_against_real_prometheus(detailed: bool) {
     let started = Instant::now();
     let help = serve_help();
     let strict = controller_landed(&help);
@@ -267,6 +277,9 @@ fn dashboard_panels_and_alert_rules_work_against_real_prometheus() {
         .arg(&db);
     if strict {
         sidecar.args(["--soft-limit", "1MiB", "--hard-limit", "4MiB"]);
+    }
+    if detailed {
+        sidecar.arg("--metrics.detail");
     }
     procs.add(
         sidecar
@@ -388,6 +401,13 @@ fn dashboard_panels_and_alert_rules_work_against_real_prometheus() {
         "metric names not exposed by the sidecar: {unknown:?}"
     );
 
+    let detailed_flag = if detailed {
+        "walwatch_metrics_detailed 1\n"
+    } else {
+        "walwatch_metrics_detailed 0\n"
+    };
+    assert!(metrics.contains(detailed_flag), "expected {detailed_flag}");
+
     // Every panel target returns data.
     let mut failed = Vec::new();
     let mut report = Vec::new();
@@ -488,7 +508,11 @@ fn dashboard_panels_and_alert_rules_work_against_real_prometheus() {
     }
     assert!(rule_problems.is_empty(), "alert rules: {rule_problems:?}");
     println!("alert states at the end of the run: {}", states.join(", "));
-    println!("took {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "{} mode: took {:.1} s",
+        if detailed { "detailed" } else { "default" },
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]

@@ -69,6 +69,7 @@ mod host;
 mod json;
 mod region;
 mod shim;
+mod unwind;
 
 pub use host::Host;
 pub use json::stats_json;
@@ -85,8 +86,13 @@ pub fn register(host: Host) -> Result<(), RegisterError> {
 /// `walwatch_stats()` for a database file: the JSON stats of the database behind `file` (the
 /// main database's `sqlite3_file*`, from `SQLITE_FCNTL_FILE_POINTER`), or `None` if that file
 /// was not opened through the shim or has no stats region.
-pub fn stats_json_for_file(file: *mut ffi::sqlite3_file) -> Option<String> {
-    let shim_file = shim::as_shim_file(file)?;
+///
+/// # Safety
+/// `file` must be null or point to a live `sqlite3_file` that stays open during the call: the
+/// pointer `SQLITE_FCNTL_FILE_POINTER` returns for a connection that is not closed meanwhile.
+pub unsafe fn stats_json_for_file(file: *mut ffi::sqlite3_file) -> Option<String> {
+    // SAFETY: the caller guarantees `file` is null or a live, open sqlite3_file.
+    let shim_file = unsafe { shim::as_shim_file(file) }?;
     let (region, wal) = shim_file.stats_view()?;
     let snap = region::snapshot(region);
     Some(stats_json(

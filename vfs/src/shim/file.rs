@@ -239,6 +239,7 @@ entry_points! {
     xUnfetch => x_unfetch(f: *mut sqlite3_file, off: i64, p: *mut c_void) -> c_int;
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_close(f: *mut sqlite3_file) -> c_int {
     // SAFETY: SQLite calls xClose once on a file our xOpen set up.
     let file = unsafe { ShimFile::get(f) };
@@ -250,11 +251,13 @@ unsafe fn x_close(f: *mut sqlite3_file) -> c_int {
     rc
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_read(f: *mut sqlite3_file, buf: *mut c_void, amt: c_int, off: i64) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xRead(buf, amt, off))
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_write(f: *mut sqlite3_file, buf: *const c_void, amt: c_int, off: i64) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
@@ -280,6 +283,7 @@ unsafe fn x_write(f: *mut sqlite3_file, buf: *const c_void, amt: c_int, off: i64
     rc
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_truncate(f: *mut sqlite3_file, size: i64) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
@@ -293,6 +297,7 @@ unsafe fn x_truncate(f: *mut sqlite3_file, size: i64) -> c_int {
     rc
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_sync(f: *mut sqlite3_file, flags: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
@@ -303,11 +308,13 @@ unsafe fn x_sync(f: *mut sqlite3_file, flags: c_int) -> c_int {
     rc
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_file_size(f: *mut sqlite3_file, size: *mut i64) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xFileSize(size))
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_lock(f: *mut sqlite3_file, level: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
@@ -318,16 +325,19 @@ unsafe fn x_lock(f: *mut sqlite3_file, level: c_int) -> c_int {
     rc
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_unlock(f: *mut sqlite3_file, level: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xUnlock(level))
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_check_reserved_lock(f: *mut sqlite3_file, out: *mut c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xCheckReservedLock(out))
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_file_control(f: *mut sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
@@ -387,16 +397,19 @@ unsafe fn prepend_vfs_name(out: *mut *mut std::ffi::c_char, rc: c_int) -> c_int 
     SQLITE_OK
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_sector_size(f: *mut sqlite3_file) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xSectorSize())
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_device_characteristics(f: *mut sqlite3_file) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xDeviceCharacteristics())
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_shm_map(
     f: *mut sqlite3_file,
     region: c_int,
@@ -414,6 +427,7 @@ unsafe fn x_shm_map(
     rc
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_shm_lock(f: *mut sqlite3_file, offset: c_int, count: c_int, flags: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
@@ -457,11 +471,13 @@ unsafe fn x_shm_lock(f: *mut sqlite3_file, offset: c_int, count: c_int, flags: c
     rc
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_shm_barrier(f: *mut sqlite3_file) {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xShmBarrier())
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_shm_unmap(f: *mut sqlite3_file, delete: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
@@ -469,11 +485,13 @@ unsafe fn x_shm_unmap(f: *mut sqlite3_file, delete: c_int) -> c_int {
     forward!(file, xShmUnmap(delete))
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_fetch(f: *mut sqlite3_file, off: i64, amt: c_int, pp: *mut *mut c_void) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xFetch(off, amt, pp))
 }
 
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_unfetch(f: *mut sqlite3_file, off: i64, p: *mut c_void) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xUnfetch(off, p))

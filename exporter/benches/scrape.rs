@@ -8,6 +8,7 @@
 //!    then with one scrape per second.
 //!
 //! Figures are printed; nothing is asserted (timings belong here, not in tests).
+#![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -57,18 +57,23 @@
 //! - `PRAGMA locking_mode=EXCLUSIVE` keeps the wal-index in heap memory: no `-shm` locks to see.
 
 pub mod ffi;
+#[forbid(unsafe_code)]
 pub mod layout;
 pub mod paths;
+#[forbid(unsafe_code)]
 pub mod snapshot;
+#[forbid(unsafe_code)]
 pub mod trust;
 pub mod wal_index;
 
 mod at;
 mod extension;
 mod host;
+#[forbid(unsafe_code)]
 mod json;
 mod region;
 mod shim;
+#[forbid(unsafe_code)]
 mod unwind;
 
 pub use host::Host;

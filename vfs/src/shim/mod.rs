@@ -7,6 +7,7 @@
 //! checks see the real VFS.
 
 mod file;
+#[forbid(unsafe_code)]
 mod recorder;
 
 use crate::ffi::*;

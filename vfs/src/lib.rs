@@ -35,6 +35,12 @@
 //!   times within 50 ms, and no process-wide lock is held meanwhile. It allocates a file's
 //!   space (`posix_fallocate`) before mapping it, so a full file system is a logged `ENOSPC`,
 //!   never a `SIGBUS`; a file whose creator died half-way is initialized afresh.
+//! - No panic reaches SQLite. Every function SQLite calls (the entry point, the auto-extension,
+//!   `walwatch_stats()`, each VFS and io method) runs inside one guard (`unwind.rs`) that turns a
+//!   panic into the result SQLite expects from that function when it fails: an `SQLITE_IOERR_*`
+//!   code for I/O, `SQLITE_CANTOPEN` for `xOpen`, `SQLITE_ERROR` for the load, and so on,
+//!   reported once through `sqlite3_log`. A method the wrapped VFS lacks gives the same result.
+//!   Bookkeeping has its own guard: a panic in it leaves the operation's result untouched.
 //! - The extension calls SQLite only through the `sqlite3_api_routines` it is handed and links
 //!   no SQLite (`nm -D --defined-only libwalwatch.so` shows one `sqlite3_` symbol: the entry
 //!   point).

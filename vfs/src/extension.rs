@@ -38,23 +38,26 @@ pub unsafe extern "C" fn sqlite3_walwatch_init(
     crate::unwind::guard("sqlite3_walwatch_init", SQLITE_ERROR, || {
         // SAFETY: SQLite passes its own API routines, valid for the life of the process.
         match unsafe { api.as_ref() } {
-            Some(api) => init(db, err, api).unwrap_or_else(|rc| rc),
+            // SAFETY: SQLite's own arguments to the entry point.
+            Some(api) => unsafe { init(db, err, api) }.unwrap_or_else(|rc| rc),
             None => SQLITE_ERROR,
         }
     })
 }
 
-fn init(
+/// # Safety
+/// As for [`sqlite3_walwatch_init`]: `db` is the connection being initialized, `err` null or
+/// where SQLite takes an error message.
+unsafe fn init(
     db: *mut sqlite3,
     err: *mut *mut c_char,
     api: &sqlite3_api_routines,
 ) -> Result<c_int, c_int> {
     let missing = |what: &str| {
-        set_error(
-            api,
-            err,
-            &format!("walwatch: this SQLite lacks {what}; walwatch needs SQLite 3.22 or newer"),
-        );
+        let message =
+            format!("walwatch: this SQLite lacks {what}; walwatch needs SQLite 3.22 or newer");
+        // SAFETY: `err` is the entry point's, per the contract.
+        unsafe { set_error(api, err, &message) };
         SQLITE_ERROR
     };
     let host = Host {
@@ -67,7 +70,8 @@ fn init(
         free: api.free.ok_or_else(|| missing("sqlite3_free"))?,
     };
     crate::register(host).map_err(|e| {
-        set_error(api, err, &format!("walwatch: {e}"));
+        // SAFETY: as above.
+        unsafe { set_error(api, err, &format!("walwatch: {e}")) };
         SQLITE_ERROR
     })?;
     API.get_or_init(|| ApiPtr(api as *const sqlite3_api_routines));
@@ -82,7 +86,8 @@ fn init(
             >(auto_init)))
         };
     }
-    create_stats_function(db, api)?;
+    // SAFETY: `db` is the connection being initialized, per the contract.
+    unsafe { create_stats_function(db, api) }?;
     Ok(SQLITE_OK_LOAD_PERMANENTLY)
 }
 
@@ -114,13 +119,16 @@ unsafe extern "C" fn auto_init(
         // SAFETY: SQLite passes its API routines to auto-extensions (or null on very old
         // versions, in which case we use the ones from the original load).
         if let Some(api) = unsafe { api.as_ref() }.or_else(loaded_api) {
-            let _ = create_stats_function(db, api);
+            // SAFETY: `db` is the connection SQLite is opening.
+            let _ = unsafe { create_stats_function(db, api) };
         }
         SQLITE_OK
     })
 }
 
-fn create_stats_function(db: *mut sqlite3, api: &sqlite3_api_routines) -> Result<(), c_int> {
+/// # Safety
+/// `db` must be a live connection (SQLite's argument to the entry point or an auto-extension).
+unsafe fn create_stats_function(db: *mut sqlite3, api: &sqlite3_api_routines) -> Result<(), c_int> {
     let Some(create) = api.create_function_v2 else {
         return Ok(());
     };
@@ -158,12 +166,14 @@ unsafe extern "C" fn stats_function(
         let (Some(result_text), Some(result_error)) = (api.result_text, api.result_error) else {
             return;
         };
-        let internal_error = || {
-            Err("walwatch_stats: internal error (a bug in walwatch: please report it with SQLite's log)".to_owned())
-        };
-        match crate::unwind::guard("walwatch_stats (stats)", internal_error(), || {
-            stats_for(ctx, api)
-        }) {
+        let outcome = crate::unwind::guard("walwatch_stats (stats)", None, || {
+            // SAFETY: `ctx` is this call's live context.
+            Some(unsafe { stats_for(ctx, api) })
+        })
+        .unwrap_or_else(|| {
+            Err("walwatch_stats: internal error (a bug in walwatch: please report it with the message in SQLite's log)".to_owned())
+        });
+        match outcome {
             Ok(json) => {
                 let text = CString::new(json).unwrap_or_default();
                 // SAFETY: SQLITE_TRANSIENT makes SQLite copy the text before `text` is dropped.
@@ -178,7 +188,12 @@ unsafe extern "C" fn stats_function(
     })
 }
 
-fn stats_for(ctx: *mut sqlite3_context, api: &sqlite3_api_routines) -> Result<String, String> {
+/// # Safety
+/// `ctx` must be the live function context of a call of `walwatch_stats()`.
+unsafe fn stats_for(
+    ctx: *mut sqlite3_context,
+    api: &sqlite3_api_routines,
+) -> Result<String, String> {
     let (Some(db_handle), Some(file_control)) = (api.context_db_handle, api.file_control) else {
         return Err("walwatch_stats: this SQLite lacks sqlite3_file_control".into());
     };
@@ -236,7 +251,9 @@ fn stats_for(ctx: *mut sqlite3_context, api: &sqlite3_api_routines) -> Result<St
     Err("walwatch_stats: this database is on the walwatch VFS but has no stats file: check SQLite's log (sqlite3_log) for the stats-directory problem walwatch reported, and fix it (see `walwatch status`)".into())
 }
 
-fn set_error(api: &sqlite3_api_routines, err: *mut *mut c_char, message: &str) {
+/// # Safety
+/// `err` must be null or point to a writable `char*` that SQLite frees with `sqlite3_free`.
+unsafe fn set_error(api: &sqlite3_api_routines, err: *mut *mut c_char, message: &str) {
     if err.is_null() {
         return;
     }

@@ -391,7 +391,8 @@ unsafe fn prepend_vfs_name(out: *mut *mut std::ffi::c_char, rc: c_int) -> c_int 
     if ours.is_null() {
         return rc; // out of memory: leave the wrapped VFS's answer untouched
     }
-    host::sqlite_free(inner.cast());
+    // SAFETY: `inner` is the wrapped VFS's sqlite3_malloc'd answer, replaced by ours below.
+    unsafe { host::sqlite_free(inner.cast()) };
     // SAFETY: per the contract; SQLite frees it with sqlite3_free.
     unsafe { *out = ours };
     SQLITE_OK

@@ -418,8 +418,11 @@ fn a_panic_in_any_vfs_method_returns_its_failure_code() {
 }
 
 /// The io methods of an open file of the shim, each called with arguments valid for it.
-/// `expect(site, parent, failure, call)` is asked about each one.
-fn each_io_method(
+/// `expect(site, parent, failure, call)` is asked about each one; the last closes the file.
+///
+/// # Safety
+/// `file` must be a file the shim's xOpen opened, and not closed.
+unsafe fn each_io_method(
     file: *mut sqlite3_file,
     mut expect: impl FnMut(&'static str, c_int, c_int, &dyn Fn() -> c_int),
 ) {
@@ -568,10 +571,13 @@ fn a_panic_in_any_io_method_returns_its_failure_code() {
     let mut memory = file_memory(vfs);
     let file = open(vfs, &mut memory, &FULL);
     let mut seen = Vec::new();
-    each_io_method(file, |site, parent, failure, call| {
-        seen.push(site);
-        check(site, parent, failure, call);
-    });
+    // SAFETY: `file` was just opened by the shim.
+    unsafe {
+        each_io_method(file, |site, parent, failure, call| {
+            seen.push(site);
+            check(site, parent, failure, call);
+        })
+    };
     assert_eq!(seen.len(), 18);
 }
 
@@ -580,21 +586,24 @@ fn a_method_the_wrapped_file_lacks_returns_its_failure_code() {
     let vfs = shim_vfs();
     let mut memory = file_memory(vfs);
     let file = open(vfs, &mut memory, &SPARSE);
-    each_io_method(file, |site, parent, failure, call| {
-        CALLS.set(0);
-        let got = call();
-        if site == "xShmMap" {
-            assert_eq!(
-                (got, CALLS.get()),
-                (parent, 1),
-                "{site} is there: forwarded"
-            );
-        } else {
-            assert_eq!(
-                (got, CALLS.get()),
-                (failure, 0),
-                "{site} is missing: its failure code"
-            );
-        }
-    });
+    // SAFETY: `file` was just opened by the shim.
+    unsafe {
+        each_io_method(file, |site, parent, failure, call| {
+            CALLS.set(0);
+            let got = call();
+            if site == "xShmMap" {
+                assert_eq!(
+                    (got, CALLS.get()),
+                    (parent, 1),
+                    "{site} is there: forwarded"
+                );
+            } else {
+                assert_eq!(
+                    (got, CALLS.get()),
+                    (failure, 0),
+                    "{site} is missing: its failure code"
+                );
+            }
+        })
+    };
 }

@@ -10,6 +10,7 @@
 //! shim-overhead [--rounds N] [--warmup N] [--scale F] [--sync normal|full]
 //!               [--variant plain|walwatch] [--dir DIR] [--stats-dir DIR] [--keep]
 //! ```
+#![forbid(unsafe_code)]
 
 mod stats;
 mod workload;

@@ -4,6 +4,7 @@
 //! cargo run -p walwatch-rusqlite --example rusqlite-app -- /tmp/app.db
 //! walwatch status /tmp/app.db   # or curl the sidecar's /metrics
 //! ```
+#![forbid(unsafe_code)]
 
 use rusqlite::Connection;
 

@@ -13,6 +13,7 @@
 //!
 //! `WALWATCH_BENCH_SIZES=100,1000` chooses the sizes. Figures are printed; nothing is asserted
 //! (timings belong here, not in tests).
+#![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -420,7 +420,7 @@ pub fn targets(
         let better = by_path
             .get(&key)
             .and_then(|t| t.stats.as_ref())
-            .map_or(true, |old| rank(&f, db_owner) >= rank(old, db_owner));
+            .is_none_or(|old| rank(&f, db_owner) >= rank(old, db_owner));
         if better {
             by_path.insert(
                 key,

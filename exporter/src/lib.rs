@@ -9,18 +9,31 @@
 //! (`walwatch status`) · [`sys`] (the only unsafe code: `fcntl(F_GETLK)`, `kill(pid, 0)` and
 //! `openat`).
 #![deny(unsafe_code)]
+// Every module but `sys` forbids unsafe code outright (no `allow` inside can undo it).
 
+#[forbid(unsafe_code)]
 pub mod collect;
+#[forbid(unsafe_code)]
 pub mod config;
+#[forbid(unsafe_code)]
 pub mod controller;
+#[forbid(unsafe_code)]
 pub mod discovery;
+#[forbid(unsafe_code)]
 pub mod metrics;
+#[forbid(unsafe_code)]
 pub mod model;
+#[forbid(unsafe_code)]
 pub mod plausible;
+#[forbid(unsafe_code)]
 pub mod server;
+#[forbid(unsafe_code)]
 pub mod status;
+#[forbid(unsafe_code)]
 pub mod synth;
 #[allow(unsafe_code)]
 pub mod sys;
+#[forbid(unsafe_code)]
 pub mod text;
+#[forbid(unsafe_code)]
 pub mod web;

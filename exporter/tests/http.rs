@@ -4,6 +4,7 @@
 //!
 //! Needs `curl` and `openssl`; the Prometheus test needs `prometheus` (apt-get install
 //! prometheus), and the EMFILE test `prlimit` (util-linux).
+#![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

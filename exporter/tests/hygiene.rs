@@ -9,6 +9,7 @@
 //!   range; a checkpoint failing on a read-only mount is logged once, not every collection.
 //!
 //! No assertion depends on timing: waits are bounded polls for a condition.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

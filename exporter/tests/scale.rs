@@ -14,6 +14,8 @@
 //! The databases are synthetic (`walwatch_exporter::synth`): real files that pass the stats
 //! directory's trust rules (a 0700 directory, 0600 files, databases owned by the same user).
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -399,7 +401,7 @@ fn real_prometheus_scrapes_10000_databases_for_a_minute_without_error() {
     );
     let base = format!("http://{prom_addr}");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while prom_query(&base, "up{job=\"walwatch\"}").map_or(true, |r| r.is_empty()) {
+    while prom_query(&base, "up{job=\"walwatch\"}").is_none_or(|r| r.is_empty()) {
         assert!(
             Instant::now() < deadline,
             "Prometheus did not scrape within 120 s:\n{}",

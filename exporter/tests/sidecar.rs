@@ -4,6 +4,7 @@
 //! Needs `/usr/bin/sqlite3` and `/usr/bin/python3` (with `enable_load_extension`); runs
 //! `promtool check metrics` when `promtool` is installed (`apt-get install prometheus`).
 //! No assertion depends on timing: waits are bounded polls for a condition.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -47,7 +47,8 @@ pub fn stats_json(conn: &rusqlite::Connection) -> rusqlite::Result<String> {
             Some("walwatch: the main database has no file".into()),
         ));
     }
-    walwatch::stats_json_for_file(file.cast()).ok_or_else(|| {
+    // SAFETY: `file` is the main database file of `conn`, which stays open during the call.
+    unsafe { walwatch::stats_json_for_file(file.cast()) }.ok_or_else(|| {
         rusqlite::Error::SqliteFailure(
             ffi::Error::new(ffi::SQLITE_MISUSE),
             Some("walwatch: this connection was not opened through the walwatch VFS; call walwatch_rusqlite::register() before opening it".into()),

@@ -5,6 +5,7 @@
 //! A test binary of its own: cargo runs test binaries one after another, so these scenarios —
 //! writers running flat out against the controller — never share the two CPUs with the other
 //! end-to-end tests, and measure the controller rather than the machine's load.
+#![forbid(unsafe_code)]
 
 #[path = "e2e/harness.rs"]
 #[allow(dead_code, unused_imports)] // shared with the e2e binary, which uses the rest of it

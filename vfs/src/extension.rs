@@ -35,24 +35,29 @@ pub unsafe extern "C" fn sqlite3_walwatch_init(
     err: *mut *mut c_char,
     api: *const sqlite3_api_routines,
 ) -> c_int {
-    // SAFETY: SQLite passes its own API routines, valid for the life of the process.
-    match unsafe { api.as_ref() } {
-        Some(api) => init(db, err, api).unwrap_or_else(|rc| rc),
-        None => SQLITE_ERROR,
-    }
+    crate::unwind::guard("sqlite3_walwatch_init", SQLITE_ERROR, || {
+        // SAFETY: SQLite passes its own API routines, valid for the life of the process.
+        match unsafe { api.as_ref() } {
+            // SAFETY: SQLite's own arguments to the entry point.
+            Some(api) => unsafe { init(db, err, api) }.unwrap_or_else(|rc| rc),
+            None => SQLITE_ERROR,
+        }
+    })
 }
 
-fn init(
+/// # Safety
+/// As for [`sqlite3_walwatch_init`]: `db` is the connection being initialized, `err` null or
+/// where SQLite takes an error message.
+unsafe fn init(
     db: *mut sqlite3,
     err: *mut *mut c_char,
     api: &sqlite3_api_routines,
 ) -> Result<c_int, c_int> {
     let missing = |what: &str| {
-        set_error(
-            api,
-            err,
-            &format!("walwatch: this SQLite lacks {what}; walwatch needs SQLite 3.22 or newer"),
-        );
+        let message =
+            format!("walwatch: this SQLite lacks {what}; walwatch needs SQLite 3.22 or newer");
+        // SAFETY: `err` is the entry point's, per the contract.
+        unsafe { set_error(api, err, &message) };
         SQLITE_ERROR
     };
     let host = Host {
@@ -65,7 +70,8 @@ fn init(
         free: api.free.ok_or_else(|| missing("sqlite3_free"))?,
     };
     crate::register(host).map_err(|e| {
-        set_error(api, err, &format!("walwatch: {e}"));
+        // SAFETY: as above.
+        unsafe { set_error(api, err, &format!("walwatch: {e}")) };
         SQLITE_ERROR
     })?;
     API.get_or_init(|| ApiPtr(api as *const sqlite3_api_routines));
@@ -80,7 +86,8 @@ fn init(
             >(auto_init)))
         };
     }
-    create_stats_function(db, api)?;
+    // SAFETY: `db` is the connection being initialized, per the contract.
+    unsafe { create_stats_function(db, api) }?;
     Ok(SQLITE_OK_LOAD_PERMANENTLY)
 }
 
@@ -107,15 +114,21 @@ unsafe extern "C" fn auto_init(
     _err: *mut *mut c_char,
     api: *const sqlite3_api_routines,
 ) -> c_int {
-    // SAFETY: SQLite passes its API routines to auto-extensions (or null on very old
-    // versions, in which case we use the ones from the original load).
-    if let Some(api) = unsafe { api.as_ref() }.or_else(loaded_api) {
-        let _ = create_stats_function(db, api);
-    }
-    SQLITE_OK
+    // SQLITE_OK even after a panic: the connection opens, without `walwatch_stats()`.
+    crate::unwind::guard("walwatch auto-extension", SQLITE_OK, || {
+        // SAFETY: SQLite passes its API routines to auto-extensions (or null on very old
+        // versions, in which case we use the ones from the original load).
+        if let Some(api) = unsafe { api.as_ref() }.or_else(loaded_api) {
+            // SAFETY: `db` is the connection SQLite is opening.
+            let _ = unsafe { create_stats_function(db, api) };
+        }
+        SQLITE_OK
+    })
 }
 
-fn create_stats_function(db: *mut sqlite3, api: &sqlite3_api_routines) -> Result<(), c_int> {
+/// # Safety
+/// `db` must be a live connection (SQLite's argument to the entry point or an auto-extension).
+unsafe fn create_stats_function(db: *mut sqlite3, api: &sqlite3_api_routines) -> Result<(), c_int> {
     let Some(create) = api.create_function_v2 else {
         return Ok(());
     };
@@ -146,28 +159,41 @@ unsafe extern "C" fn stats_function(
     _argc: c_int,
     _argv: *mut *mut sqlite3_value,
 ) {
-    let Some(api) = loaded_api() else { return };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stats_for(ctx, api)));
-    let (Some(result_text), Some(result_error)) = (api.result_text, api.result_error) else {
-        return;
-    };
-    match outcome {
-        Ok(Ok(json)) => {
-            let text = CString::new(json).unwrap_or_default();
-            // SAFETY: SQLITE_TRANSIENT makes SQLite copy the text before `text` is dropped.
-            unsafe { result_text(ctx, text.as_ptr(), -1, sqlite_transient()) };
+    // A panic before a result is set leaves the result NULL; one while computing the stats
+    // becomes an error result.
+    crate::unwind::guard("walwatch_stats", (), || {
+        let Some(api) = loaded_api() else { return };
+        let (Some(result_text), Some(result_error)) = (api.result_text, api.result_error) else {
+            return;
+        };
+        let outcome = crate::unwind::guard("walwatch_stats (stats)", None, || {
+            // SAFETY: `ctx` is this call's live context.
+            Some(unsafe { stats_for(ctx, api) })
+        })
+        .unwrap_or_else(|| {
+            Err("walwatch_stats: internal error (a bug in walwatch: please report it with the message in SQLite's log)".to_owned())
+        });
+        match outcome {
+            Ok(json) => {
+                let text = CString::new(json).unwrap_or_default();
+                // SAFETY: SQLITE_TRANSIENT makes SQLite copy the text before `text` is dropped.
+                unsafe { result_text(ctx, text.as_ptr(), -1, sqlite_transient()) };
+            }
+            Err(message) => {
+                let text = CString::new(message).unwrap_or_default();
+                // SAFETY: -1 length with a NUL-terminated message; SQLite copies it.
+                unsafe { result_error(ctx, text.as_ptr(), -1) };
+            }
         }
-        Ok(Err(message)) => {
-            let text = CString::new(message).unwrap_or_default();
-            // SAFETY: -1 length with a NUL-terminated message; SQLite copies it.
-            unsafe { result_error(ctx, text.as_ptr(), -1) };
-        }
-        // SAFETY: static NUL-terminated message.
-        Err(_) => unsafe { result_error(ctx, c"walwatch_stats: internal error".as_ptr(), -1) },
-    }
+    })
 }
 
-fn stats_for(ctx: *mut sqlite3_context, api: &sqlite3_api_routines) -> Result<String, String> {
+/// # Safety
+/// `ctx` must be the live function context of a call of `walwatch_stats()`.
+unsafe fn stats_for(
+    ctx: *mut sqlite3_context,
+    api: &sqlite3_api_routines,
+) -> Result<String, String> {
     let (Some(db_handle), Some(file_control)) = (api.context_db_handle, api.file_control) else {
         return Err("walwatch_stats: this SQLite lacks sqlite3_file_control".into());
     };
@@ -191,7 +217,8 @@ fn stats_for(ctx: *mut sqlite3_context, api: &sqlite3_api_routines) -> Result<St
                 .into(),
         );
     }
-    if let Some(json) = crate::stats_json_for_file(file) {
+    // SAFETY: `file` is the pager's open file (checked above), open for this whole call.
+    if let Some(json) = unsafe { crate::stats_json_for_file(file) } {
         return Ok(json);
     }
     // Not watched: say why, and how to watch it.
@@ -224,7 +251,9 @@ fn stats_for(ctx: *mut sqlite3_context, api: &sqlite3_api_routines) -> Result<St
     Err("walwatch_stats: this database is on the walwatch VFS but has no stats file: check SQLite's log (sqlite3_log) for the stats-directory problem walwatch reported, and fix it (see `walwatch status`)".into())
 }
 
-fn set_error(api: &sqlite3_api_routines, err: *mut *mut c_char, message: &str) {
+/// # Safety
+/// `err` must be null or point to a writable `char*` that SQLite frees with `sqlite3_free`.
+unsafe fn set_error(api: &sqlite3_api_routines, err: *mut *mut c_char, message: &str) {
     if err.is_null() {
         return;
     }
@@ -237,6 +266,57 @@ fn set_error(api: &sqlite3_api_routines, err: *mut *mut c_char, message: &str) {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), out, bytes.len());
             *out.add(bytes.len()) = 0;
             *err = out.cast();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! No panic crosses into SQLite from the extension's entry points (issue 11): each returns
+    //! what its caller expects on failure. Panics are injected in test builds only.
+    use super::*;
+    use crate::unwind::tests::panic_at;
+
+    fn no_routines() -> sqlite3_api_routines {
+        // SAFETY: the struct holds only optional function pointers and raw pointers, for which
+        // all-zero bytes are `None` and null.
+        unsafe { std::mem::zeroed() }
+    }
+
+    #[test]
+    fn a_panic_in_the_entry_point_fails_the_load() {
+        let api = no_routines();
+        let mut err: *mut c_char = std::ptr::null_mut();
+        panic_at(Some("sqlite3_walwatch_init"));
+        // SAFETY: a null connection is never used: the panic comes first.
+        let rc = unsafe { sqlite3_walwatch_init(std::ptr::null_mut(), &mut err, &api) };
+        panic_at(None);
+        assert_eq!(rc, SQLITE_ERROR);
+        // Without a panic, routines that lack what walwatch needs fail the load the same way.
+        // SAFETY: as above: nothing is called on the null connection.
+        let rc = unsafe { sqlite3_walwatch_init(std::ptr::null_mut(), &mut err, &api) };
+        assert_eq!(rc, SQLITE_ERROR);
+        assert!(err.is_null(), "no sqlite3_malloc, so no message");
+    }
+
+    #[test]
+    fn a_panic_in_the_auto_extension_still_lets_the_connection_open() {
+        let api = no_routines();
+        panic_at(Some("walwatch auto-extension"));
+        // SAFETY: a null connection is never used: the panic comes first.
+        let rc = unsafe { auto_init(std::ptr::null_mut(), std::ptr::null_mut(), &api) };
+        panic_at(None);
+        assert_eq!(rc, SQLITE_OK);
+    }
+
+    #[test]
+    fn a_panic_in_walwatch_stats_returns_to_sqlite() {
+        for site in ["walwatch_stats", "walwatch_stats (stats)"] {
+            panic_at(Some(site));
+            // SAFETY: the null context is never used: the panic comes first, or no SQLite
+            // loaded this library in the test process, so there are no routines to call.
+            unsafe { stats_function(std::ptr::null_mut(), 0, std::ptr::null_mut()) };
+            panic_at(None);
         }
     }
 }

@@ -90,9 +90,12 @@ pub(crate) fn sqlite_string(bytes: &[u8]) -> *mut std::ffi::c_char {
 }
 
 /// Frees memory that SQLite allocated.
-pub(crate) fn sqlite_free(ptr: *mut c_void) {
+///
+/// # Safety
+/// `ptr` must be null or memory from `sqlite3_malloc` that nothing uses any more.
+pub(crate) unsafe fn sqlite_free(ptr: *mut c_void) {
     if let Some(host) = get() {
-        // SAFETY: the caller passes memory from sqlite3_malloc (or null, which is allowed).
+        // SAFETY: per the contract: memory from sqlite3_malloc, or null (which is allowed).
         unsafe { (host.free)(ptr) }
     }
 }

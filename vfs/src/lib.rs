@@ -35,6 +35,12 @@
 //!   times within 50 ms, and no process-wide lock is held meanwhile. It allocates a file's
 //!   space (`posix_fallocate`) before mapping it, so a full file system is a logged `ENOSPC`,
 //!   never a `SIGBUS`; a file whose creator died half-way is initialized afresh.
+//! - No panic reaches SQLite. Every function SQLite calls (the entry point, the auto-extension,
+//!   `walwatch_stats()`, each VFS and io method) runs inside one guard (`unwind.rs`) that turns a
+//!   panic into the result SQLite expects from that function when it fails: an `SQLITE_IOERR_*`
+//!   code for I/O, `SQLITE_CANTOPEN` for `xOpen`, `SQLITE_ERROR` for the load, and so on,
+//!   reported once through `sqlite3_log`. A method the wrapped VFS lacks gives the same result.
+//!   Bookkeeping has its own guard: a panic in it leaves the operation's result untouched.
 //! - The extension calls SQLite only through the `sqlite3_api_routines` it is handed and links
 //!   no SQLite (`nm -D --defined-only libwalwatch.so` shows one `sqlite3_` symbol: the entry
 //!   point).
@@ -57,18 +63,24 @@
 //! - `PRAGMA locking_mode=EXCLUSIVE` keeps the wal-index in heap memory: no `-shm` locks to see.
 
 pub mod ffi;
+#[forbid(unsafe_code)]
 pub mod layout;
 pub mod paths;
+#[forbid(unsafe_code)]
 pub mod snapshot;
+#[forbid(unsafe_code)]
 pub mod trust;
 pub mod wal_index;
 
 mod at;
 mod extension;
 mod host;
+#[forbid(unsafe_code)]
 mod json;
 mod region;
 mod shim;
+#[forbid(unsafe_code)]
+mod unwind;
 
 pub use host::Host;
 pub use json::stats_json;
@@ -85,8 +97,13 @@ pub fn register(host: Host) -> Result<(), RegisterError> {
 /// `walwatch_stats()` for a database file: the JSON stats of the database behind `file` (the
 /// main database's `sqlite3_file*`, from `SQLITE_FCNTL_FILE_POINTER`), or `None` if that file
 /// was not opened through the shim or has no stats region.
-pub fn stats_json_for_file(file: *mut ffi::sqlite3_file) -> Option<String> {
-    let shim_file = shim::as_shim_file(file)?;
+///
+/// # Safety
+/// `file` must be null or point to a live `sqlite3_file` that stays open during the call: the
+/// pointer `SQLITE_FCNTL_FILE_POINTER` returns for a connection that is not closed meanwhile.
+pub unsafe fn stats_json_for_file(file: *mut ffi::sqlite3_file) -> Option<String> {
+    // SAFETY: the caller guarantees `file` is null or a live, open sqlite3_file.
+    let shim_file = unsafe { shim::as_shim_file(file) }?;
     let (region, wal) = shim_file.stats_view()?;
     let snap = region::snapshot(region);
     Some(stats_json(

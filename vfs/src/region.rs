@@ -160,7 +160,7 @@ fn find(mapped: &[Mapped], db_path: &[u8], id: Option<DbIdentity>) -> Option<&'s
         .iter()
         .rev()
         .find(|(path, mapped_id, _)| {
-            **path == *db_path && id.map_or(true, |id| !id.differs(*mapped_id))
+            **path == *db_path && id.is_none_or(|id| !id.differs(*mapped_id))
         })
         .map(|(_, _, region)| *region)
 }

@@ -321,10 +321,9 @@ impl Controller {
         };
         // A PASSIVE pass first, unless writers append faster than half the rate it copies at:
         // then it would copy little net, while the WAL grows until the TRUNCATE proper.
-        let passive_pass = lock(&self.dbs).get(db).map_or(true, |c| {
-            c.passive_pass_rate
-                .map_or(true, |rate| c.growth < rate / 2.0)
-        });
+        let passive_pass = lock(&self.dbs)
+            .get(db)
+            .is_none_or(|c| c.passive_pass_rate.is_none_or(|rate| c.growth < rate / 2.0));
         let outcome = checkpoint::run(db, owner, action, timeout, passive_pass);
         let blockers = if outcome.result == ResultKind::Busy {
             self.blockers_of(db, known_blockers)

@@ -270,7 +270,7 @@ impl Throttled {
         self.count += 1;
         if self
             .last
-            .map_or(true, |t| t.elapsed() >= accept::SUMMARY_EVERY)
+            .is_none_or(|t| t.elapsed() >= accept::SUMMARY_EVERY)
         {
             log(self.count);
             self.count = 0;

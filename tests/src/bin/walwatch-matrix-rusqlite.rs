@@ -4,6 +4,7 @@
 //! `walwatch-matrix-rusqlite DB MODE BUSY_TIMEOUT_MS` prints three lines: `sqlite_version()`,
 //! the `PRAGMA wal_checkpoint(MODE)` triple as a JSON array, and `walwatch_stats()` right after.
 //! Run by `tests/matrix_driver.py` (host `rusqlite`).
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

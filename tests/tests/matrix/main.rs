@@ -10,6 +10,7 @@
 //! sqlean.py 3.50.x, pysqlite3-binary 3.51.x), which the first test creates when missing (needs
 //! PyPI; `.ci/run` creates it beforehand). One test per host and scenario group, so a failure
 //! names the host. Needs `cargo build --release` first.
+#![forbid(unsafe_code)]
 
 mod harness;
 

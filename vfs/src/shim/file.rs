@@ -93,11 +93,11 @@ impl ShimFile {
             FileKind::Wal => {
                 if let Some(region) = self.region {
                     let mut size = 0;
-                    // SAFETY: the real file is open; xFileSize writes one i64.
-                    if unsafe { self.real_methods().xFileSize.unwrap()(self.real, &mut size) }
-                        == SQLITE_OK
-                    {
-                        region.io.wal_bytes.store(size.max(0) as u64, Relaxed);
+                    if let Some(file_size) = self.real_methods().xFileSize {
+                        // SAFETY: the real file is open; xFileSize writes one i64.
+                        if unsafe { file_size(self.real, &mut size) } == SQLITE_OK {
+                            region.io.wal_bytes.store(size.max(0) as u64, Relaxed);
+                        }
                     }
                 }
             }
@@ -132,13 +132,18 @@ impl ShimFile {
     }
 }
 
-/// Whether `file` is one of ours (for `walwatch_stats()`).
-pub(crate) fn as_shim_file<'a>(file: *mut sqlite3_file) -> Option<&'a ShimFile> {
+/// Whether `file` is one of ours (for `walwatch_stats()`), and if so the shim's view of it.
+///
+/// # Safety
+/// `file` must be null or point to a live `sqlite3_file` (such as the one
+/// `SQLITE_FCNTL_FILE_POINTER` returns) that stays open, and is not closed, while the returned
+/// reference is used.
+pub(crate) unsafe fn as_shim_file<'a>(file: *mut sqlite3_file) -> Option<&'a ShimFile> {
     if file.is_null() {
         return None;
     }
-    // SAFETY: `file` is a live sqlite3_file from SQLITE_FCNTL_FILE_POINTER; reading pMethods is
-    // valid for any file.
+    // SAFETY: per the contract `file` is a live sqlite3_file; reading pMethods is valid for any
+    // file.
     let methods = unsafe { (*file).pMethods };
     let ours = [&METHODS_V1, &METHODS_V2, &METHODS_V3]
         .iter()
@@ -148,22 +153,94 @@ pub(crate) fn as_shim_file<'a>(file: *mut sqlite3_file) -> Option<&'a ShimFile> 
 }
 
 /// Runs bookkeeping so that a bug in it can never unwind into SQLite or fail the operation.
+#[inline(always)]
 fn record(f: impl FnOnce()) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    crate::unwind::guard("recording", (), f);
 }
 
-/// Forwards a call to the real file's method of the same name.
+/// What each io method returns when the real file lacks it or walwatch panics in it: the code
+/// SQLite's unix VFS returns for that failure (`xSectorSize`: SQLite's default sector size).
+#[rustfmt::skip]
+macro_rules! failure {
+    (xClose)                 => { $crate::ffi::SQLITE_IOERR | (16 << 8) };
+    (xRead)                  => { $crate::ffi::SQLITE_IOERR | (1 << 8) };
+    (xWrite)                 => { $crate::ffi::SQLITE_IOERR | (3 << 8) };
+    (xTruncate)              => { $crate::ffi::SQLITE_IOERR | (6 << 8) };
+    (xSync)                  => { $crate::ffi::SQLITE_IOERR | (4 << 8) };
+    (xFileSize)              => { $crate::ffi::SQLITE_IOERR | (7 << 8) };
+    (xLock)                  => { $crate::ffi::SQLITE_IOERR | (15 << 8) };
+    (xUnlock)                => { $crate::ffi::SQLITE_IOERR | (8 << 8) };
+    (xCheckReservedLock)     => { $crate::ffi::SQLITE_IOERR | (14 << 8) };
+    (xFileControl)           => { $crate::ffi::SQLITE_NOTFOUND };
+    (xSectorSize)            => { 4096 };
+    (xDeviceCharacteristics) => { 0 };
+    (xShmMap)                => { $crate::ffi::SQLITE_IOERR | (21 << 8) };
+    (xShmLock)               => { $crate::ffi::SQLITE_IOERR | (20 << 8) };
+    (xShmBarrier)            => { () };
+    (xShmUnmap)              => { $crate::ffi::SQLITE_IOERR };
+    (xFetch)                 => { $crate::ffi::SQLITE_IOERR | (24 << 8) };
+    (xUnfetch)               => { $crate::ffi::SQLITE_IOERR | (24 << 8) };
+}
+#[cfg(test)]
+pub(crate) use failure;
+
+/// Forwards a call to the real file's method of the same name (its failure code if the real
+/// file lacks it: SQLite's own checks let that happen only with a malformed wrapped VFS).
 macro_rules! forward {
     ($file:expr, $method:ident ( $($arg:expr),* )) => {{
         let file: &mut ShimFile = $file;
         let real = file.real;
-        // SAFETY: SQLite only calls methods present in the table we installed, and we install
-        // a table no newer than the real file's, so the real method exists.
-        unsafe { (file.real_methods().$method.unwrap())(real $(, $arg)*) }
+        match file.real_methods().$method {
+            // SAFETY: the real file is open and this is its own method, with SQLite's arguments.
+            Some(method) => unsafe { method(real $(, $arg)*) },
+            None => failure!($method),
+        }
     }};
 }
 
-unsafe extern "C" fn x_close(f: *mut sqlite3_file) -> c_int {
+/// The `extern "C"` functions in the method tables. Each runs the method of the same name
+/// (an `unsafe fn` whose contract is SQLite's for that io method) inside
+/// [`crate::unwind::guard`], so a panic in it returns `failure!(method)` to SQLite.
+macro_rules! entry_points {
+    ($($method:ident => $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)?;)*) => {
+        mod entry {
+            use super::*;
+            $(
+                pub(super) unsafe extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
+                    crate::unwind::guard(stringify!($method), failure!($method), || {
+                        // SAFETY: SQLite calls this io method with the arguments its contract
+                        // requires, which is the inner method's contract.
+                        unsafe { super::$name($($arg),*) }
+                    })
+                }
+            )*
+        }
+    };
+}
+
+entry_points! {
+    xClose => x_close(f: *mut sqlite3_file) -> c_int;
+    xRead => x_read(f: *mut sqlite3_file, buf: *mut c_void, amt: c_int, off: i64) -> c_int;
+    xWrite => x_write(f: *mut sqlite3_file, buf: *const c_void, amt: c_int, off: i64) -> c_int;
+    xTruncate => x_truncate(f: *mut sqlite3_file, size: i64) -> c_int;
+    xSync => x_sync(f: *mut sqlite3_file, flags: c_int) -> c_int;
+    xFileSize => x_file_size(f: *mut sqlite3_file, size: *mut i64) -> c_int;
+    xLock => x_lock(f: *mut sqlite3_file, level: c_int) -> c_int;
+    xUnlock => x_unlock(f: *mut sqlite3_file, level: c_int) -> c_int;
+    xCheckReservedLock => x_check_reserved_lock(f: *mut sqlite3_file, out: *mut c_int) -> c_int;
+    xFileControl => x_file_control(f: *mut sqlite3_file, op: c_int, arg: *mut c_void) -> c_int;
+    xSectorSize => x_sector_size(f: *mut sqlite3_file) -> c_int;
+    xDeviceCharacteristics => x_device_characteristics(f: *mut sqlite3_file) -> c_int;
+    xShmMap => x_shm_map(f: *mut sqlite3_file, region: c_int, size: c_int, extend: c_int, pp: *mut *mut c_void) -> c_int;
+    xShmLock => x_shm_lock(f: *mut sqlite3_file, offset: c_int, count: c_int, flags: c_int) -> c_int;
+    xShmBarrier => x_shm_barrier(f: *mut sqlite3_file);
+    xShmUnmap => x_shm_unmap(f: *mut sqlite3_file, delete: c_int) -> c_int;
+    xFetch => x_fetch(f: *mut sqlite3_file, off: i64, amt: c_int, pp: *mut *mut c_void) -> c_int;
+    xUnfetch => x_unfetch(f: *mut sqlite3_file, off: i64, p: *mut c_void) -> c_int;
+}
+
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_close(f: *mut sqlite3_file) -> c_int {
     // SAFETY: SQLite calls xClose once on a file our xOpen set up.
     let file = unsafe { ShimFile::get(f) };
     if let Some(recorder) = &mut file.recorder {
@@ -174,17 +251,14 @@ unsafe extern "C" fn x_close(f: *mut sqlite3_file) -> c_int {
     rc
 }
 
-unsafe extern "C" fn x_read(f: *mut sqlite3_file, buf: *mut c_void, amt: c_int, off: i64) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_read(f: *mut sqlite3_file, buf: *mut c_void, amt: c_int, off: i64) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xRead(buf, amt, off))
 }
 
-unsafe extern "C" fn x_write(
-    f: *mut sqlite3_file,
-    buf: *const c_void,
-    amt: c_int,
-    off: i64,
-) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_write(f: *mut sqlite3_file, buf: *const c_void, amt: c_int, off: i64) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
     let rc = forward!(file, xWrite(buf, amt, off));
@@ -209,7 +283,8 @@ unsafe extern "C" fn x_write(
     rc
 }
 
-unsafe extern "C" fn x_truncate(f: *mut sqlite3_file, size: i64) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_truncate(f: *mut sqlite3_file, size: i64) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
     let rc = forward!(file, xTruncate(size));
@@ -222,7 +297,8 @@ unsafe extern "C" fn x_truncate(f: *mut sqlite3_file, size: i64) -> c_int {
     rc
 }
 
-unsafe extern "C" fn x_sync(f: *mut sqlite3_file, flags: c_int) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_sync(f: *mut sqlite3_file, flags: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
     let rc = forward!(file, xSync(flags));
@@ -232,12 +308,14 @@ unsafe extern "C" fn x_sync(f: *mut sqlite3_file, flags: c_int) -> c_int {
     rc
 }
 
-unsafe extern "C" fn x_file_size(f: *mut sqlite3_file, size: *mut i64) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_file_size(f: *mut sqlite3_file, size: *mut i64) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xFileSize(size))
 }
 
-unsafe extern "C" fn x_lock(f: *mut sqlite3_file, level: c_int) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_lock(f: *mut sqlite3_file, level: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
     let rc = forward!(file, xLock(level));
@@ -247,17 +325,20 @@ unsafe extern "C" fn x_lock(f: *mut sqlite3_file, level: c_int) -> c_int {
     rc
 }
 
-unsafe extern "C" fn x_unlock(f: *mut sqlite3_file, level: c_int) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_unlock(f: *mut sqlite3_file, level: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xUnlock(level))
 }
 
-unsafe extern "C" fn x_check_reserved_lock(f: *mut sqlite3_file, out: *mut c_int) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_check_reserved_lock(f: *mut sqlite3_file, out: *mut c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xCheckReservedLock(out))
 }
 
-unsafe extern "C" fn x_file_control(f: *mut sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_file_control(f: *mut sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
     let rc = forward!(file, xFileControl(op, arg));
@@ -310,23 +391,27 @@ unsafe fn prepend_vfs_name(out: *mut *mut std::ffi::c_char, rc: c_int) -> c_int 
     if ours.is_null() {
         return rc; // out of memory: leave the wrapped VFS's answer untouched
     }
-    host::sqlite_free(inner.cast());
+    // SAFETY: `inner` is the wrapped VFS's sqlite3_malloc'd answer, replaced by ours below.
+    unsafe { host::sqlite_free(inner.cast()) };
     // SAFETY: per the contract; SQLite frees it with sqlite3_free.
     unsafe { *out = ours };
     SQLITE_OK
 }
 
-unsafe extern "C" fn x_sector_size(f: *mut sqlite3_file) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_sector_size(f: *mut sqlite3_file) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xSectorSize())
 }
 
-unsafe extern "C" fn x_device_characteristics(f: *mut sqlite3_file) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_device_characteristics(f: *mut sqlite3_file) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xDeviceCharacteristics())
 }
 
-unsafe extern "C" fn x_shm_map(
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_shm_map(
     f: *mut sqlite3_file,
     region: c_int,
     size: c_int,
@@ -343,12 +428,8 @@ unsafe extern "C" fn x_shm_map(
     rc
 }
 
-unsafe extern "C" fn x_shm_lock(
-    f: *mut sqlite3_file,
-    offset: c_int,
-    count: c_int,
-    flags: c_int,
-) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_shm_lock(f: *mut sqlite3_file, offset: c_int, count: c_int, flags: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
     let lock = ShmLock {
@@ -391,29 +472,28 @@ unsafe extern "C" fn x_shm_lock(
     rc
 }
 
-unsafe extern "C" fn x_shm_barrier(f: *mut sqlite3_file) {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_shm_barrier(f: *mut sqlite3_file) {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xShmBarrier())
 }
 
-unsafe extern "C" fn x_shm_unmap(f: *mut sqlite3_file, delete: c_int) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_shm_unmap(f: *mut sqlite3_file, delete: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
     file.shm0 = std::ptr::null();
     forward!(file, xShmUnmap(delete))
 }
 
-unsafe extern "C" fn x_fetch(
-    f: *mut sqlite3_file,
-    off: i64,
-    amt: c_int,
-    pp: *mut *mut c_void,
-) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_fetch(f: *mut sqlite3_file, off: i64, amt: c_int, pp: *mut *mut c_void) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xFetch(off, amt, pp))
 }
 
-unsafe extern "C" fn x_unfetch(f: *mut sqlite3_file, off: i64, p: *mut c_void) -> c_int {
+#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
+unsafe fn x_unfetch(f: *mut sqlite3_file, off: i64, p: *mut c_void) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     forward!(unsafe { ShimFile::get(f) }, xUnfetch(off, p))
 }
@@ -423,32 +503,48 @@ unsafe extern "C" fn x_unfetch(f: *mut sqlite3_file, off: i64, p: *mut c_void) -
 const fn methods(version: c_int) -> sqlite3_io_methods {
     sqlite3_io_methods {
         iVersion: version,
-        xClose: Some(x_close),
-        xRead: Some(x_read),
-        xWrite: Some(x_write),
-        xTruncate: Some(x_truncate),
-        xSync: Some(x_sync),
-        xFileSize: Some(x_file_size),
-        xLock: Some(x_lock),
-        xUnlock: Some(x_unlock),
-        xCheckReservedLock: Some(x_check_reserved_lock),
-        xFileControl: Some(x_file_control),
-        xSectorSize: Some(x_sector_size),
-        xDeviceCharacteristics: Some(x_device_characteristics),
-        xShmMap: if version >= 2 { Some(x_shm_map) } else { None },
-        xShmLock: if version >= 2 { Some(x_shm_lock) } else { None },
+        xClose: Some(entry::x_close),
+        xRead: Some(entry::x_read),
+        xWrite: Some(entry::x_write),
+        xTruncate: Some(entry::x_truncate),
+        xSync: Some(entry::x_sync),
+        xFileSize: Some(entry::x_file_size),
+        xLock: Some(entry::x_lock),
+        xUnlock: Some(entry::x_unlock),
+        xCheckReservedLock: Some(entry::x_check_reserved_lock),
+        xFileControl: Some(entry::x_file_control),
+        xSectorSize: Some(entry::x_sector_size),
+        xDeviceCharacteristics: Some(entry::x_device_characteristics),
+        xShmMap: if version >= 2 {
+            Some(entry::x_shm_map)
+        } else {
+            None
+        },
+        xShmLock: if version >= 2 {
+            Some(entry::x_shm_lock)
+        } else {
+            None
+        },
         xShmBarrier: if version >= 2 {
-            Some(x_shm_barrier)
+            Some(entry::x_shm_barrier)
         } else {
             None
         },
         xShmUnmap: if version >= 2 {
-            Some(x_shm_unmap)
+            Some(entry::x_shm_unmap)
         } else {
             None
         },
-        xFetch: if version >= 3 { Some(x_fetch) } else { None },
-        xUnfetch: if version >= 3 { Some(x_unfetch) } else { None },
+        xFetch: if version >= 3 {
+            Some(entry::x_fetch)
+        } else {
+            None
+        },
+        xUnfetch: if version >= 3 {
+            Some(entry::x_unfetch)
+        } else {
+            None
+        },
     }
 }
 

@@ -7,6 +7,7 @@
 //! checks see the real VFS.
 
 mod file;
+#[forbid(unsafe_code)]
 mod recorder;
 
 use crate::ffi::*;
@@ -18,6 +19,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::OnceLock;
 
 pub(crate) use file::as_shim_file;
+#[cfg(test)]
+mod panic_tests;
 pub(crate) use recorder::unix_now_ns;
 
 /// Name under which the shim registers.
@@ -151,14 +154,13 @@ pub(crate) fn register(host: &crate::Host, make_default: bool) -> Result<(), Reg
     }
 }
 
-/// The wrapped VFS and the pointer to pass as its `sqlite3_vfs*` argument.
-///
-/// SQLite can call our methods only after `register` succeeded, which set the parent.
-fn real() -> (&'static sqlite3_vfs, *mut sqlite3_vfs) {
+/// The wrapped VFS and the pointer to pass as its `sqlite3_vfs*` argument; `None` only before
+/// `register` set the parent, when SQLite cannot call our methods yet.
+fn real() -> Option<(&'static sqlite3_vfs, *mut sqlite3_vfs)> {
     let parent = parent();
-    // SAFETY: set by `register` before our VFS became reachable; a registered VFS lives for
-    // the whole process.
-    (unsafe { &*parent }, parent)
+    // SAFETY: null or set by `register` before our VFS became reachable; a registered VFS lives
+    // for the whole process.
+    unsafe { parent.as_ref() }.map(|vfs| (vfs, parent))
 }
 
 /// Database path of a WAL file name: SQLite names it `<database>-wal`.
@@ -166,8 +168,47 @@ fn wal_db_path(wal: &[u8]) -> Option<&[u8]> {
     wal.strip_suffix(b"-wal")
 }
 
+/// What each VFS method returns when the wrapped VFS lacks it or walwatch panics in it: the
+/// code SQLite's own VFSes return for that failure. Used by the method and by the tests.
+#[rustfmt::skip]
+macro_rules! failure {
+    (xOpen)             => { $crate::ffi::SQLITE_CANTOPEN };
+    (xDelete)           => { $crate::ffi::SQLITE_IOERR | (10 << 8) }; // SQLITE_IOERR_DELETE
+    (xAccess)           => { $crate::ffi::SQLITE_IOERR | (13 << 8) }; // SQLITE_IOERR_ACCESS
+    (xFullPathname)     => { $crate::ffi::SQLITE_CANTOPEN | (3 << 8) }; // SQLITE_CANTOPEN_FULLPATH
+    (xDlOpen)           => { std::ptr::null_mut() };
+    (xDlError)          => { () };
+    (xDlSym)            => { None };
+    (xDlClose)          => { () };
+    (xRandomness)       => { 0 };
+    (xSleep)            => { 0 };
+    (xCurrentTime)      => { $crate::ffi::SQLITE_ERROR };
+    (xGetLastError)     => { 0 };
+    (xCurrentTimeInt64) => { $crate::ffi::SQLITE_ERROR };
+    (xSetSystemCall)    => { $crate::ffi::SQLITE_NOTFOUND };
+    (xGetSystemCall)    => { None };
+    (xNextSystemCall)   => { std::ptr::null() };
+}
+#[cfg(test)]
+pub(crate) use failure;
+
 unsafe extern "C" fn x_open(
     _vfs: *mut sqlite3_vfs,
+    name: *const c_char,
+    f: *mut sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    crate::unwind::guard("xOpen", failure!(xOpen), || {
+        // SAFETY: SQLite calls xOpen with these arguments per its contract.
+        unsafe { open(name, f, flags, out_flags) }
+    })
+}
+
+/// # Safety
+/// The arguments of `xOpen`: `f` points to `szOsFile` writable bytes, `name` is null or a
+/// NUL-terminated path, `out_flags` null or writable.
+unsafe fn open(
     name: *const c_char,
     f: *mut sqlite3_file,
     flags: c_int,
@@ -181,10 +222,17 @@ unsafe extern "C" fn x_open(
         FileKind::Other
     };
     // SAFETY: SQLite gives xOpen szOsFile bytes, which we sized as ShimFile + the real file.
+    // From here `f` is a ShimFile with no methods: SQLite will not call xClose on it unless
+    // `opened` installs them below.
     let real_file = unsafe { ShimFile::init(f, kind) };
-    let (parent, parent_ptr) = real();
+    let Some((parent, parent_ptr)) = real() else {
+        return failure!(xOpen);
+    };
+    let Some(real_open) = parent.xOpen else {
+        return failure!(xOpen);
+    };
     // SAFETY: forwarding xOpen with SQLite's arguments and the real file's part of the memory.
-    let rc = unsafe { parent.xOpen.unwrap()(parent_ptr, name, real_file, flags, out_flags) };
+    let rc = unsafe { real_open(parent_ptr, name, real_file, flags, out_flags) };
     let path = if name.is_null() {
         None
     } else {
@@ -198,7 +246,8 @@ unsafe extern "C" fn x_open(
     };
     // SAFETY: `f` was initialized as a ShimFile above and is not shared yet.
     let file = unsafe { &mut *(f as *mut ShimFile) };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| file.opened(db_path)));
+    // Bookkeeping apart: a panic in it must not lose the file the real open returned.
+    crate::unwind::guard("xOpen (recording)", (), || file.opened(db_path));
     rc
 }
 
@@ -207,40 +256,61 @@ unsafe extern "C" fn x_delete(
     name: *const c_char,
     sync_dir: c_int,
 ) -> c_int {
-    let (parent, parent_ptr) = real();
-    // SAFETY: forwarding to the wrapped VFS with SQLite's own arguments.
-    let rc = unsafe { parent.xDelete.unwrap()(parent_ptr, name, sync_dir) };
-    if rc == SQLITE_OK && !name.is_null() {
-        // SAFETY: a non-null name is a NUL-terminated path.
-        let path = unsafe { CStr::from_ptr(name) }.to_bytes();
-        if let Some(region) = wal_db_path(path).and_then(crate::region::if_mapped) {
-            region.io.wal_bytes.store(0, Relaxed);
+    crate::unwind::guard("xDelete", failure!(xDelete), || {
+        let Some((parent, parent_ptr)) = real() else {
+            return failure!(xDelete);
+        };
+        let Some(real_delete) = parent.xDelete else {
+            return failure!(xDelete);
+        };
+        // SAFETY: forwarding to the wrapped VFS with SQLite's own arguments.
+        let rc = unsafe { real_delete(parent_ptr, name, sync_dir) };
+        if rc == SQLITE_OK && !name.is_null() {
+            // SAFETY: a non-null name is a NUL-terminated path.
+            let path = unsafe { CStr::from_ptr(name) }.to_bytes();
+            if let Some(region) = wal_db_path(path).and_then(crate::region::if_mapped) {
+                region.io.wal_bytes.store(0, Relaxed);
+            }
         }
-    }
-    rc
+        rc
+    })
 }
 
 unsafe extern "C" fn x_sleep(_vfs: *mut sqlite3_vfs, microseconds: c_int) -> c_int {
-    let (parent, parent_ptr) = real();
-    // SAFETY: forwarding to the wrapped VFS.
-    let slept = unsafe { parent.xSleep.unwrap()(parent_ptr, microseconds) };
-    if let Some(region) = LAST_BUSY.take() {
-        region.io.busy_sleeps.fetch_add(1, Relaxed);
-        region
-            .io
-            .busy_sleep_us
-            .fetch_add(microseconds.max(0) as u64, Relaxed);
-    }
-    slept
+    crate::unwind::guard("xSleep", failure!(xSleep), || {
+        let Some((parent, parent_ptr)) = real() else {
+            return failure!(xSleep);
+        };
+        let Some(real_sleep) = parent.xSleep else {
+            return failure!(xSleep);
+        };
+        // SAFETY: forwarding to the wrapped VFS.
+        let slept = unsafe { real_sleep(parent_ptr, microseconds) };
+        if let Some(region) = LAST_BUSY.take() {
+            region.io.busy_sleeps.fetch_add(1, Relaxed);
+            region
+                .io
+                .busy_sleep_us
+                .fetch_add(microseconds.max(0) as u64, Relaxed);
+        }
+        slept
+    })
 }
 
 /// Forwards a VFS method that walwatch does not observe.
 macro_rules! pass_through {
     ($name:ident, $method:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         unsafe extern "C" fn $name(_vfs: *mut sqlite3_vfs $(, $arg: $ty)*) -> $ret {
-            let (parent, parent_ptr) = real();
-            // SAFETY: only installed when the wrapped VFS has this method; same arguments.
-            unsafe { parent.$method.unwrap()(parent_ptr $(, $arg)*) }
+            crate::unwind::guard(stringify!($method), failure!($method), || {
+                match real() {
+                    Some((parent, parent_ptr)) => match parent.$method {
+                        // SAFETY: forwarding to the wrapped VFS's method with SQLite's arguments.
+                        Some(method) => unsafe { method(parent_ptr $(, $arg)*) },
+                        None => failure!($method),
+                    },
+                    None => failure!($method),
+                }
+            })
         }
     };
 }

@@ -394,13 +394,25 @@ fn c_api_checkpoints_are_labelled_from_the_locks() {
 fn checkpoint_lock_held_by_another_checkpoint_is_busy() {
     let s = Scratch::new();
     for (python, driver) in drivers() {
-        let v = scenario(&s, &python, driver, "checkpoint-lock-busy", &[]);
-        let (triple, record) = (&v["triple"], &v["record"]);
-        assert_eq!(triple, &serde_json::json!([1, -1, -1]), "{v}");
-        assert_record(&v, triple, record, "passive", "busy");
-        assert_eq!(record["frames_moved"], 0, "{v}");
-        assert_eq!(record["blocked_slot"], "CKPT", "{v}");
-        assert_eq!(record["blocked_pid"], v["other_pid"], "{v}");
+        // The holder is looked up in /proc/locks after SQLite gave up, so on a loaded machine
+        // the lookup can, rarely, come after the other checkpoint let go: it is then (honestly)
+        // not named. Every attempt must be right in everything else; one of three must name it.
+        let mut misses = Vec::new();
+        for _attempt in 0..3 {
+            let v = scenario(&s, &python, driver, "checkpoint-lock-busy", &[]);
+            let (triple, record) = (&v["triple"], &v["record"]);
+            assert_eq!(triple, &serde_json::json!([1, -1, -1]), "{v}");
+            assert_record(&v, triple, record, "passive", "busy");
+            assert_eq!(record["frames_moved"], 0, "{v}");
+            assert_eq!(record["blocked_slot"], "CKPT", "{v}");
+            if record["blocked_pid"] == v["other_pid"] {
+                misses.clear();
+                break;
+            }
+            assert!(record["blocked_pid"].is_null(), "a wrong holder named: {v}");
+            misses.push(v);
+        }
+        assert!(misses.len() < 3, "the holder was never named: {misses:?}");
     }
 }
 

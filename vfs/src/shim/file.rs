@@ -5,8 +5,9 @@
 //! `szOsFile` is `size_of::<ShimFile>() + parent.szOsFile` and no allocation happens per file.
 //!
 //! Hot-path rule: after forwarding, a method does at most a few relaxed atomic adds on the
-//! mapped stats region (and, for `xShmLock`, reads the clock). No allocation, no syscall, no
-//! lock. Bookkeeping never changes the result SQLite gets.
+//! mapped stats region (and, for `xShmLock`, a read transaction reads the coarse clock; one
+//! hold in sixteen reads the monotonic clock). No allocation, no syscall, no lock. Bookkeeping
+//! never changes the result SQLite gets.
 
 use super::recorder::{Recorder, ShmLock};
 use super::LAST_BUSY;
@@ -351,41 +352,47 @@ unsafe extern "C" fn x_shm_lock(
 ) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
+    if file.recorder.is_none() {
+        return forward!(file, xShmLock(offset, count, flags));
+    }
+    // A negative offset or count (never sent by SQLite) becomes a large u32, then SLOTS.
     let lock = ShmLock {
-        offset: offset.clamp(0, SLOTS as c_int) as usize,
-        count: count.clamp(0, SLOTS as c_int) as usize,
+        offset: (offset as u32).min(SLOTS as u32) as usize,
+        count: (count as u32).min(SLOTS as u32) as usize,
         exclusive: flags & SQLITE_SHM_EXCLUSIVE != 0,
     };
-    let unlocking = flags & SQLITE_SHM_UNLOCK != 0;
     let wal = file.wal_index();
-    if unlocking {
+    let checkpointing = file.recorder.as_ref().is_some_and(|r| r.checkpointing());
+    if flags & SQLITE_SHM_UNLOCK != 0 {
         if let Some(recorder) = &mut file.recorder {
-            record(|| recorder.unlocking(lock, wal));
+            if checkpointing {
+                record(|| recorder.unlocking_in_checkpoint(lock, wal));
+            }
+            // The fast path cannot panic (see the recorder's module header).
+            recorder.unlocking(lock);
         }
+        return forward!(file, xShmLock(offset, count, flags));
     }
     // During a checkpoint, a lock call that blocks (SETLK_TIMEOUT builds) is waiting: time it.
-    let started = file
-        .recorder
-        .as_ref()
-        .filter(|r| !unlocking && r.checkpointing())
-        .map(|_| Instant::now());
+    let started = checkpointing.then(Instant::now);
     let rc = forward!(file, xShmLock(offset, count, flags));
-    if !unlocking {
-        if let Some(recorder) = &mut file.recorder {
-            match rc {
-                SQLITE_OK => {
+    if let Some(recorder) = &mut file.recorder {
+        match rc {
+            SQLITE_OK => {
+                // The fast path cannot panic (see the recorder's module header).
+                if recorder.locked(lock, wal) {
                     let took = started.map(|t| t.elapsed());
-                    record(|| recorder.locked(lock, wal, took));
+                    record(|| recorder.locked_rare(lock, wal, took));
                 }
-                SQLITE_BUSY => {
-                    // The busy handler's xSleep takes LAST_BUSY: still set means no sleep since
-                    // this thread's previous busy lock.
-                    let slept = LAST_BUSY.get().is_none();
-                    LAST_BUSY.set(Some(recorder.region()));
-                    record(|| recorder.busy(lock, wal, slept));
-                }
-                _ => {}
             }
+            SQLITE_BUSY => {
+                // The busy handler's xSleep takes LAST_BUSY: still set means no sleep since
+                // this thread's previous busy lock.
+                let slept = LAST_BUSY.get().is_none();
+                LAST_BUSY.set(Some(recorder.region()));
+                record(|| recorder.busy(lock, wal, slept));
+            }
+            _ => {}
         }
     }
     rc

@@ -52,6 +52,25 @@
 //! For a PASSIVE checkpoint racing a writer, `log` is the WAL's size when the checkpoint took its
 //! lock; SQLite may have read it a few microseconds later.
 //!
+//! # What a lock costs (the hot path)
+//! A lock granted or released outside a checkpoint costs a few relaxed atomic adds and plain
+//! stores, no system call, no allocation, no lock, no `catch_unwind` (the fast path has no
+//! panic in it: slots are looked up with `get`):
+//! - every `xShmLock` is counted (`acquired`, one add per slot);
+//! - hold times are *sampled*: one hold in [`HOLD_SAMPLE`], picked at random (a per-connection
+//!   xorshift, so no periodic workload can alias with it), is timed with the monotonic clock
+//!   (`CLOCK_MONOTONIC`, read as an integer: no `Instant`/`Duration` arithmetic) at grant and
+//!   release, and recorded with weight `HOLD_SAMPLE` (its bucket gets `HOLD_SAMPLE`, the sum
+//!   `HOLD_SAMPLE × ns`). The histograms' count and sum therefore estimate every hold, without
+//!   bias; quantiles are those of the sample;
+//! - a read transaction stamps its reader-table row with the coarse clock
+//!   (`CLOCK_MONOTONIC_COARSE`, vDSO, resolution one kernel tick: 1–10 ms), turned into Unix
+//!   time by an offset taken once: reader ages are shown in seconds, and a long read transaction
+//!   is found there whether or not its hold was sampled.
+//!
+//! Checkpoints (rare) keep the precise clock (`Instant`) for their start, duration and waits,
+//! and every lock call made during one is timed, as before.
+//!
 //! # Lock counters mean the same on every build
 //! `shm_lock_busy_total` counts one per failed attempt the application's busy handler saw. On
 //! `SQLITE_ENABLE_SETLK_TIMEOUT` builds SQLite may try a lock twice in one busy-handler round
@@ -72,11 +91,62 @@ const SLOT_READ1: usize = SLOT_READ0 + 1;
 /// build's blocking lock): that time is waiting.
 const BLOCKED_CALL: Duration = Duration::from_millis(1);
 
+/// One in this many lock holds is timed (see the module header).
+pub(crate) const HOLD_SAMPLE: u64 = 16;
+/// [`Recorder::held`] of a slot this connection does not hold.
+const NOT_HELD: u64 = 0;
+/// [`Recorder::held`] of a slot held but not timed; timed holds store a clock reading > 1.
+const HELD: u64 = 1;
+
+/// The two clocks of the hot path, as nanosecond integers.
+mod clock {
+    /// `clock_gettime(id)` in ns; 0 if the clock cannot be read (never on Linux).
+    #[inline]
+    fn read(id: libc::clockid_t) -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec into `ts`, which lives across the call.
+        if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
+            return 0;
+        }
+        (ts.tv_sec as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(ts.tv_nsec as u64)
+    }
+
+    /// The coarse monotonic clock: the last kernel tick (vDSO, no syscall).
+    #[inline]
+    pub fn coarse() -> u64 {
+        read(libc::CLOCK_MONOTONIC_COARSE)
+    }
+
+    /// The precise monotonic clock (the clock behind `std::time::Instant`).
+    #[inline]
+    pub fn precise() -> u64 {
+        read(libc::CLOCK_MONOTONIC)
+    }
+}
+
+/// Unix time minus monotonic time, in ns, taken once (when the first database is opened):
+/// turns a monotonic reading into a Unix time. Off only by as much as the wall clock was stepped
+/// since; reader ages are shown in seconds.
+fn unix_offset_ns() -> u64 {
+    static OFFSET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| unix_now_ns().wrapping_sub(clock::precise()))
+}
+
 /// Per-connection recording state, kept in the shim's file object of a main database.
 pub(crate) struct Recorder {
     region: &'static Region,
-    /// Since when this connection holds each slot (for hold-time histograms).
-    held_since: [Option<Instant>; SLOTS],
+    /// [`unix_offset_ns`], read once.
+    unix_offset_ns: u64,
+    /// Per slot: [`NOT_HELD`], [`HELD`] (not sampled), or the monotonic clock (ns) when this
+    /// connection took it, for a sampled hold.
+    held: [u64; SLOTS],
+    /// xorshift state that picks the sampled holds (never 0).
+    sample_rng: u64,
     /// This connection's row in the reader table, if it got one.
     reader_entry: Option<&'static ReaderEntry>,
     checkpoint: Option<Checkpoint>,
@@ -314,9 +384,13 @@ impl Recorder {
         if reader_entry.is_none() {
             region.io.reader_table_overflows.fetch_add(1, Relaxed);
         }
+        // Any nonzero seed; connections differ by address and time.
+        let seed = (region as *const Region as u64) ^ clock::precise().rotate_left(32) | 1;
         Self {
             region,
-            held_since: [None; SLOTS],
+            unix_offset_ns: unix_offset_ns(),
+            held: [NOT_HELD; SLOTS],
+            sample_rng: seed,
             reader_entry,
             checkpoint: None,
             requested: None,
@@ -330,6 +404,7 @@ impl Recorder {
     }
 
     /// Whether a checkpoint is under way (lock calls are then timed).
+    #[inline]
     pub(crate) fn checkpointing(&self) -> bool {
         self.checkpoint.is_some()
     }
@@ -342,17 +417,58 @@ impl Recorder {
             .then(|| pragma_mode(arg));
     }
 
-    /// A lock request was granted; `took` is how long the call blocked (only measured during
-    /// a checkpoint).
-    pub(crate) fn locked(&mut self, lock: ShmLock, wal: LiveWalIndex, took: Option<Duration>) {
-        let now = Instant::now();
+    /// A lock request was granted (fast path, no panic: see the module header). Returns
+    /// whether [`Recorder::locked_rare`] must run too (a checkpoint starts or is under way).
+    #[inline]
+    pub(crate) fn locked(&mut self, lock: ShmLock, wal: LiveWalIndex) -> bool {
+        let held = if self.sampled() {
+            clock::precise().max(HELD + 1)
+        } else {
+            HELD
+        };
+        let mode = lock.exclusive as usize;
         for slot in lock.slots() {
-            self.region.locks[slot].acquired[lock.mode()].fetch_add(1, Relaxed);
-            self.held_since[slot] = Some(now);
+            if let (Some(counters), Some(h)) = (self.region.locks.get(slot), self.held.get_mut(slot))
+            {
+                counters.acquired[mode].fetch_add(1, Relaxed);
+                *h = held;
+            }
         }
         if self.last_busy.is_some_and(|b| b.overlaps(lock)) {
             self.last_busy = None;
         }
+        if !lock.exclusive {
+            if let Some(read_index) = lock.read_index() {
+                // A read transaction begins.
+                self.reading = true;
+                if let Some(entry) = self.reader_entry {
+                    let mark = wal.read_mark(read_index).unwrap_or(0);
+                    let since = clock::coarse().wrapping_add(self.unix_offset_ns);
+                    entry.read_mark.store(mark, Relaxed);
+                    entry.since_unix_ns.store(since, Relaxed);
+                    entry.read_slot.store(read_index as u32 + 1, Release);
+                }
+            }
+        }
+        self.checkpoint.is_some() || (lock.exclusive && lock.is(SLOT_CKPT, 1))
+    }
+
+    /// Whether this hold is one of the sampled ones (one in [`HOLD_SAMPLE`], at random).
+    #[inline]
+    fn sampled(&mut self) -> bool {
+        let mut x = self.sample_rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.sample_rng = x;
+        x % HOLD_SAMPLE == 0
+    }
+
+    /// [`Recorder::locked`]'s part for a checkpoint's locks; `took` is how long the lock call
+    /// blocked.
+    #[inline(never)]
+    pub(crate) fn locked_rare(&mut self, lock: ShmLock, wal: LiveWalIndex, took: Option<Duration>) {
+        let now = Instant::now();
         if lock.exclusive && lock.is(SLOT_CKPT, 1) && !self.reading {
             let start = wal.header();
             if let Some(h) = start {
@@ -373,17 +489,6 @@ impl Recorder {
                 ckpt.restart_tried = true;
                 ckpt.restart_granted = true;
                 ckpt.at_restart = wal.header();
-            }
-        }
-        if !lock.exclusive && lock.read_index().is_some() {
-            self.reading = true;
-        }
-        if !lock.exclusive {
-            if let (Some(read_index), Some(entry)) = (lock.read_index(), self.reader_entry) {
-                let mark = wal.read_mark(read_index).unwrap_or(0);
-                entry.read_mark.store(mark, Relaxed);
-                entry.since_unix_ns.store(unix_ns_at(now), Relaxed);
-                entry.read_slot.store(read_index as u32 + 1, Release);
             }
         }
     }
@@ -436,8 +541,44 @@ impl Recorder {
         }
     }
 
-    /// Called just before an unlock is forwarded (the lock is still held).
-    pub(crate) fn unlocking(&mut self, lock: ShmLock, wal: LiveWalIndex) {
+    /// Called just before an unlock is forwarded (the lock is still held), after
+    /// [`Recorder::unlocking_in_checkpoint`] when a checkpoint is under way. Fast path, no panic.
+    #[inline]
+    pub(crate) fn unlocking(&mut self, lock: ShmLock) {
+        let mut now = 0;
+        for slot in lock.slots() {
+            let (Some(counters), Some(h)) = (self.region.locks.get(slot), self.held.get_mut(slot))
+            else {
+                continue;
+            };
+            let since = std::mem::replace(h, NOT_HELD);
+            if since > HELD {
+                if now == 0 {
+                    now = clock::precise();
+                }
+                let ns = now.saturating_sub(since);
+                if let Some(bucket) = counters.hold_buckets.get(bucket_index(ns)) {
+                    bucket.fetch_add(HOLD_SAMPLE, Relaxed);
+                }
+                counters
+                    .hold_sum_ns
+                    .fetch_add(ns.saturating_mul(HOLD_SAMPLE), Relaxed);
+            }
+        }
+        if !lock.exclusive && lock.read_index().is_some() {
+            // The end of a read transaction ends a busy-handler round.
+            self.last_busy = None;
+            self.reading = false;
+            if let Some(entry) = self.reader_entry {
+                entry.read_slot.store(0, Release);
+                entry.since_unix_ns.store(0, Relaxed);
+            }
+        }
+    }
+
+    /// [`Recorder::unlocking`]'s part for a checkpoint under way (the lock is still held).
+    #[inline(never)]
+    pub(crate) fn unlocking_in_checkpoint(&mut self, lock: ShmLock, wal: LiveWalIndex) {
         let now = Instant::now();
         if let Some(ckpt) = &mut self.checkpoint {
             ckpt.settle_wait(Some(lock), false, now, wal);
@@ -448,23 +589,6 @@ impl Recorder {
         if lock.slots().contains(&SLOT_CKPT) {
             if let Some(ckpt) = self.checkpoint.take() {
                 self.finish_checkpoint(ckpt, Some(wal), false);
-            }
-        }
-        for slot in lock.slots() {
-            if let Some(since) = self.held_since[slot].take() {
-                let ns = ns_between(since, now);
-                let counters = &self.region.locks[slot];
-                counters.hold_buckets[bucket_index(ns)].fetch_add(1, Relaxed);
-                counters.hold_sum_ns.fetch_add(ns, Relaxed);
-            }
-        }
-        if !lock.exclusive && lock.read_index().is_some() {
-            // The end of a read transaction ends a busy-handler round.
-            self.last_busy = None;
-            self.reading = false;
-            if let Some(entry) = self.reader_entry {
-                entry.read_slot.store(0, Release);
-                entry.since_unix_ns.store(0, Relaxed);
             }
         }
     }

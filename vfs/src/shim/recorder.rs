@@ -428,7 +428,8 @@ impl Recorder {
         };
         let mode = lock.exclusive as usize;
         for slot in lock.slots() {
-            if let (Some(counters), Some(h)) = (self.region.locks.get(slot), self.held.get_mut(slot))
+            if let (Some(counters), Some(h)) =
+                (self.region.locks.get(slot), self.held.get_mut(slot))
             {
                 counters.acquired[mode].fetch_add(1, Relaxed);
                 *h = held;

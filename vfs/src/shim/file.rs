@@ -352,47 +352,79 @@ unsafe extern "C" fn x_shm_lock(
 ) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
-    if file.recorder.is_none() {
-        return forward!(file, xShmLock(offset, count, flags));
-    }
+    let checkpointing = match &file.recorder {
+        None => return forward!(file, xShmLock(offset, count, flags)),
+        Some(recorder) => recorder.checkpointing(),
+    };
     // A negative offset or count (never sent by SQLite) becomes a large u32, then SLOTS.
     let lock = ShmLock {
         offset: (offset as u32).min(SLOTS as u32) as usize,
         count: (count as u32).min(SLOTS as u32) as usize,
         exclusive: flags & SQLITE_SHM_EXCLUSIVE != 0,
     };
-    let wal = file.wal_index();
-    let checkpointing = file.recorder.as_ref().is_some_and(|r| r.checkpointing());
+    if checkpointing {
+        return shm_lock_in_checkpoint(file, lock, offset, count, flags);
+    }
     if flags & SQLITE_SHM_UNLOCK != 0 {
         if let Some(recorder) = &mut file.recorder {
-            if checkpointing {
-                record(|| recorder.unlocking_in_checkpoint(lock, wal));
-            }
             // The fast path cannot panic (see the recorder's module header).
             recorder.unlocking(lock);
         }
         return forward!(file, xShmLock(offset, count, flags));
     }
-    // During a checkpoint, a lock call that blocks (SETLK_TIMEOUT builds) is waiting: time it.
-    let started = checkpointing.then(Instant::now);
+    let wal = file.wal_index();
     let rc = forward!(file, xShmLock(offset, count, flags));
     if let Some(recorder) = &mut file.recorder {
-        match rc {
-            SQLITE_OK => {
-                // The fast path cannot panic (see the recorder's module header).
-                if recorder.locked(lock, wal) {
-                    let took = started.map(|t| t.elapsed());
-                    record(|| recorder.locked_rare(lock, wal, took));
-                }
+        if rc == SQLITE_OK {
+            // The fast path cannot panic (see the recorder's module header).
+            if recorder.locked(lock, wal) {
+                record(|| recorder.locked_rare(lock, wal, None));
             }
-            SQLITE_BUSY => {
-                // The busy handler's xSleep takes LAST_BUSY: still set means no sleep since
-                // this thread's previous busy lock.
-                let slept = LAST_BUSY.get().is_none();
-                LAST_BUSY.set(Some(recorder.region()));
-                record(|| recorder.busy(lock, wal, slept));
+        } else if rc == SQLITE_BUSY {
+            shm_lock_busy(recorder, lock, wal);
+        }
+    }
+    rc
+}
+
+/// A lock found busy: counted once per busy-handler round.
+#[cold]
+fn shm_lock_busy(recorder: &mut Recorder, lock: ShmLock, wal: LiveWalIndex) {
+    // The busy handler's xSleep takes LAST_BUSY: still set means no sleep since this thread's
+    // previous busy lock.
+    let slept = LAST_BUSY.get().is_none();
+    LAST_BUSY.set(Some(recorder.region()));
+    record(|| recorder.busy(lock, wal, slept));
+}
+
+/// `xShmLock` while this connection runs a checkpoint: every lock call is timed (a blocking
+/// lock on a SETLK_TIMEOUT build is waiting), and the recorder follows the checkpoint's steps.
+#[inline(never)]
+fn shm_lock_in_checkpoint(
+    file: &mut ShimFile,
+    lock: ShmLock,
+    offset: c_int,
+    count: c_int,
+    flags: c_int,
+) -> c_int {
+    let wal = file.wal_index();
+    if flags & SQLITE_SHM_UNLOCK != 0 {
+        if let Some(recorder) = &mut file.recorder {
+            record(|| recorder.unlocking_in_checkpoint(lock, wal));
+            recorder.unlocking(lock);
+        }
+        return forward!(file, xShmLock(offset, count, flags));
+    }
+    let started = Instant::now();
+    let rc = forward!(file, xShmLock(offset, count, flags));
+    if let Some(recorder) = &mut file.recorder {
+        if rc == SQLITE_OK {
+            let took = started.elapsed();
+            if recorder.locked(lock, wal) {
+                record(|| recorder.locked_rare(lock, wal, Some(took)));
             }
-            _ => {}
+        } else if rc == SQLITE_BUSY {
+            shm_lock_busy(recorder, lock, wal);
         }
     }
     rc

@@ -145,7 +145,9 @@ pub(crate) struct Recorder {
     /// Per slot: [`NOT_HELD`], [`HELD`] (not sampled), or the monotonic clock (ns) when this
     /// connection took it, for a sampled hold.
     held: [u64; SLOTS],
-    /// xorshift state that picks the sampled holds (never 0).
+    /// Locks to grant before the next sampled one (1 = the next one).
+    sample_countdown: u32,
+    /// xorshift state that draws the gaps between sampled holds (never 0).
     sample_rng: u64,
     /// This connection's row in the reader table, if it got one.
     reader_entry: Option<&'static ReaderEntry>,
@@ -390,6 +392,7 @@ impl Recorder {
             region,
             unix_offset_ns: unix_offset_ns(),
             held: [NOT_HELD; SLOTS],
+            sample_countdown: 1,
             sample_rng: seed,
             reader_entry,
             checkpoint: None,
@@ -419,7 +422,7 @@ impl Recorder {
 
     /// A lock request was granted (fast path, no panic: see the module header). Returns
     /// whether [`Recorder::locked_rare`] must run too (a checkpoint starts or is under way).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn locked(&mut self, lock: ShmLock, wal: LiveWalIndex) -> bool {
         let held = if self.sampled() {
             clock::precise().max(HELD + 1)
@@ -454,15 +457,22 @@ impl Recorder {
         self.checkpoint.is_some() || (lock.exclusive && lock.is(SLOT_CKPT, 1))
     }
 
-    /// Whether this hold is one of the sampled ones (one in [`HOLD_SAMPLE`], at random).
+    /// Whether this hold is one of the sampled ones: one in [`HOLD_SAMPLE`] on average, the
+    /// gaps between them drawn uniformly from 1..=2·HOLD_SAMPLE−1 (mean HOLD_SAMPLE), so no
+    /// periodic pattern of locks can alias with the sampling.
     #[inline]
     fn sampled(&mut self) -> bool {
+        self.sample_countdown = self.sample_countdown.wrapping_sub(1);
+        if self.sample_countdown != 0 {
+            return false;
+        }
         let mut x = self.sample_rng;
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         self.sample_rng = x;
-        x % HOLD_SAMPLE == 0
+        self.sample_countdown = 1 + (x % (2 * HOLD_SAMPLE - 1)) as u32;
+        true
     }
 
     /// [`Recorder::locked`]'s part for a checkpoint's locks; `took` is how long the lock call
@@ -544,7 +554,7 @@ impl Recorder {
 
     /// Called just before an unlock is forwarded (the lock is still held), after
     /// [`Recorder::unlocking_in_checkpoint`] when a checkpoint is under way. Fast path, no panic.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn unlocking(&mut self, lock: ShmLock) {
         let mut now = 0;
         for slot in lock.slots() {

@@ -63,6 +63,13 @@
 //!   release, and recorded with weight `HOLD_SAMPLE` (its bucket gets `HOLD_SAMPLE`, the sum
 //!   `HOLD_SAMPLE × ns`). The histograms' count and sum therefore estimate every hold, without
 //!   bias; quantiles are those of the sample;
+//! - exclusive holds of WRITE, CKPT and RECOVER (the holds that make other connections wait;
+//!   exclusive READ locks are a reader updating a read mark, or a checkpoint's steps, whose
+//!   duration the checkpoint record has) are also stamped with the coarse clock (`CLOCK_MONOTONIC_COARSE`, vDSO,
+//!   no system call) at grant and release: every exclusive hold of at least `long_hold_ns`
+//!   (eight kernel ticks, and at least 10 ms) is recorded exactly once, with weight 1 (timed
+//!   precisely if it was sampled, else to within one tick, under 1/8 of its length); shorter
+//!   ones are estimated as above. Each hold's expected weight is 1 either way;
 //! - a read transaction stamps its reader-table row with the coarse clock
 //!   (`CLOCK_MONOTONIC_COARSE`, vDSO, resolution one kernel tick: 1–10 ms), turned into Unix
 //!   time by an offset taken once: reader ages are shown in seconds, and a long read transaction
@@ -129,6 +136,27 @@ mod clock {
     }
 }
 
+/// An exclusive hold at least this long (by the coarse clock) is always recorded, with weight 1:
+/// eight ticks of the coarse clock (`clock_getres`), and at least 10 ms. Taken once.
+fn long_hold_ns() -> u64 {
+    static LONG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LONG.get_or_init(|| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_getres writes one timespec into `ts`, which lives across the call.
+        let tick = if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
+            (ts.tv_sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(ts.tv_nsec as u64)
+        } else {
+            10_000_000
+        };
+        tick.saturating_mul(8).max(10_000_000)
+    })
+}
+
 /// Unix time minus monotonic time, in ns, taken once (when the first database is opened):
 /// turns a monotonic reading into a Unix time. Off only by as much as the wall clock was stepped
 /// since; reader ages are shown in seconds.
@@ -145,6 +173,10 @@ pub(crate) struct Recorder {
     /// Per slot: [`NOT_HELD`], [`HELD`] (not sampled), or the monotonic clock (ns) when this
     /// connection took it, for a sampled hold.
     held: [u64; SLOTS],
+    /// Per slot held exclusive: the coarse clock when this connection took it; else 0.
+    held_coarse: [u64; SLOTS],
+    /// [`long_hold_ns`], read once.
+    long_hold_ns: u64,
     /// Locks to grant before the next sampled one (1 = the next one).
     sample_countdown: u32,
     /// xorshift state that draws the gaps between sampled holds (never 0).
@@ -282,6 +314,12 @@ impl ShmLock {
         let (a, b) = (self.slots(), other.slots());
         a.start < b.end && b.start < a.end
     }
+    /// An exclusive lock on WRITE, CKPT or RECOVER: the holds that make other connections wait
+    /// (exclusive READ locks are a reader updating a read mark, or a checkpoint's steps).
+    #[inline]
+    fn blocks_others(self) -> bool {
+        self.exclusive && self.offset < SLOT_READ0
+    }
     /// One READ slot (READ0..READ4), by its READ index.
     fn read_index(self) -> Option<usize> {
         (self.count == 1 && (SLOT_READ0..SLOTS).contains(&self.offset))
@@ -392,6 +430,8 @@ impl Recorder {
             region,
             unix_offset_ns: unix_offset_ns(),
             held: [NOT_HELD; SLOTS],
+            held_coarse: [0; SLOTS],
+            long_hold_ns: long_hold_ns(),
             sample_countdown: 1,
             sample_rng: seed,
             reader_entry,
@@ -430,12 +470,22 @@ impl Recorder {
             HELD
         };
         let mode = lock.exclusive as usize;
+        // WRITE, CKPT and RECOVER holds block others: every long one is recorded, so they are
+        // stamped with the coarse clock.
+        let coarse = if lock.blocks_others() {
+            clock::coarse().max(1)
+        } else {
+            0
+        };
         for slot in lock.slots() {
-            if let (Some(counters), Some(h)) =
-                (self.region.locks.get(slot), self.held.get_mut(slot))
-            {
+            if let (Some(counters), Some(h), Some(c)) = (
+                self.region.locks.get(slot),
+                self.held.get_mut(slot),
+                self.held_coarse.get_mut(slot),
+            ) {
                 counters.acquired[mode].fetch_add(1, Relaxed);
                 *h = held;
+                *c = coarse;
             }
         }
         if self.last_busy.is_some_and(|b| b.overlaps(lock)) {
@@ -557,24 +607,41 @@ impl Recorder {
     #[inline(always)]
     pub(crate) fn unlocking(&mut self, lock: ShmLock) {
         let mut now = 0;
+        let coarse_now = if lock.blocks_others() {
+            clock::coarse()
+        } else {
+            0
+        };
         for slot in lock.slots() {
-            let (Some(counters), Some(h)) = (self.region.locks.get(slot), self.held.get_mut(slot))
-            else {
+            let (Some(counters), Some(h), Some(c)) = (
+                self.region.locks.get(slot),
+                self.held.get_mut(slot),
+                self.held_coarse.get_mut(slot),
+            ) else {
                 continue;
             };
             let since = std::mem::replace(h, NOT_HELD);
-            if since > HELD {
+            let coarse_since = std::mem::take(c);
+            let long =
+                coarse_since != 0 && coarse_now.saturating_sub(coarse_since) >= self.long_hold_ns;
+            let (ns, weight) = if since > HELD {
                 if now == 0 {
                     now = clock::precise();
                 }
-                let ns = now.saturating_sub(since);
-                if let Some(bucket) = counters.hold_buckets.get(bucket_index(ns)) {
-                    bucket.fetch_add(HOLD_SAMPLE, Relaxed);
-                }
-                counters
-                    .hold_sum_ns
-                    .fetch_add(ns.saturating_mul(HOLD_SAMPLE), Relaxed);
+                // A long hold counts once whether sampled or not; a short one is estimated.
+                let weight = if long { 1 } else { HOLD_SAMPLE };
+                (now.saturating_sub(since), weight)
+            } else if long {
+                (coarse_now.saturating_sub(coarse_since), 1)
+            } else {
+                continue;
+            };
+            if let Some(bucket) = counters.hold_buckets.get(bucket_index(ns)) {
+                bucket.fetch_add(weight, Relaxed);
             }
+            counters
+                .hold_sum_ns
+                .fetch_add(ns.saturating_mul(weight), Relaxed);
         }
         if !lock.exclusive && lock.read_index().is_some() {
             // The end of a read transaction ends a busy-handler round.
@@ -837,6 +904,25 @@ mod tests {
                 .sum::<u64>(),
             0
         );
+    }
+
+    #[test]
+    fn a_long_write_hold_is_recorded_once_sampled_or_not() {
+        let region = leaked_region();
+        let mut r = Recorder::new(region);
+        // Longer than the long-hold limit even by the coarse clock (which may lag a tick).
+        let hold = Duration::from_nanos(long_hold_ns()) + Duration::from_millis(20);
+        for _ in 0..3 {
+            r.locked(WRITE, LiveWalIndex::NONE);
+            std::thread::sleep(hold);
+            r.unlocking(WRITE);
+        }
+        let c = &region.locks[SLOT_WRITE];
+        let buckets: Vec<u64> = c.hold_buckets.iter().map(|b| b.load(Relaxed)).collect();
+        // Weight 1 each, in a bucket above 10 ms (index 4 and up).
+        assert_eq!(buckets.iter().sum::<u64>(), 3, "{buckets:?}");
+        assert_eq!(buckets[..4].iter().sum::<u64>(), 0, "{buckets:?}");
+        assert!(c.hold_sum_ns.load(Relaxed) >= 3 * long_hold_ns());
     }
 
     #[test]

@@ -477,15 +477,11 @@ impl Recorder {
         } else {
             0
         };
-        for slot in lock.slots() {
-            if let (Some(counters), Some(h), Some(c)) = (
-                self.region.locks.get(slot),
-                self.held.get_mut(slot),
-                self.held_coarse.get_mut(slot),
-            ) {
-                counters.acquired[mode].fetch_add(1, Relaxed);
-                *h = held;
-                *c = coarse;
+        if lock.count == 1 {
+            self.take_slot(lock.offset, mode, held, coarse);
+        } else {
+            for slot in lock.slots() {
+                self.take_slot(slot, mode, held, coarse);
             }
         }
         if self.last_busy.is_some_and(|b| b.overlaps(lock)) {
@@ -505,6 +501,55 @@ impl Recorder {
             }
         }
         self.checkpoint.is_some() || (lock.exclusive && lock.is(SLOT_CKPT, 1))
+    }
+
+    /// [`Recorder::locked`] for one slot (`slot` may be out of range: then nothing happens).
+    #[inline(always)]
+    fn take_slot(&mut self, slot: usize, mode: usize, held: u64, coarse: u64) {
+        if let (Some(counters), Some(h), Some(c)) = (
+            self.region.locks.get(slot),
+            self.held.get_mut(slot),
+            self.held_coarse.get_mut(slot),
+        ) {
+            counters.acquired[mode].fetch_add(1, Relaxed);
+            *h = held;
+            *c = coarse;
+        }
+    }
+
+    /// [`Recorder::unlocking`] for one slot: records its hold if it was sampled or long.
+    /// `now` is the monotonic clock, read at most once per unlock (0 until then).
+    #[inline(always)]
+    fn release_slot(&mut self, slot: usize, coarse_now: u64, now: &mut u64) {
+        let (Some(counters), Some(h), Some(c)) = (
+            self.region.locks.get(slot),
+            self.held.get_mut(slot),
+            self.held_coarse.get_mut(slot),
+        ) else {
+            return;
+        };
+        let since = std::mem::replace(h, NOT_HELD);
+        let coarse_since = std::mem::take(c);
+        let long =
+            coarse_since != 0 && coarse_now.saturating_sub(coarse_since) >= self.long_hold_ns;
+        let (ns, weight) = if since > HELD {
+            if *now == 0 {
+                *now = clock::precise();
+            }
+            // A long hold counts once whether sampled or not; a short one is estimated.
+            let weight = if long { 1 } else { HOLD_SAMPLE };
+            (now.saturating_sub(since), weight)
+        } else if long {
+            (coarse_now.saturating_sub(coarse_since), 1)
+        } else {
+            return;
+        };
+        if let Some(bucket) = counters.hold_buckets.get(bucket_index(ns)) {
+            bucket.fetch_add(weight, Relaxed);
+        }
+        counters
+            .hold_sum_ns
+            .fetch_add(ns.saturating_mul(weight), Relaxed);
     }
 
     /// Whether this hold is one of the sampled ones: one in [`HOLD_SAMPLE`] on average, the
@@ -612,36 +657,12 @@ impl Recorder {
         } else {
             0
         };
-        for slot in lock.slots() {
-            let (Some(counters), Some(h), Some(c)) = (
-                self.region.locks.get(slot),
-                self.held.get_mut(slot),
-                self.held_coarse.get_mut(slot),
-            ) else {
-                continue;
-            };
-            let since = std::mem::replace(h, NOT_HELD);
-            let coarse_since = std::mem::take(c);
-            let long =
-                coarse_since != 0 && coarse_now.saturating_sub(coarse_since) >= self.long_hold_ns;
-            let (ns, weight) = if since > HELD {
-                if now == 0 {
-                    now = clock::precise();
-                }
-                // A long hold counts once whether sampled or not; a short one is estimated.
-                let weight = if long { 1 } else { HOLD_SAMPLE };
-                (now.saturating_sub(since), weight)
-            } else if long {
-                (coarse_now.saturating_sub(coarse_since), 1)
-            } else {
-                continue;
-            };
-            if let Some(bucket) = counters.hold_buckets.get(bucket_index(ns)) {
-                bucket.fetch_add(weight, Relaxed);
+        if lock.count == 1 {
+            self.release_slot(lock.offset, coarse_now, &mut now);
+        } else {
+            for slot in lock.slots() {
+                self.release_slot(slot, coarse_now, &mut now);
             }
-            counters
-                .hold_sum_ns
-                .fetch_add(ns.saturating_mul(weight), Relaxed);
         }
         if !lock.exclusive && lock.read_index().is_some() {
             // The end of a read transaction ends a busy-handler round.

@@ -87,6 +87,7 @@
 //! in between, is the same round and is not counted again. A busy handler that sleeps without the
 //! VFS's `xSleep` (a host-language callback) makes such repeats look like one round.
 
+use super::clock;
 use crate::layout::*;
 use crate::wal_index::{LiveWalIndex, WalIndex};
 use std::sync::atomic::Ordering::{Relaxed, Release};
@@ -105,54 +106,12 @@ const NOT_HELD: u64 = 0;
 /// [`Recorder::held`] of a slot held but not timed; timed holds store a clock reading > 1.
 const HELD: u64 = 1;
 
-/// The two clocks of the hot path, as nanosecond integers.
-mod clock {
-    /// `clock_gettime(id)` in ns; 0 if the clock cannot be read (never on Linux).
-    #[inline]
-    fn read(id: libc::clockid_t) -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec into `ts`, which lives across the call.
-        if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
-            return 0;
-        }
-        (ts.tv_sec as u64)
-            .wrapping_mul(1_000_000_000)
-            .wrapping_add(ts.tv_nsec as u64)
-    }
-
-    /// The coarse monotonic clock: the last kernel tick (vDSO, no syscall).
-    #[inline]
-    pub fn coarse() -> u64 {
-        read(libc::CLOCK_MONOTONIC_COARSE)
-    }
-
-    /// The precise monotonic clock (the clock behind `std::time::Instant`).
-    #[inline]
-    pub fn precise() -> u64 {
-        read(libc::CLOCK_MONOTONIC)
-    }
-}
-
 /// An exclusive hold at least this long (by the coarse clock) is always recorded, with weight 1:
 /// eight ticks of the coarse clock (`clock_getres`), and at least 10 ms. Taken once.
 fn long_hold_ns() -> u64 {
     static LONG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *LONG.get_or_init(|| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_getres writes one timespec into `ts`, which lives across the call.
-        let tick = if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
-            (ts.tv_sec as u64)
-                .saturating_mul(1_000_000_000)
-                .saturating_add(ts.tv_nsec as u64)
-        } else {
-            10_000_000
-        };
+        let tick = clock::coarse_tick_ns().unwrap_or(10_000_000);
         tick.saturating_mul(8).max(10_000_000)
     })
 }
@@ -864,6 +823,7 @@ mod tests {
     use super::*;
 
     /// A zeroed stats region that lives for the rest of the test process.
+    #[allow(unsafe_code)]
     fn leaked_region() -> &'static Region {
         let layout = std::alloc::Layout::new::<Region>();
         // SAFETY: Region is made of integers and atomics only, for which all-zero bytes are a

@@ -490,10 +490,7 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             match serde_json::to_vec_pretty(&status) {
                 Ok(mut json) => {
                     json.push(b'\n');
-                    let body = Permitted {
-                        body: full(json),
-                        _permit: permit,
-                    };
+                    let body = web::Holding::new(full(json), permit);
                     with_type(Response::new(BodyExt::boxed(body)), "application/json")
                 }
                 Err(e) => text(
@@ -559,32 +556,6 @@ fn with_type(mut r: Response<Body>, content_type: &'static str) -> Response<Body
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
-}
-
-/// A body that holds a `--web.max-requests` permit until it is sent (or dropped).
-struct Permitted {
-    body: Body,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl hyper::body::Body for Permitted {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
 }
 
 /// Streams a [`Renderer`]'s chunks as the response body, holding a `--web.max-requests`

@@ -213,7 +213,7 @@ impl Web {
         for (name, value) in &self.headers {
             parts.headers.insert(name.clone(), value.clone());
         }
-        Response::from_parts(parts, BodyExt::boxed(Tracked { body, _busy: busy }))
+        Response::from_parts(parts, BodyExt::boxed(Holding::new(body, busy)))
     }
 }
 
@@ -233,13 +233,24 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }
 
-/// A body that holds its connection's [`Busy`] mark until it is dropped.
-struct Tracked {
+/// A body that keeps `guard` alive until the body is sent or dropped: a connection's [`Busy`]
+/// mark (the connection cap must not take a connection that is still answering), or a
+/// `--web.max-requests` permit (the limit counts responses in flight, not handlers).
+pub(crate) struct Holding<G> {
     body: Body,
-    _busy: Option<Busy>,
+    _guard: G,
 }
 
-impl hyper::body::Body for Tracked {
+impl<G> Holding<G> {
+    pub(crate) fn new(body: Body, guard: G) -> Self {
+        Self {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl<G: Unpin> hyper::body::Body for Holding<G> {
     type Data = Bytes;
     type Error = Infallible;
 

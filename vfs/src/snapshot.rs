@@ -375,20 +375,41 @@ mod fixtures {
         assert_eq!(s.page_size, 4096);
         assert_eq!((s.wal_write_bytes, s.db_write_bytes), (144_264, 36_864));
         assert_eq!(s.fsyncs, [3, 34, 0]);
-        assert_eq!((s.busy_sleeps, s.busy_sleep_us, s.wal_truncations), (0, 0, 0));
+        assert_eq!(
+            (s.busy_sleeps, s.busy_sleep_us, s.wal_truncations),
+            (0, 0, 0)
+        );
         assert_eq!((s.checkpoints, s.reader_table_overflows), (2, 0));
         assert!(s.readers.is_empty(), "captured with every connection idle");
 
         let acquired: Vec<[u64; 2]> = s.locks.iter().map(|l| l.acquired).collect();
         assert_eq!(
             acquired,
-            [[0, 31], [0, 3], [0, 1], [2, 2], [27, 27], [4, 7], [0, 2], [0, 2]]
+            [
+                [0, 31],
+                [0, 3],
+                [0, 1],
+                [2, 2],
+                [27, 27],
+                [4, 7],
+                [0, 2],
+                [0, 2]
+            ]
         );
         // The TRUNCATE found READ1 (slot 4) held by the reader, 5 times (its busy handler).
         let busy: Vec<[u64; 2]> = s.locks.iter().map(|l| l.busy).collect();
         assert_eq!(
             busy,
-            [[0, 0], [0, 0], [0, 0], [0, 0], [0, 5], [0, 0], [0, 0], [0, 0]]
+            [
+                [0, 0],
+                [0, 0],
+                [0, 0],
+                [0, 0],
+                [0, 5],
+                [0, 0],
+                [0, 0],
+                [0, 0]
+            ]
         );
         assert_eq!(s.locks[0].hold_buckets, [0, 2, 27, 2, 0, 0, 0, 0]);
         assert_eq!(s.locks[0].hold_sum_ns, 12_238_572);
@@ -398,7 +419,10 @@ mod fixtures {
         expected[0][0] = 1; // passive, complete
         expected[3][2] = 1; // truncate, partial
         assert_eq!(outcomes, expected);
-        assert_eq!((s.modes[0].frames_backfilled, s.modes[3].frames_backfilled), (5, 25));
+        assert_eq!(
+            (s.modes[0].frames_backfilled, s.modes[3].frames_backfilled),
+            (5, 25)
+        );
         assert_eq!(s.modes[3].duration_buckets, [0, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(s.modes[3].duration_sum_ns, 59_178);
 
@@ -417,11 +441,19 @@ mod fixtures {
         assert_eq!(passive.started_unix_ns, 1_795_989_407_527_569_062);
         assert_eq!((passive.duration_ns, passive.waited_ns), (232_836, 0));
         assert_eq!(
-            (passive.triple.busy, passive.triple.log, passive.triple.checkpointed),
+            (
+                passive.triple.busy,
+                passive.triple.log,
+                passive.triple.checkpointed
+            ),
             (false, 30, 30)
         );
         assert_eq!(
-            (passive.wal_frames, passive.backfilled_frames, passive.frames_moved),
+            (
+                passive.wal_frames,
+                passive.backfilled_frames,
+                passive.frames_moved
+            ),
             (30, 30, 5)
         );
         assert_eq!((passive.waited_slot, passive.blocked_slot), (None, None));
@@ -432,16 +464,31 @@ mod fixtures {
         assert_eq!(truncate.started_unix_ns, 1_795_989_407_527_452_780);
         assert_eq!((truncate.duration_ns, truncate.waited_ns), (59_178, 2_243));
         assert_eq!(
-            (truncate.triple.busy, truncate.triple.log, truncate.triple.checkpointed),
+            (
+                truncate.triple.busy,
+                truncate.triple.log,
+                truncate.triple.checkpointed
+            ),
             (true, 30, 25)
         );
         assert_eq!(
-            (truncate.wal_frames, truncate.backfilled_frames, truncate.frames_moved),
+            (
+                truncate.wal_frames,
+                truncate.backfilled_frames,
+                truncate.frames_moved
+            ),
             (30, 25, 25)
         );
-        assert_eq!((truncate.waited_slot, truncate.blocked_slot), (Some(4), Some(4)));
+        assert_eq!(
+            (truncate.waited_slot, truncate.blocked_slot),
+            (Some(4), Some(4))
+        );
         assert_eq!(truncate.blocked_read_mark, 25);
-        assert_eq!(truncate.blocked_pid, Some(18707), "the reader was the same process");
+        assert_eq!(
+            truncate.blocked_pid,
+            Some(18707),
+            "the reader was the same process"
+        );
     }
 
     /// The sqlite3 shell with the extension of layout v1 (7,904 bytes): refused by version,

@@ -104,8 +104,9 @@ fn lay_out(dir: &Path) -> PathBuf {
     stats
 }
 
-/// `/metrics` of a `walwatch serve` over `stats`, once it has collected the database.
-fn scrape(dir: &Path, stats: &Path, extra: &[&str]) -> String {
+/// `/metrics` and `/status` of a `walwatch serve` over `stats`, once it has collected the
+/// database.
+fn scrape(dir: &Path, stats: &Path, extra: &[&str]) -> (String, String) {
     let addr = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -135,7 +136,8 @@ fn scrape(dir: &Path, stats: &Path, extra: &[&str]) -> String {
         }
         if let Ok((head, body)) = get(addr, "/metrics") {
             if head.contains(" 200 ") && body.contains("app.db") {
-                return body;
+                let (_, status) = get(addr, "/status").unwrap();
+                return (body, status);
             }
         }
         assert!(
@@ -255,17 +257,30 @@ fn check_golden(name: &str, actual: &str) {
     );
 }
 
-fn golden(name: &str, extra: &[&str]) {
+/// Scrapes the fixtures and checks the result against `<name>.prom`; returns the `/status`
+/// body of the same sidecar.
+fn golden(name: &str, extra: &[&str]) -> String {
     let dir = TempDir::new(name);
     let stats = lay_out(&dir.0);
-    let body = scrape(&dir.0, &stats, extra);
+    let (body, status) = scrape(&dir.0, &stats, extra);
     promtool_check(&body);
     check_golden(&format!("{name}.prom"), &normalize(&body, &dir.0));
+    status
 }
 
 #[test]
 fn default_metrics_match_the_golden_file() {
-    golden("metrics", &[]);
+    let status = golden("metrics", &[]);
+    // The real layout-v1 file (7,904 bytes) is named as an older layout, not as truncated.
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let bad = status["bad_stats_files"].as_array().unwrap();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0]["reason"], "wrong_version", "{bad:?}");
+    let message = bad[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("layout version 1 (an older walwatch)"),
+        "{message}"
+    );
 }
 
 #[test]

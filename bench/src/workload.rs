@@ -1,6 +1,10 @@
-//! A speedtest1-like WAL workload on one fresh database file: inserts in three transaction
-//! sizes, updates by primary key, indexed point lookups and range scans, deletes, and periodic
-//! `PRAGMA wal_checkpoint(PASSIVE)`.
+//! The benchmark workloads, each on one fresh database file:
+//! - [`Workload::Mix`], speedtest1-like: inserts in three transaction sizes, updates by primary
+//!   key, indexed point lookups and range scans, deletes, and periodic
+//!   `PRAGMA wal_checkpoint(PASSIVE)`;
+//! - [`Workload::Small`], the shim's worst case: 20,000 single-row inserts, then 20,000 point
+//!   reads by primary key, each its own (autocommit) transaction: the lock traffic of a web
+//!   application or a queue, one statement per transaction.
 //!
 //! Deterministic (fixed-seed PRNG), so both variants do exactly the same SQL; `scale` multiplies
 //! every operation count (1.0: ~0.5 s per run with the database on tmpfs, ~1 s on disk, on a
@@ -23,6 +27,24 @@ impl Sync {
         match self {
             Self::Normal => "NORMAL",
             Self::Full => "FULL",
+        }
+    }
+}
+
+/// Which workload a run executes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// speedtest1-like mix, mostly in larger transactions.
+    Mix,
+    /// One statement per transaction: single-row inserts, then point reads.
+    Small,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mix => "mix",
+            Self::Small => "small",
         }
     }
 }
@@ -114,6 +136,7 @@ pub fn run_workload(
     vfs: &str,
     sync: Sync,
     scale: f64,
+    workload: Workload,
     want_stats: bool,
 ) -> rusqlite::Result<Outcome> {
     let cpu_start = thread_cpu_time();
@@ -125,7 +148,10 @@ pub fn run_workload(
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     assert_eq!(mode.to_ascii_lowercase(), "wal", "journal_mode=WAL refused");
     conn.pragma_update(None, "synchronous", sync.name())?;
-    let statements = body(&conn, scale)?;
+    let statements = match workload {
+        Workload::Mix => body(&conn, scale)?,
+        Workload::Small => small_transactions(&conn, scale)?,
+    };
     let stats_json = if want_stats {
         Some(walwatch_rusqlite::stats_json(&conn)?)
     } else {
@@ -290,4 +316,27 @@ fn body(conn: &Connection, scale: f64) -> rusqlite::Result<u64> {
     checkpoint(conn)?;
     stmts += 1;
     Ok(stmts)
+}
+
+/// 20,000 × `scale` single-row inserts, then as many point reads by primary key, each statement
+/// its own transaction.
+fn small_transactions(conn: &Connection, scale: f64) -> rusqlite::Result<u64> {
+    let n = ((20_000.0 * scale).round() as u64).max(1);
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut buf = String::with_capacity(128);
+    conn.execute_batch("CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT NOT NULL)")?;
+    for k in 1..=n {
+        let v = rng.below(1 << 40);
+        conn.prepare_cached("INSERT INTO kv(k, v) VALUES (?1, ?2)")?
+            .execute(params![k as i64, text(&mut buf, v)])?;
+    }
+    let mut bytes = 0i64;
+    for _ in 0..n {
+        let k = 1 + rng.below(n);
+        bytes += conn
+            .prepare_cached("SELECT length(v) FROM kv WHERE k = ?1")?
+            .query_row([k as i64], |r| r.get::<_, i64>(0))?;
+    }
+    assert!(bytes > 0, "the point reads found nothing");
+    Ok(1 + 2 * n)
 }

@@ -146,21 +146,6 @@ fn datasette_serves_every_page_and_its_database_is_watched() {
     );
 }
 
-/// The limit that the plugin works around, pinned so the README stays true: with
-/// `--load-extension` alone, datasette's internal shared-cache database is opened before
-/// walwatch loads, later connections are on the walwatch VFS, and SQLite does not share a
-/// cache across VFS objects: pages fail with "no such table".
-#[test]
-fn datasette_with_load_extension_alone_loses_its_internal_database() {
-    let s = Scratch::new();
-    let db = s.dir.path().join("db.db");
-    make_db(&db);
-    let (_server, base) = datasette(&s, &db, &[]);
-    let (code, body) = get(&format!("{base}/db"));
-    assert_eq!(code, 500, "{body}");
-    assert!(body.contains("no such table"), "{body}");
-}
-
 /// Runs a Python program on Debian's /usr/bin/python3 with WALWATCH_EXT set; returns stdout.
 fn python(s: &Scratch, program: &str) -> String {
     let mut cmd = Command::new("/usr/bin/python3");

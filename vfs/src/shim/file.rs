@@ -5,8 +5,9 @@
 //! `szOsFile` is `size_of::<ShimFile>() + parent.szOsFile` and no allocation happens per file.
 //!
 //! Hot-path rule: after forwarding, a method does at most a few relaxed atomic adds on the
-//! mapped stats region (and, for `xShmLock`, reads the clock). No allocation, no syscall, no
-//! lock. Bookkeeping never changes the result SQLite gets.
+//! mapped stats region (and, for `xShmLock`, a read transaction reads the coarse clock; one
+//! hold in sixteen reads the monotonic clock). No allocation, no syscall, no lock. Bookkeeping
+//! never changes the result SQLite gets.
 
 use super::recorder::{Recorder, ShmLock};
 use super::LAST_BUSY;
@@ -432,41 +433,79 @@ unsafe fn x_shm_map(
 unsafe fn x_shm_lock(f: *mut sqlite3_file, offset: c_int, count: c_int, flags: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let file = unsafe { ShimFile::get(f) };
+    let checkpointing = match &file.recorder {
+        None => return forward!(file, xShmLock(offset, count, flags)),
+        Some(recorder) => recorder.checkpointing(),
+    };
+    // A negative offset or count (never sent by SQLite) becomes a large u32, then SLOTS.
     let lock = ShmLock {
-        offset: offset.clamp(0, SLOTS as c_int) as usize,
-        count: count.clamp(0, SLOTS as c_int) as usize,
+        offset: (offset as u32).min(SLOTS as u32) as usize,
+        count: (count as u32).min(SLOTS as u32) as usize,
         exclusive: flags & SQLITE_SHM_EXCLUSIVE != 0,
     };
-    let unlocking = flags & SQLITE_SHM_UNLOCK != 0;
-    let wal = file.wal_index();
-    if unlocking {
+    if checkpointing {
+        return shm_lock_in_checkpoint(file, lock, offset, count, flags);
+    }
+    if flags & SQLITE_SHM_UNLOCK != 0 {
         if let Some(recorder) = &mut file.recorder {
-            record(|| recorder.unlocking(lock, wal));
+            // The fast path cannot panic (see the recorder's module header).
+            recorder.unlocking(lock);
+        }
+        return forward!(file, xShmLock(offset, count, flags));
+    }
+    let wal = file.wal_index();
+    let rc = forward!(file, xShmLock(offset, count, flags));
+    if let Some(recorder) = &mut file.recorder {
+        if rc == SQLITE_OK {
+            // The fast path cannot panic (see the recorder's module header).
+            if recorder.locked(lock, wal) {
+                record(|| recorder.locked_rare(lock, wal, None));
+            }
+        } else if rc == SQLITE_BUSY {
+            shm_lock_busy(recorder, lock, wal);
         }
     }
-    // During a checkpoint, a lock call that blocks (SETLK_TIMEOUT builds) is waiting: time it.
-    let started = file
-        .recorder
-        .as_ref()
-        .filter(|r| !unlocking && r.checkpointing())
-        .map(|_| Instant::now());
-    let rc = forward!(file, xShmLock(offset, count, flags));
-    if !unlocking {
+    rc
+}
+
+/// A lock found busy: counted once per busy-handler round.
+#[cold]
+fn shm_lock_busy(recorder: &mut Recorder, lock: ShmLock, wal: LiveWalIndex) {
+    // The busy handler's xSleep takes LAST_BUSY: still set means no sleep since this thread's
+    // previous busy lock.
+    let slept = LAST_BUSY.get().is_none();
+    LAST_BUSY.set(Some(recorder.region()));
+    record(|| recorder.busy(lock, wal, slept));
+}
+
+/// `xShmLock` while this connection runs a checkpoint: every lock call is timed (a blocking
+/// lock on a SETLK_TIMEOUT build is waiting), and the recorder follows the checkpoint's steps.
+#[inline(never)]
+fn shm_lock_in_checkpoint(
+    file: &mut ShimFile,
+    lock: ShmLock,
+    offset: c_int,
+    count: c_int,
+    flags: c_int,
+) -> c_int {
+    let wal = file.wal_index();
+    if flags & SQLITE_SHM_UNLOCK != 0 {
         if let Some(recorder) = &mut file.recorder {
-            match rc {
-                SQLITE_OK => {
-                    let took = started.map(|t| t.elapsed());
-                    record(|| recorder.locked(lock, wal, took));
-                }
-                SQLITE_BUSY => {
-                    // The busy handler's xSleep takes LAST_BUSY: still set means no sleep since
-                    // this thread's previous busy lock.
-                    let slept = LAST_BUSY.get().is_none();
-                    LAST_BUSY.set(Some(recorder.region()));
-                    record(|| recorder.busy(lock, wal, slept));
-                }
-                _ => {}
+            record(|| recorder.unlocking_in_checkpoint(lock, wal));
+            recorder.unlocking(lock);
+        }
+        return forward!(file, xShmLock(offset, count, flags));
+    }
+    let started = Instant::now();
+    let rc = forward!(file, xShmLock(offset, count, flags));
+    if let Some(recorder) = &mut file.recorder {
+        if rc == SQLITE_OK {
+            let took = started.elapsed();
+            if recorder.locked(lock, wal) {
+                record(|| recorder.locked_rare(lock, wal, Some(took)));
             }
+        } else if rc == SQLITE_BUSY {
+            shm_lock_busy(recorder, lock, wal);
         }
     }
     rc

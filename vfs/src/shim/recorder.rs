@@ -52,6 +52,32 @@
 //! For a PASSIVE checkpoint racing a writer, `log` is the WAL's size when the checkpoint took its
 //! lock; SQLite may have read it a few microseconds later.
 //!
+//! # What a lock costs (the hot path)
+//! A lock granted or released outside a checkpoint costs a few relaxed atomic adds and plain
+//! stores, no system call, no allocation, no lock, no `catch_unwind` (the fast path has no
+//! panic in it: slots are looked up with `get`):
+//! - every `xShmLock` is counted (`acquired`, one add per slot);
+//! - hold times are *sampled*: one hold in [`HOLD_SAMPLE`], picked at random (a per-connection
+//!   xorshift, so no periodic workload can alias with it), is timed with the monotonic clock
+//!   (`CLOCK_MONOTONIC`, read as an integer: no `Instant`/`Duration` arithmetic) at grant and
+//!   release, and recorded with weight `HOLD_SAMPLE` (its bucket gets `HOLD_SAMPLE`, the sum
+//!   `HOLD_SAMPLE × ns`). The histograms' count and sum therefore estimate every hold, without
+//!   bias; quantiles are those of the sample;
+//! - exclusive holds of WRITE, CKPT and RECOVER (the holds that make other connections wait;
+//!   exclusive READ locks are a reader updating a read mark, or a checkpoint's steps, whose
+//!   duration the checkpoint record has) are also stamped with the coarse clock (`CLOCK_MONOTONIC_COARSE`, vDSO,
+//!   no system call) at grant and release: every exclusive hold of at least `long_hold_ns`
+//!   (eight kernel ticks, and at least 10 ms) is recorded exactly once, with weight 1 (timed
+//!   precisely if it was sampled, else to within one tick, under 1/8 of its length); shorter
+//!   ones are estimated as above. Each hold's expected weight is 1 either way;
+//! - a read transaction stamps its reader-table row with the coarse clock
+//!   (`CLOCK_MONOTONIC_COARSE`, vDSO, resolution one kernel tick: 1–10 ms), turned into Unix
+//!   time by an offset taken once: reader ages are shown in seconds, and a long read transaction
+//!   is found there whether or not its hold was sampled.
+//!
+//! Checkpoints (rare) keep the precise clock (`Instant`) for their start, duration and waits,
+//! and every lock call made during one is timed, as before.
+//!
 //! # Lock counters mean the same on every build
 //! `shm_lock_busy_total` counts one per failed attempt the application's busy handler saw. On
 //! `SQLITE_ENABLE_SETLK_TIMEOUT` builds SQLite may try a lock twice in one busy-handler round
@@ -61,6 +87,7 @@
 //! in between, is the same round and is not counted again. A busy handler that sleeps without the
 //! VFS's `xSleep` (a host-language callback) makes such repeats look like one round.
 
+use super::clock;
 use crate::layout::*;
 use crate::wal_index::{LiveWalIndex, WalIndex};
 use std::sync::atomic::Ordering::{Relaxed, Release};
@@ -72,11 +99,47 @@ const SLOT_READ1: usize = SLOT_READ0 + 1;
 /// build's blocking lock): that time is waiting.
 const BLOCKED_CALL: Duration = Duration::from_millis(1);
 
+/// One in this many lock holds is timed (see the module header).
+pub(crate) const HOLD_SAMPLE: u64 = 16;
+/// [`Recorder::held`] of a slot this connection does not hold.
+const NOT_HELD: u64 = 0;
+/// [`Recorder::held`] of a slot held but not timed; timed holds store a clock reading > 1.
+const HELD: u64 = 1;
+
+/// An exclusive hold at least this long (by the coarse clock) is always recorded, with weight 1:
+/// eight ticks of the coarse clock (`clock_getres`), and at least 10 ms. Taken once.
+fn long_hold_ns() -> u64 {
+    static LONG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LONG.get_or_init(|| {
+        let tick = clock::coarse_tick_ns().unwrap_or(10_000_000);
+        tick.saturating_mul(8).max(10_000_000)
+    })
+}
+
+/// Unix time minus monotonic time, in ns, taken once (when the first database is opened):
+/// turns a monotonic reading into a Unix time. Off only by as much as the wall clock was stepped
+/// since; reader ages are shown in seconds.
+fn unix_offset_ns() -> u64 {
+    static OFFSET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| unix_now_ns().wrapping_sub(clock::precise()))
+}
+
 /// Per-connection recording state, kept in the shim's file object of a main database.
 pub(crate) struct Recorder {
     region: &'static Region,
-    /// Since when this connection holds each slot (for hold-time histograms).
-    held_since: [Option<Instant>; SLOTS],
+    /// [`unix_offset_ns`], read once.
+    unix_offset_ns: u64,
+    /// Per slot: [`NOT_HELD`], [`HELD`] (not sampled), or the monotonic clock (ns) when this
+    /// connection took it, for a sampled hold.
+    held: [u64; SLOTS],
+    /// Per slot held exclusive: the coarse clock when this connection took it; else 0.
+    held_coarse: [u64; SLOTS],
+    /// [`long_hold_ns`], read once.
+    long_hold_ns: u64,
+    /// Locks to grant before the next sampled one (1 = the next one).
+    sample_countdown: u32,
+    /// xorshift state that draws the gaps between sampled holds (never 0).
+    sample_rng: u64,
     /// This connection's row in the reader table, if it got one.
     reader_entry: Option<&'static ReaderEntry>,
     checkpoint: Option<Checkpoint>,
@@ -210,6 +273,12 @@ impl ShmLock {
         let (a, b) = (self.slots(), other.slots());
         a.start < b.end && b.start < a.end
     }
+    /// An exclusive lock on WRITE, CKPT or RECOVER: the holds that make other connections wait
+    /// (exclusive READ locks are a reader updating a read mark, or a checkpoint's steps).
+    #[inline]
+    fn blocks_others(self) -> bool {
+        self.exclusive && self.offset < SLOT_READ0
+    }
     /// One READ slot (READ0..READ4), by its READ index.
     fn read_index(self) -> Option<usize> {
         (self.count == 1 && (SLOT_READ0..SLOTS).contains(&self.offset))
@@ -314,9 +383,16 @@ impl Recorder {
         if reader_entry.is_none() {
             region.io.reader_table_overflows.fetch_add(1, Relaxed);
         }
+        // Any nonzero seed; connections differ by address and time.
+        let seed = (region as *const Region as u64) ^ clock::precise().rotate_left(32) | 1;
         Self {
             region,
-            held_since: [None; SLOTS],
+            unix_offset_ns: unix_offset_ns(),
+            held: [NOT_HELD; SLOTS],
+            held_coarse: [0; SLOTS],
+            long_hold_ns: long_hold_ns(),
+            sample_countdown: 1,
+            sample_rng: seed,
             reader_entry,
             checkpoint: None,
             requested: None,
@@ -330,6 +406,7 @@ impl Recorder {
     }
 
     /// Whether a checkpoint is under way (lock calls are then timed).
+    #[inline]
     pub(crate) fn checkpointing(&self) -> bool {
         self.checkpoint.is_some()
     }
@@ -342,17 +419,121 @@ impl Recorder {
             .then(|| pragma_mode(arg));
     }
 
-    /// A lock request was granted; `took` is how long the call blocked (only measured during
-    /// a checkpoint).
-    pub(crate) fn locked(&mut self, lock: ShmLock, wal: LiveWalIndex, took: Option<Duration>) {
-        let now = Instant::now();
-        for slot in lock.slots() {
-            self.region.locks[slot].acquired[lock.mode()].fetch_add(1, Relaxed);
-            self.held_since[slot] = Some(now);
+    /// A lock request was granted (fast path, no panic: see the module header). Returns
+    /// whether [`Recorder::locked_rare`] must run too (a checkpoint starts or is under way).
+    #[inline(always)]
+    pub(crate) fn locked(&mut self, lock: ShmLock, wal: LiveWalIndex) -> bool {
+        let held = if self.sampled() {
+            clock::precise().max(HELD + 1)
+        } else {
+            HELD
+        };
+        let mode = lock.exclusive as usize;
+        // WRITE, CKPT and RECOVER holds block others: every long one is recorded, so they are
+        // stamped with the coarse clock.
+        let coarse = if lock.blocks_others() {
+            clock::coarse().max(1)
+        } else {
+            0
+        };
+        if lock.count == 1 {
+            self.take_slot(lock.offset, mode, held, coarse);
+        } else {
+            for slot in lock.slots() {
+                self.take_slot(slot, mode, held, coarse);
+            }
         }
         if self.last_busy.is_some_and(|b| b.overlaps(lock)) {
             self.last_busy = None;
         }
+        if !lock.exclusive {
+            if let Some(read_index) = lock.read_index() {
+                // A read transaction begins.
+                self.reading = true;
+                if let Some(entry) = self.reader_entry {
+                    let mark = wal.read_mark(read_index).unwrap_or(0);
+                    let since = clock::coarse().wrapping_add(self.unix_offset_ns);
+                    entry.read_mark.store(mark, Relaxed);
+                    entry.since_unix_ns.store(since, Relaxed);
+                    entry.read_slot.store(read_index as u32 + 1, Release);
+                }
+            }
+        }
+        self.checkpoint.is_some() || (lock.exclusive && lock.is(SLOT_CKPT, 1))
+    }
+
+    /// [`Recorder::locked`] for one slot (`slot` may be out of range: then nothing happens).
+    #[inline(always)]
+    fn take_slot(&mut self, slot: usize, mode: usize, held: u64, coarse: u64) {
+        if let (Some(counters), Some(h), Some(c)) = (
+            self.region.locks.get(slot),
+            self.held.get_mut(slot),
+            self.held_coarse.get_mut(slot),
+        ) {
+            counters.acquired[mode].fetch_add(1, Relaxed);
+            *h = held;
+            *c = coarse;
+        }
+    }
+
+    /// [`Recorder::unlocking`] for one slot: records its hold if it was sampled or long.
+    /// `now` is the monotonic clock, read at most once per unlock (0 until then).
+    #[inline(always)]
+    fn release_slot(&mut self, slot: usize, coarse_now: u64, now: &mut u64) {
+        let (Some(counters), Some(h), Some(c)) = (
+            self.region.locks.get(slot),
+            self.held.get_mut(slot),
+            self.held_coarse.get_mut(slot),
+        ) else {
+            return;
+        };
+        let since = std::mem::replace(h, NOT_HELD);
+        let coarse_since = std::mem::take(c);
+        let long =
+            coarse_since != 0 && coarse_now.saturating_sub(coarse_since) >= self.long_hold_ns;
+        let (ns, weight) = if since > HELD {
+            if *now == 0 {
+                *now = clock::precise();
+            }
+            // A long hold counts once whether sampled or not; a short one is estimated.
+            let weight = if long { 1 } else { HOLD_SAMPLE };
+            (now.saturating_sub(since), weight)
+        } else if long {
+            (coarse_now.saturating_sub(coarse_since), 1)
+        } else {
+            return;
+        };
+        if let Some(bucket) = counters.hold_buckets.get(bucket_index(ns)) {
+            bucket.fetch_add(weight, Relaxed);
+        }
+        counters
+            .hold_sum_ns
+            .fetch_add(ns.saturating_mul(weight), Relaxed);
+    }
+
+    /// Whether this hold is one of the sampled ones: one in [`HOLD_SAMPLE`] on average, the
+    /// gaps between them drawn uniformly from 1..=2·HOLD_SAMPLE−1 (mean HOLD_SAMPLE), so no
+    /// periodic pattern of locks can alias with the sampling.
+    #[inline]
+    fn sampled(&mut self) -> bool {
+        self.sample_countdown = self.sample_countdown.wrapping_sub(1);
+        if self.sample_countdown != 0 {
+            return false;
+        }
+        let mut x = self.sample_rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.sample_rng = x;
+        self.sample_countdown = 1 + (x % (2 * HOLD_SAMPLE - 1)) as u32;
+        true
+    }
+
+    /// [`Recorder::locked`]'s part for a checkpoint's locks; `took` is how long the lock call
+    /// blocked.
+    #[inline(never)]
+    pub(crate) fn locked_rare(&mut self, lock: ShmLock, wal: LiveWalIndex, took: Option<Duration>) {
+        let now = Instant::now();
         if lock.exclusive && lock.is(SLOT_CKPT, 1) && !self.reading {
             let start = wal.header();
             if let Some(h) = start {
@@ -373,17 +554,6 @@ impl Recorder {
                 ckpt.restart_tried = true;
                 ckpt.restart_granted = true;
                 ckpt.at_restart = wal.header();
-            }
-        }
-        if !lock.exclusive && lock.read_index().is_some() {
-            self.reading = true;
-        }
-        if !lock.exclusive {
-            if let (Some(read_index), Some(entry)) = (lock.read_index(), self.reader_entry) {
-                let mark = wal.read_mark(read_index).unwrap_or(0);
-                entry.read_mark.store(mark, Relaxed);
-                entry.since_unix_ns.store(unix_ns_at(now), Relaxed);
-                entry.read_slot.store(read_index as u32 + 1, Release);
             }
         }
     }
@@ -436,8 +606,37 @@ impl Recorder {
         }
     }
 
-    /// Called just before an unlock is forwarded (the lock is still held).
-    pub(crate) fn unlocking(&mut self, lock: ShmLock, wal: LiveWalIndex) {
+    /// Called just before an unlock is forwarded (the lock is still held), after
+    /// [`Recorder::unlocking_in_checkpoint`] when a checkpoint is under way. Fast path, no panic.
+    #[inline(always)]
+    pub(crate) fn unlocking(&mut self, lock: ShmLock) {
+        let mut now = 0;
+        let coarse_now = if lock.blocks_others() {
+            clock::coarse()
+        } else {
+            0
+        };
+        if lock.count == 1 {
+            self.release_slot(lock.offset, coarse_now, &mut now);
+        } else {
+            for slot in lock.slots() {
+                self.release_slot(slot, coarse_now, &mut now);
+            }
+        }
+        if !lock.exclusive && lock.read_index().is_some() {
+            // The end of a read transaction ends a busy-handler round.
+            self.last_busy = None;
+            self.reading = false;
+            if let Some(entry) = self.reader_entry {
+                entry.read_slot.store(0, Release);
+                entry.since_unix_ns.store(0, Relaxed);
+            }
+        }
+    }
+
+    /// [`Recorder::unlocking`]'s part for a checkpoint under way (the lock is still held).
+    #[inline(never)]
+    pub(crate) fn unlocking_in_checkpoint(&mut self, lock: ShmLock, wal: LiveWalIndex) {
         let now = Instant::now();
         if let Some(ckpt) = &mut self.checkpoint {
             ckpt.settle_wait(Some(lock), false, now, wal);
@@ -448,23 +647,6 @@ impl Recorder {
         if lock.slots().contains(&SLOT_CKPT) {
             if let Some(ckpt) = self.checkpoint.take() {
                 self.finish_checkpoint(ckpt, Some(wal), false);
-            }
-        }
-        for slot in lock.slots() {
-            if let Some(since) = self.held_since[slot].take() {
-                let ns = ns_between(since, now);
-                let counters = &self.region.locks[slot];
-                counters.hold_buckets[bucket_index(ns)].fetch_add(1, Relaxed);
-                counters.hold_sum_ns.fetch_add(ns, Relaxed);
-            }
-        }
-        if !lock.exclusive && lock.read_index().is_some() {
-            // The end of a read transaction ends a busy-handler round.
-            self.last_busy = None;
-            self.reading = false;
-            if let Some(entry) = self.reader_entry {
-                entry.read_slot.store(0, Release);
-                entry.since_unix_ns.store(0, Relaxed);
             }
         }
     }
@@ -639,6 +821,111 @@ fn claim_reader_entry(region: &'static Region) -> Option<&'static ReaderEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A zeroed stats region that lives for the rest of the test process.
+    #[allow(unsafe_code)]
+    fn leaked_region() -> &'static Region {
+        let layout = std::alloc::Layout::new::<Region>();
+        // SAFETY: Region is made of integers and atomics only, for which all-zero bytes are a
+        // valid value; the allocation has Region's layout and is never freed.
+        unsafe {
+            let p = std::alloc::alloc_zeroed(layout) as *mut Region;
+            assert!(!p.is_null(), "out of memory");
+            &*p
+        }
+    }
+
+    fn read(i: usize) -> ShmLock {
+        ShmLock {
+            offset: SLOT_READ0 + i,
+            count: 1,
+            exclusive: false,
+        }
+    }
+
+    const WRITE: ShmLock = ShmLock {
+        offset: SLOT_WRITE,
+        count: 1,
+        exclusive: true,
+    };
+
+    #[test]
+    fn every_lock_is_counted_and_holds_are_estimated_without_bias() {
+        let region = leaked_region();
+        let mut r = Recorder::new(region);
+        let n = 32_000u64;
+        for _ in 0..n {
+            r.locked(read(1), LiveWalIndex::NONE);
+            assert!(!r.locked(WRITE, LiveWalIndex::NONE), "no checkpoint here");
+            r.unlocking(WRITE);
+            r.unlocking(read(1));
+        }
+        // Unlocking what this connection does not hold records no hold.
+        r.unlocking(read(2));
+        for (slot, mode) in [(SLOT_READ0 + 1, SHARED), (SLOT_WRITE, EXCLUSIVE)] {
+            let c = &region.locks[slot];
+            assert_eq!(c.acquired[mode].load(Relaxed), n, "slot {slot}");
+            assert_eq!(c.acquired[1 - mode].load(Relaxed), 0);
+            let holds: u64 = c.hold_buckets.iter().map(|b| b.load(Relaxed)).sum();
+            // One hold in HOLD_SAMPLE is timed, weighted HOLD_SAMPLE: the count estimates n.
+            // (About 1,000 samples per slot: a 15% error is over six standard deviations.)
+            assert_eq!(holds % HOLD_SAMPLE, 0);
+            assert!(
+                holds > n * 85 / 100 && holds < n * 115 / 100,
+                "slot {slot}: {holds} holds estimated for {n}"
+            );
+            assert!(c.hold_sum_ns.load(Relaxed) > 0);
+        }
+        let other = &region.locks[SLOT_READ0 + 2];
+        assert_eq!(
+            other
+                .hold_buckets
+                .iter()
+                .map(|b| b.load(Relaxed))
+                .sum::<u64>(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_long_write_hold_is_recorded_once_sampled_or_not() {
+        let region = leaked_region();
+        let mut r = Recorder::new(region);
+        // Longer than the long-hold limit even by the coarse clock (which may lag a tick).
+        let hold = Duration::from_nanos(long_hold_ns()) + Duration::from_millis(20);
+        for _ in 0..3 {
+            r.locked(WRITE, LiveWalIndex::NONE);
+            std::thread::sleep(hold);
+            r.unlocking(WRITE);
+        }
+        let c = &region.locks[SLOT_WRITE];
+        let buckets: Vec<u64> = c.hold_buckets.iter().map(|b| b.load(Relaxed)).collect();
+        // Weight 1 each, in a bucket above 10 ms (index 4 and up).
+        assert_eq!(buckets.iter().sum::<u64>(), 3, "{buckets:?}");
+        assert_eq!(buckets[..4].iter().sum::<u64>(), 0, "{buckets:?}");
+        assert!(c.hold_sum_ns.load(Relaxed) >= 3 * long_hold_ns());
+    }
+
+    #[test]
+    fn a_read_transaction_is_in_the_reader_table_while_it_lasts() {
+        let region = leaked_region();
+        let mut r = Recorder::new(region);
+        let entry = r.reader_entry.expect("an empty table has a row");
+        let before = unix_now_ns();
+        r.locked(read(3), LiveWalIndex::NONE);
+        assert_eq!(entry.read_slot.load(Relaxed), 4, "READ3 is stored as 1 + 3");
+        let since = entry.since_unix_ns.load(Relaxed);
+        // The coarse clock lags by at most one tick (a few ms); allow 1 s either way.
+        assert!(
+            since + 1_000_000_000 > before && since < unix_now_ns() + 1_000_000_000,
+            "since {since}, now {before}"
+        );
+        r.unlocking(read(3));
+        assert_eq!(entry.read_slot.load(Relaxed), 0);
+        assert_eq!(entry.since_unix_ns.load(Relaxed), 0);
+        r.close();
+        assert_eq!(entry.pid.load(Relaxed), 0);
+    }
 
     #[test]
     fn pragma_argument_is_read_as_sqlite_reads_it() {

@@ -29,6 +29,10 @@ pub mod plausible;
 pub mod server;
 #[forbid(unsafe_code)]
 pub mod status;
+// Test-only builders: compiled for this crate's unit tests, and for its integration tests and
+// benchmark through the `test-support` feature that only its dev-dependency on itself turns on.
+// `cargo build` of the sidecar never includes them.
+#[cfg(any(test, feature = "test-support"))]
 #[forbid(unsafe_code)]
 pub mod synth;
 #[allow(unsafe_code)]

@@ -1,4 +1,5 @@
-//! Synthetic stats files, `-shm` headers and database headers, for tests and the benchmark.
+//! Synthetic stats files, `-shm` headers and database headers, for tests and the benchmark only:
+//! compiled under `cfg(test)` or the `test-support` feature, never into the shipped sidecar.
 //! Built from the layout definitions of `walwatch::layout`, so they follow the real format.
 
 use std::mem::{offset_of, size_of};

@@ -154,6 +154,19 @@ impl Bytes<'_> {
 impl Snapshot {
     /// Parses a whole stats file.
     pub fn parse(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        // Magic and version first: a file of another layout version has another size, and
+        // is reported as that version (from its first 16 bytes), not as a truncated file.
+        let version_end = offset_of!(Header, version) + 4;
+        if bytes.len() >= version_end {
+            let b = Bytes(bytes);
+            let magic = &bytes[offset_of!(Header, magic)..][..8];
+            if magic == MAGIC {
+                let version = b.u32(offset_of!(Header, version));
+                if version != VERSION {
+                    return Err(SnapshotError::WrongVersion { found: version });
+                }
+            }
+        }
         if bytes.len() < REGION_SIZE {
             return Err(SnapshotError::TooShort { len: bytes.len() });
         }
@@ -165,10 +178,6 @@ impl Snapshot {
             } else {
                 SnapshotError::BadMagic
             });
-        }
-        let version = b.u32(offset_of!(Header, version));
-        if version != VERSION {
-            return Err(SnapshotError::WrongVersion { found: version });
         }
         let size = b.u32(offset_of!(Header, size));
         if size as usize != REGION_SIZE {
@@ -341,5 +350,164 @@ mod tests {
         bytes[reader + 4..][..4].copy_from_slice(&77u32.to_ne_bytes());
         let snap = Snapshot::parse(&bytes).unwrap();
         assert!(snap.recent.is_empty() && snap.readers.is_empty());
+    }
+}
+
+/// Real stats files captured from SQLite processes (`tests/fixtures/`, see its README.md):
+/// a change of layout that is not a version bump fails here.
+#[cfg(test)]
+mod fixtures {
+    use super::*;
+
+    const V2: &[u8] = include_bytes!("../../tests/fixtures/stats-v2.bin");
+    const V1: &[u8] = include_bytes!("../../tests/fixtures/stats-v1.bin");
+
+    /// Python's sqlite3 (SQLite 3.40.1) with the extension: 25 commits, a TRUNCATE stopped by
+    /// a reader at frame 25 of 30, a PASSIVE that copied the last 5, then 3 commits.
+    #[test]
+    fn layout_v2_file_parses_to_what_the_capture_did() {
+        assert_eq!(V2.len(), 8808);
+        let s = Snapshot::parse(V2).unwrap();
+        assert_eq!(s.db_path, b"/tmp/walwatch-fixture/app.db");
+        assert_eq!(s.created_unix_ns, 1_795_989_407_507_187_474);
+        assert_eq!((s.db_dev, s.db_ino), (65024, 10_142_238));
+        assert_eq!(s.db_birth_ns, 1_795_989_407_500_014_186);
+        assert_eq!(s.page_size, 4096);
+        assert_eq!((s.wal_write_bytes, s.db_write_bytes), (144_264, 36_864));
+        assert_eq!(s.fsyncs, [3, 34, 0]);
+        assert_eq!(
+            (s.busy_sleeps, s.busy_sleep_us, s.wal_truncations),
+            (0, 0, 0)
+        );
+        assert_eq!((s.checkpoints, s.reader_table_overflows), (2, 0));
+        assert!(s.readers.is_empty(), "captured with every connection idle");
+
+        let acquired: Vec<[u64; 2]> = s.locks.iter().map(|l| l.acquired).collect();
+        assert_eq!(
+            acquired,
+            [
+                [0, 31],
+                [0, 3],
+                [0, 1],
+                [2, 2],
+                [27, 27],
+                [4, 7],
+                [0, 2],
+                [0, 2]
+            ]
+        );
+        // The TRUNCATE found READ1 (slot 4) held by the reader, 5 times (its busy handler).
+        let busy: Vec<[u64; 2]> = s.locks.iter().map(|l| l.busy).collect();
+        assert_eq!(
+            busy,
+            [
+                [0, 0],
+                [0, 0],
+                [0, 0],
+                [0, 0],
+                [0, 5],
+                [0, 0],
+                [0, 0],
+                [0, 0]
+            ]
+        );
+        assert_eq!(s.locks[0].hold_buckets, [0, 2, 27, 2, 0, 0, 0, 0]);
+        assert_eq!(s.locks[0].hold_sum_ns, 12_238_572);
+
+        let outcomes: Vec<[u64; 4]> = s.modes.iter().map(|m| m.outcomes).collect();
+        let mut expected = [[0; 4]; 7];
+        expected[0][0] = 1; // passive, complete
+        expected[3][2] = 1; // truncate, partial
+        assert_eq!(outcomes, expected);
+        assert_eq!(
+            (s.modes[0].frames_backfilled, s.modes[3].frames_backfilled),
+            (5, 25)
+        );
+        assert_eq!(s.modes[3].duration_buckets, [0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(s.modes[3].duration_sum_ns, 59_178);
+
+        let [passive, truncate] = &s.recent[..] else {
+            panic!("two recent checkpoints expected: {:?}", s.recent)
+        };
+        let name = |c: &CheckpointSnapshot| {
+            (
+                CHECKPOINT_MODE_NAMES[c.mode],
+                MODE_SOURCE_NAMES[c.mode_source],
+                OUTCOME_NAMES[c.outcome],
+            )
+        };
+        assert_eq!(name(passive), ("passive", "pragma", "complete"));
+        assert_eq!(passive.seq, 2);
+        assert_eq!(passive.started_unix_ns, 1_795_989_407_527_569_062);
+        assert_eq!((passive.duration_ns, passive.waited_ns), (232_836, 0));
+        assert_eq!(
+            (
+                passive.triple.busy,
+                passive.triple.log,
+                passive.triple.checkpointed
+            ),
+            (false, 30, 30)
+        );
+        assert_eq!(
+            (
+                passive.wal_frames,
+                passive.backfilled_frames,
+                passive.frames_moved
+            ),
+            (30, 30, 5)
+        );
+        assert_eq!((passive.waited_slot, passive.blocked_slot), (None, None));
+        assert_eq!(passive.pid, 18707);
+
+        assert_eq!(name(truncate), ("truncate", "pragma", "partial"));
+        assert_eq!(truncate.seq, 1);
+        assert_eq!(truncate.started_unix_ns, 1_795_989_407_527_452_780);
+        assert_eq!((truncate.duration_ns, truncate.waited_ns), (59_178, 2_243));
+        assert_eq!(
+            (
+                truncate.triple.busy,
+                truncate.triple.log,
+                truncate.triple.checkpointed
+            ),
+            (true, 30, 25)
+        );
+        assert_eq!(
+            (
+                truncate.wal_frames,
+                truncate.backfilled_frames,
+                truncate.frames_moved
+            ),
+            (30, 25, 25)
+        );
+        assert_eq!(
+            (truncate.waited_slot, truncate.blocked_slot),
+            (Some(4), Some(4))
+        );
+        assert_eq!(truncate.blocked_read_mark, 25);
+        assert_eq!(
+            truncate.blocked_pid,
+            Some(18707),
+            "the reader was the same process"
+        );
+    }
+
+    /// The sqlite3 shell with the extension of layout v1 (7,904 bytes): refused by version,
+    /// from its first 16 bytes, not taken for a truncated file.
+    #[test]
+    fn layout_v1_file_is_refused_as_an_older_version() {
+        assert_eq!(V1.len(), 7904);
+        assert_eq!(&V1[..8], b"WALWATCH");
+        assert_eq!(
+            Snapshot::parse(V1),
+            Err(SnapshotError::WrongVersion { found: 1 })
+        );
+        assert_eq!(
+            Snapshot::parse(&V1[..16]),
+            Err(SnapshotError::WrongVersion { found: 1 })
+        );
+        assert!(Snapshot::parse(V1)
+            .unwrap_err()
+            .to_string()
+            .contains("layout version 1 (an older walwatch)"));
     }
 }

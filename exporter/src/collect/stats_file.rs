@@ -146,6 +146,13 @@ pub fn read_in(
     let facts = Facts::of(&meta);
     trust::check_file(&facts, owner.unwrap_or(facts.uid)).map_err(StatsFileError::Refused)?;
     if meta.len() != REGION_SIZE as u64 {
+        // Another layout version has another size (v1: 7,904 bytes): say so from its header.
+        let mut head = [0u8; 16];
+        if let Ok(16) = read_up_to(&file, &mut head) {
+            if let Err(e @ SnapshotError::WrongVersion { .. }) = Snapshot::parse(&head) {
+                return Err(StatsFileError::Invalid(e));
+            }
+        }
         return Err(StatsFileError::Size { len: meta.len() });
     }
     let mut bytes = vec![0u8; REGION_SIZE];

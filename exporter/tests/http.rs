@@ -7,68 +7,14 @@
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const WALWATCH: &str = env!("CARGO_BIN_EXE_walwatch");
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "walwatch-http-{}-{name}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// Polls `f` every 50 ms until it returns `Some`, for at most `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+mod common;
+use common::*;
 
 /// What curl got: status code (0 when no HTTP response), headers, body, curl's exit status.
 struct Got {
@@ -147,7 +93,7 @@ impl Sidecar {
             .spawn()
             .unwrap();
         let mut proc = Proc(child);
-        wait_for("walwatch to listen", Duration::from_secs(20), || {
+        wait_within("walwatch to listen", Duration::from_secs(20), || {
             if let Ok(Some(status)) = proc.0.try_wait() {
                 panic!(
                     "walwatch exited with {status}: {}",
@@ -281,7 +227,7 @@ mod healthz {
         );
         // Limit: 3 x 1 s + 10 s = 13 s. Either the collector skips the FIFO (healthy), or it
         // is stuck on it and /healthz must say so once the limit has passed.
-        let verdict = wait_for("/healthz to settle", Duration::from_secs(40), || {
+        let verdict = wait_within("/healthz to settle", Duration::from_secs(40), || {
             let health = curl(&[], &s.url("http", "/healthz"));
             let metrics = curl(&[], &s.url("http", "/metrics"));
             assert!(
@@ -304,7 +250,7 @@ mod healthz {
             .status()
             .unwrap()
             .success());
-        wait_for(
+        wait_within(
             "walwatch to exit on SIGTERM",
             Duration::from_secs(10),
             || (!s.alive()).then_some(()),
@@ -330,7 +276,7 @@ mod limits {
             assert_eq!(got.code, 200, "{}", got.stderr);
             assert!(String::from_utf8_lossy(&got.body).contains("walwatch_"));
         }
-        let closed = wait_for(
+        let closed = wait_within(
             "extra connections to be closed",
             Duration::from_secs(10),
             || {
@@ -371,7 +317,7 @@ mod limits {
         let cpu = cpu_seconds(pid) - cpu_before;
         let wall = start.elapsed().as_secs_f64();
         drop(flood);
-        let got = wait_for("/metrics after the flood", Duration::from_secs(20), || {
+        let got = wait_within("/metrics after the flood", Duration::from_secs(20), || {
             let got = curl(&[], &s.url("http", "/metrics"));
             (got.code == 200).then_some(got)
         });
@@ -804,7 +750,7 @@ mod tls {
             curl(&[], &format!("http://{prom_addr}/api/v1/targets")).body.len()
         );
         // And it stores what walwatch exports.
-        let v = wait_for(
+        let v = wait_within(
             "walwatch_ metrics in Prometheus",
             Duration::from_secs(20),
             || {
@@ -839,7 +785,7 @@ mod bad_config {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let status = wait_for("walwatch to exit", Duration::from_secs(20), || {
+        let status = wait_within("walwatch to exit", Duration::from_secs(20), || {
             child.try_wait().unwrap()
         });
         let mut stderr = String::new();

@@ -17,63 +17,16 @@
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use walwatch_exporter::synth;
 
-const WALWATCH: &str = env!("CARGO_BIN_EXE_walwatch");
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        // /dev/shm when there is one: 10,000 databases are 400 MB of small files.
-        let base = Path::new("/dev/shm");
-        let base = if base.is_dir() {
-            base.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = base.join(format!(
-            "walwatch-scale-{}-{name}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+mod common;
+use common::*;
 
 /// Creates `n` databases (database, `-wal`, `-shm`, stats file with every counter non-zero) in
 /// `dir`, their stats files in `dir/stats` (0700, files 0600). Returns the stats directory and
@@ -206,7 +159,7 @@ fn families(text: &str) -> std::collections::BTreeSet<String> {
 
 #[test]
 fn a_database_busy_on_every_slot_and_mode_is_at_most_40_series_by_default() {
-    let dir = TempDir::new("series");
+    let dir = TempDir::on_tmpfs("series");
     let (stats, dbs) = populate(&dir.0, 1);
     let label = format!("db=\"{}\"", dbs[0].display());
     let mut counts = Vec::new();
@@ -283,7 +236,7 @@ fn a_database_busy_on_every_slot_and_mode_is_at_most_40_series_by_default() {
 
 #[test]
 fn scrapes_beyond_max_requests_get_503_at_once_and_healthz_still_answers() {
-    let dir = TempDir::new("max-requests");
+    let dir = TempDir::on_tmpfs("max-requests");
     // A response far larger than the socket buffers, so an unread one keeps its permit.
     let (stats, _) = populate(&dir.0, 1000);
     let sidecar = Sidecar::start(
@@ -364,7 +317,7 @@ fn real_prometheus_scrapes_10000_databases_for_a_minute_without_error() {
         println!("NOTICE: no `prometheus` (apt-get install prometheus): test skipped");
         return;
     }
-    let dir = TempDir::new("prometheus");
+    let dir = TempDir::on_tmpfs("prometheus");
     let t = Instant::now();
     let (stats, _) = populate(&dir.0, 10_000);
     println!(

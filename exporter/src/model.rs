@@ -130,10 +130,30 @@ pub struct Blocker {
     pub read_mark: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_seconds: Option<f64>,
-    /// `backfill` (no checkpoint can copy the frames after `read_mark`), `wal_reset` (RESTART and
-    /// TRUNCATE cannot restart the WAL) or `write_lock` (FULL, RESTART and TRUNCATE wait for it).
-    pub blocks: &'static str,
+    pub blocks: Blocks,
     pub reason: String,
+}
+
+/// What a blocker keeps a checkpoint from doing (serialized as its [`Blocks::name`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blocks {
+    /// No checkpoint can copy the frames after the blocker's `read_mark`.
+    Backfill,
+    /// RESTART and TRUNCATE cannot restart the WAL.
+    WalReset,
+    /// FULL, RESTART and TRUNCATE wait for the WRITE lock it holds.
+    WriteLock,
+}
+
+impl Blocks {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Backfill => "backfill",
+            Self::WalReset => "wal_reset",
+            Self::WriteLock => "write_lock",
+        }
+    }
 }
 
 /// One recent checkpoint, as the shim recorded it.
@@ -207,12 +227,12 @@ impl From<&CheckpointSnapshot> for CheckpointView {
 /// TRUNCATE cannot reset the WAL: they return `(1, N, N)`), `write_lock` (FULL, RESTART and
 /// TRUNCATE wait for a writer), or `nothing`.
 pub fn blocked_what(blockers: &[Blocker]) -> &'static str {
-    let has = |what: &str| blockers.iter().any(|b| b.blocks == what);
-    if has("backfill") {
+    let has = |what: Blocks| blockers.iter().any(|b| b.blocks == what);
+    if has(Blocks::Backfill) {
         "backfill"
-    } else if has("wal_reset") {
+    } else if has(Blocks::WalReset) {
         "reset"
-    } else if has("write_lock") {
+    } else if has(Blocks::WriteLock) {
         "write_lock"
     } else {
         "nothing"
@@ -317,16 +337,16 @@ pub fn blockers(
     for r in readers {
         let (blocks, reason) = match r.read_mark {
             _ if r.read_index == 0 && pending => {
-                ("backfill", format!("reads the database without the WAL (READ0) while {} frames are pending: no checkpoint can copy them", wal.frames_pending()))
+                (Blocks::Backfill, format!("reads the database without the WAL (READ0) while {} frames are pending: no checkpoint can copy them", wal.frames_pending()))
             }
             Some(mark) if r.read_index > 0 && mark < wal.mx_frame && pending => (
-                "backfill",
+                Blocks::Backfill,
                 format!("read transaction sees WAL frames up to {mark} of {}: checkpoints cannot copy frames after {mark}", wal.mx_frame),
             ),
-            _ if wal.mx_frame > 0 => ("wal_reset", "open read transaction: RESTART and TRUNCATE checkpoints cannot restart the WAL".to_owned()),
+            _ if wal.mx_frame > 0 => (Blocks::WalReset, "open read transaction: RESTART and TRUNCATE checkpoints cannot restart the WAL".to_owned()),
             _ => continue,
         };
-        blocked |= blocks == "backfill";
+        blocked |= blocks == Blocks::Backfill;
         out.push(Blocker {
             slot: r.slot,
             pid: r.pid,
@@ -345,7 +365,7 @@ pub fn blockers(
                 process: h.process.clone(),
                 read_mark: None,
                 age_seconds: None,
-                blocks: "write_lock",
+                blocks: Blocks::WriteLock,
                 reason: "holds the WRITE lock: FULL, RESTART and TRUNCATE checkpoints wait for it"
                     .to_owned(),
             });
@@ -408,7 +428,7 @@ mod tests {
         assert_eq!(readers[0].process.as_deref(), Some("p4242"));
         let (blockers, blocked) = blockers(Some(&w), &readers, &[]);
         assert!(blocked);
-        assert_eq!(blockers[0].blocks, "backfill");
+        assert_eq!(blockers[0].blocks, Blocks::Backfill);
     }
 
     #[test]
@@ -441,7 +461,7 @@ mod tests {
         let (blockers, blocked) = blockers(Some(&w), &readers, &holders);
         assert!(!blocked);
         assert_eq!(blockers.len(), 1);
-        assert_eq!(blockers[0].blocks, "wal_reset");
+        assert_eq!(blockers[0].blocks, Blocks::WalReset);
     }
 
     #[test]

@@ -398,7 +398,7 @@ fn log_blockers(db: &DbState) {
             process = %text::escaped(b.process.as_deref().unwrap_or("?").as_bytes()),
             read_mark = b.read_mark,
             age_seconds = b.age_seconds,
-            blocks = b.blocks,
+            blocks = b.blocks.name(),
             "checkpoint blocker: {}",
             b.reason
         );

@@ -285,7 +285,7 @@ mod tests {
                 process: Some("sqlite3".into()),
                 read_mark: Some(4),
                 age_seconds: None,
-                blocks: "backfill",
+                blocks: crate::model::Blocks::Backfill,
                 reason: "r".into(),
             }],
             ..Default::default()
@@ -303,7 +303,7 @@ mod tests {
         let reset = DbState {
             checkpoint_blocked: false,
             blockers: vec![Blocker {
-                blocks: "wal_reset",
+                blocks: crate::model::Blocks::WalReset,
                 ..db.blockers[0].clone()
             }],
             ..db.clone()

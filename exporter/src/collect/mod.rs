@@ -301,7 +301,7 @@ mod tests {
         assert_eq!(state.wal_index.as_ref().unwrap().pending_frames, 7);
         // The live reader sees every frame: it only keeps the WAL from being reset.
         assert!(!state.checkpoint_blocked);
-        assert_eq!(state.blockers[0].blocks, "wal_reset");
+        assert_eq!(state.blockers[0].blocks, crate::model::Blocks::WalReset);
         assert_eq!(state.recent_checkpoints.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }

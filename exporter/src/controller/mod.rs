@@ -19,7 +19,7 @@ pub mod watch;
 
 use checkpoint::{Outcome, ResultKind};
 use limits::Limit;
-use policy::{Action, Decision, Limits, Mode, Observation};
+use policy::{Action, AfterTruncate, Decision, Limits, Mode, Observation};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -282,21 +282,20 @@ impl Controller {
             let was_holding = c.holding.take();
             match &decision {
                 Decision::Run(..) => c.in_progress = true,
-                Decision::Hold(_, why) => c.holding = Some(why.clone()),
+                Decision::Hold(_, why, held) => c.holding = Some(format!("{why}; {held}")),
                 Decision::Nothing => {}
             }
             (decision, was_holding, c.trust)
         };
         match decision {
             Decision::Nothing => {}
-            // A checkpoint already running is routine; holds for observe mode and back-off are news.
-            Decision::Hold(action, why) if !why.ends_with("already running") => {
-                if was_holding.is_none() {
-                    tracing::info!(db = %crate::text::path(db), action = action.name(), "holding a checkpoint: {why}");
+            Decision::Hold(action, why, held) => {
+                if policy::log_hold(held, was_holding.is_some()) {
+                    tracing::info!(db = %crate::text::path(db), action = action.name(), "holding a checkpoint: {why}; {held}");
                 }
             }
-            Decision::Hold(..) => {}
             Decision::Run(action, why) => {
+                let why = why.to_string();
                 // Each checkpoint waits on its own thread, so a long one (a big backfill, a
                 // wait for readers) never delays the reaction to another database.
                 let (this, db, blockers) = (self.clone(), db.to_owned(), blockers.to_vec());
@@ -319,11 +318,9 @@ impl Controller {
             Action::Passive => Duration::ZERO,
             Action::Truncate => self.settings.truncate_timeout,
         };
-        // A PASSIVE pass first, unless writers append faster than half the rate it copies at:
-        // then it would copy little net, while the WAL grows until the TRUNCATE proper.
         let passive_pass = lock(&self.dbs)
             .get(db)
-            .is_none_or(|c| c.passive_pass_rate.is_none_or(|rate| c.growth < rate / 2.0));
+            .is_none_or(|c| policy::passive_pass(c.growth, c.passive_pass_rate));
         let outcome = checkpoint::run(db, owner, action, timeout, passive_pass);
         let blockers = if outcome.result == ResultKind::Busy {
             self.blockers_of(db, known_blockers)
@@ -351,23 +348,23 @@ impl Controller {
             if let Some(rate) = outcome.passive_pass_rate {
                 c.passive_pass_rate = Some(rate);
             }
-            if outcome.result == ResultKind::Ok {
-                c.backoff = Duration::ZERO;
-                c.backoff_until = None;
-                c.blocked_by.clear();
-            } else if pinned_by_reader(&blockers) {
-                // A reader pins the WAL: retrying cannot help until it leaves, so back off
-                // (and retry at once when it is gone).
-                c.backoff = policy::next_backoff(
-                    c.backoff,
-                    self.settings.horizon / 2,
-                    self.settings.max_backoff,
-                );
-                c.backoff_until = Some(Instant::now() + c.backoff);
-                c.blocked_by = blockers.iter().map(|b| b.pid).collect();
+            match policy::after_truncate(outcome.result == ResultKind::Ok, &blockers) {
+                AfterTruncate::Reset => {
+                    c.backoff = Duration::ZERO;
+                    c.backoff_until = None;
+                    c.blocked_by.clear();
+                }
+                AfterTruncate::BackOff => {
+                    c.backoff = policy::next_backoff(
+                        c.backoff,
+                        self.settings.horizon / 2,
+                        self.settings.max_backoff,
+                    );
+                    c.backoff_until = Some(Instant::now() + c.backoff);
+                    c.blocked_by = blockers.iter().map(|b| b.pid).collect();
+                }
+                AfterTruncate::RetrySoon => {}
             }
-            // Otherwise it lost to a writer's transaction, which ends in milliseconds: the next
-            // notification of growth may try again at once.
         }
         c.last = Some((
             Instant::now(),
@@ -486,16 +483,6 @@ impl Controller {
             holding: c.and_then(|c| c.holding.clone()),
         }
     }
-}
-
-/// Whether a failed checkpoint was held up by a reader that keeps an old snapshot (rather than
-/// by a writer's transaction, which ends in milliseconds): one whose read mark is behind the
-/// WAL, or that has been reading for over a second.
-fn pinned_by_reader(blockers: &[Blocker]) -> bool {
-    blockers.iter().any(|b| {
-        b.blocks == "backfill"
-            || (b.slot.starts_with("READ") && b.age_seconds.is_some_and(|a| a >= 1.0))
-    })
 }
 
 /// `pid 123 (python3) on READ1, read mark 5, reading for 3.2 s: <reason>`

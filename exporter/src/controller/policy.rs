@@ -612,7 +612,7 @@ mod tests {
         let short_reader = blocker(Blocks::WalReset, Some(0.2));
         let writer = blocker(Blocks::WriteLock, Some(5.0));
         assert_eq!(
-            after_truncate(true, &[behind.clone()]),
+            after_truncate(true, std::slice::from_ref(&behind)),
             AfterTruncate::Reset
         );
         assert_eq!(after_truncate(false, &[behind]), AfterTruncate::BackOff);

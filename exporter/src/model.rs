@@ -11,8 +11,6 @@ use walwatch::layout::{
 use walwatch::snapshot::{CheckpointSnapshot, ReaderSnapshot, Snapshot};
 use walwatch::wal_index::{WalIndex, READ_MARKS, READ_MARK_NOT_USED};
 
-use crate::sys::LockHolder;
-
 /// One database after one collection.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct DbState {
@@ -49,16 +47,16 @@ pub struct DbState {
     pub recent_checkpoints: Vec<CheckpointView>,
     /// Values read that cannot be true (left out of everything above; see [`crate::plausible`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub inconsistent: Vec<crate::plausible::Inconsistency>,
+    pub inconsistent: Vec<Inconsistency>,
     /// Counters recorded by the shim (absent when only `--db` watches this database).
     #[serde(skip)]
     pub counters: Option<Snapshot>,
     /// The checkpoint controller's limits, growth estimate and actions (absent when it is off).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub controller: Option<crate::controller::ControllerView>,
+    pub controller: Option<ControllerView>,
     /// Whether walwatch may checkpoint it (see `discovery`); untrusted by default.
     #[serde(skip)]
-    pub trust: crate::discovery::Trust,
+    pub trust: Trust,
 }
 
 /// The wal-index header of `-shm`.
@@ -372,6 +370,97 @@ pub fn blockers(
         }
     }
     (out, blocked)
+}
+
+/// A lock found by [`lock_holder`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: u32,
+    /// `true` for a write (exclusive) lock, `false` for a read (shared) lock.
+    pub exclusive: bool,
+}
+
+/// Whether walwatch may publish and checkpoint a database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Trust {
+    /// Nothing puts it in reach: never checkpointed (the default, so a state made anywhere
+    /// else is never acted on by mistake).
+    #[default]
+    Untrusted,
+    /// Named by the operator (`--db`, `databases`).
+    Operator,
+    /// Named in a stats file of its owner, or in one of root's. `uid`: the database file's
+    /// owner when it was checked, which the checkpoint child checks again when it opens it.
+    Owner { uid: u32 },
+}
+
+impl Trust {
+    /// Whether the controller may checkpoint it.
+    pub fn may_act(self) -> bool {
+        self != Trust::Untrusted
+    }
+
+    /// The owner the database file must still have when the checkpoint opens it.
+    pub fn expected_owner(self) -> Option<u32> {
+        match self {
+            Trust::Owner { uid } => Some(uid),
+            _ => None,
+        }
+    }
+}
+
+/// A value that cannot be true, and what it was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Inconsistency {
+    /// One of `plausible::WHATS`.
+    pub what: &'static str,
+    /// What was read, in words.
+    pub detail: String,
+    /// `stats_file` or `shm`: which file holds it, so the advice can name what to do.
+    pub source: &'static str,
+}
+
+/// What `/status` and `/metrics` show about the controller and one database.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ControllerView {
+    pub mode: &'static str,
+    pub soft_limit_bytes: u64,
+    pub hard_limit_bytes: u64,
+    pub growth_bytes_per_second: f64,
+    /// Time the controller's TRUNCATEs held the WRITE lock, in total: writers' stall.
+    pub write_lock_held_seconds: f64,
+    /// Checkpoints run, by (action, result).
+    pub actions: Vec<ActionCount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<LastAction>,
+    /// A checkpoint the strategy wants but holds back, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holding: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionCount {
+    pub action: &'static str,
+    pub result: &'static str,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LastAction {
+    pub action: &'static str,
+    pub result: &'static str,
+    pub reason: String,
+    pub seconds_ago: f64,
+    pub duration_seconds: f64,
+    /// How long it held the WRITE lock (writers waited that long at most).
+    pub write_lock_held_seconds: f64,
+    pub log_frames: i64,
+    pub checkpointed_frames: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Who kept it from finishing, when it was busy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<Blocker>,
 }
 
 #[cfg(test)]

@@ -68,13 +68,7 @@ pub fn open_at(dir: &File, name: &OsStr, directory: bool) -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
-/// A lock found by [`lock_holder`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LockHolder {
-    pub pid: u32,
-    /// `true` for a write (exclusive) lock, `false` for a read (shared) lock.
-    pub exclusive: bool,
-}
+pub use crate::model::LockHolder;
 
 /// Which process, if any, holds a lock on byte `offset` of `file` that would conflict with an
 /// exclusive lock, i.e. any lock at all. Only the first conflicting lock is reported: when

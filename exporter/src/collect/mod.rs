@@ -4,7 +4,6 @@
 
 pub mod locks;
 pub mod proc;
-pub mod stats_file;
 pub mod wal_files;
 
 use std::collections::HashMap;
@@ -143,7 +142,7 @@ pub fn collect_db(
     let mut counters = target.stats.map(|found| {
         state.stats_file = Some(found.stats_file.to_string_lossy().into_owned());
         let mut snapshot = found.snapshot;
-        stats_file::drop_dead_readers(&mut snapshot, &mut proc::alive);
+        crate::stats_file::drop_dead_readers(&mut snapshot, &mut proc::alive);
         snapshot
     });
     timings.stats_files += t.elapsed();
@@ -268,7 +267,7 @@ mod tests {
         // A live reader really holds its READ2 lock: a reader entry on a slot nobody holds is
         // dropped as inconsistent (plausible.rs).
         let shm = wal_files::sibling(&db, "-shm");
-        let reader = lock_holder(&shm, locks::SHM_LOCK_BASE + SLOT_READ0 as u64 + 2);
+        let reader = lock_holder(&shm, walwatch::wal_index::SHM_LOCK_BASE + SLOT_READ0 as u64 + 2);
         let path = db.to_str().unwrap().as_bytes();
         let mut file = synth::stats_file(path, 1);
         let mut dead = std::process::Command::new("true").spawn().unwrap();

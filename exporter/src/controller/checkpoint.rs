@@ -38,7 +38,6 @@
 //! user's file; `fs.protected_hardlinks` already forbids making one on most systems).
 
 use super::policy::Action;
-use crate::collect::locks::SHM_LOCK_BASE;
 use crate::sys;
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
@@ -46,6 +45,7 @@ use std::cell::Cell;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use walwatch::wal_index::SHM_LOCK_BASE;
 
 /// How a checkpoint ended, as `walwatch_controller_actions_total{result}` counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

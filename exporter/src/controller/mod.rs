@@ -20,7 +20,6 @@ pub mod watch;
 use checkpoint::{Outcome, ResultKind};
 use limits::Limit;
 use policy::{Action, AfterTruncate, Decision, Limits, Mode, Observation};
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -58,48 +57,7 @@ const PASSIVE_GAP: Duration = Duration::from_millis(100);
 /// Growth-rate smoothing time constant.
 const GROWTH_TAU: Duration = Duration::from_millis(500);
 
-/// What `/status` and `/metrics` show about the controller and one database.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ControllerView {
-    pub mode: &'static str,
-    pub soft_limit_bytes: u64,
-    pub hard_limit_bytes: u64,
-    pub growth_bytes_per_second: f64,
-    /// Time the controller's TRUNCATEs held the WRITE lock, in total: writers' stall.
-    pub write_lock_held_seconds: f64,
-    /// Checkpoints run, by (action, result).
-    pub actions: Vec<ActionCount>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last: Option<LastAction>,
-    /// A checkpoint the strategy wants but holds back, and why.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub holding: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ActionCount {
-    pub action: &'static str,
-    pub result: &'static str,
-    pub count: u64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LastAction {
-    pub action: &'static str,
-    pub result: &'static str,
-    pub reason: String,
-    pub seconds_ago: f64,
-    pub duration_seconds: f64,
-    /// How long it held the WRITE lock (writers waited that long at most).
-    pub write_lock_held_seconds: f64,
-    pub log_frames: i64,
-    pub checkpointed_frames: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Who kept it from finishing, when it was busy.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub blockers: Vec<Blocker>,
-}
+pub use crate::model::{ActionCount, ControllerView, LastAction};
 
 /// The controller's memory of one database.
 #[derive(Default)]
@@ -408,7 +366,7 @@ impl Controller {
         use failures::Report;
         let db = crate::text::path(db);
         if let Report::Recovered { count, for_ } = report {
-            tracing::info!(%db, action = action.name(), failures = count, "checkpoints work again after {count} failures over {}", crate::status::human_age(for_.as_secs_f64()));
+            tracing::info!(%db, action = action.name(), failures = count, "checkpoints work again after {count} failures over {}", crate::text::human_age(for_.as_secs_f64()));
         }
         let ms = o.duration.as_secs_f64() * 1e3;
         let stall_ms = o.write_lock_held.as_secs_f64() * 1e3;
@@ -437,7 +395,7 @@ impl Controller {
                 match report {
                     Report::Quiet => {}
                     Report::Still { count, for_ } => {
-                        tracing::error!(%db, action = action.name(), result = "error", failures = count, "checkpoints still failing ({count} times over {}): {error}; the sidecar needs read-write access to the database and its directory", crate::status::human_age(for_.as_secs_f64()))
+                        tracing::error!(%db, action = action.name(), result = "error", failures = count, "checkpoints still failing ({count} times over {}): {error}; the sidecar needs read-write access to the database and its directory", crate::text::human_age(for_.as_secs_f64()))
                     }
                     _ => {
                         tracing::error!(%db, action = action.name(), result = "error", "checkpoint failed: {error}; the sidecar needs read-write access to the database and its directory (while it keeps failing this way, reminders follow after {} min, then ever less often, at least hourly; every attempt is counted in walwatch_controller_actions_total)", failures::FIRST_REMINDER.as_secs() / 60)

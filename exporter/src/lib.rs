@@ -6,7 +6,7 @@
 //! fails on any import circle):
 //! 1. data and parsers: [`text`] (escaping, ages) · [`model`] (the `DbState` every output
 //!    renders, and every plain-data type the layers above share) · [`sys`] (the only unsafe
-//!    code: `fcntl(F_GETLK)`, `kill(pid, 0)` and `openat`) · [`stats_file`] (reads one stats
+//!    code: `fcntl(F_GETLK)`, `F_SETLKW` and `openat`) · [`stats_file`] (reads one stats
 //!    file) · [`plausible`] (values that cannot be true);
 //! 2. collectors: [`discovery`] (which databases) · [`collect`] (one collector per file);
 //! 3. the checkpoint [`controller`] (its rules in `controller::policy`);

@@ -8,7 +8,7 @@ pub mod wal_files;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::discovery::{self, DirError, StatsDirs, Target};
 use crate::model::{self, CheckpointView, DbState, WalIndexView};
@@ -48,11 +48,7 @@ pub struct Collection {
     pub controller_mode: Option<&'static str>,
 }
 
-fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
+use walwatch::unix_ns;
 
 /// Runs one collection over the stats directories and the `--db` list (normalized paths).
 pub fn collect(dirs: &StatsDirs, explicit: &[PathBuf]) -> Collection {
@@ -142,7 +138,7 @@ pub fn collect_db(
     let mut counters = target.stats.map(|found| {
         state.stats_file = Some(found.stats_file.to_string_lossy().into_owned());
         let mut snapshot = found.snapshot;
-        crate::stats_file::drop_dead_readers(&mut snapshot, &mut proc::alive);
+        crate::stats_file::drop_dead_readers(&mut snapshot, &mut walwatch::process_alive);
         snapshot
     });
     timings.stats_files += t.elapsed();
@@ -267,7 +263,10 @@ mod tests {
         // A live reader really holds its READ2 lock: a reader entry on a slot nobody holds is
         // dropped as inconsistent (plausible.rs).
         let shm = wal_files::sibling(&db, "-shm");
-        let reader = lock_holder(&shm, walwatch::wal_index::SHM_LOCK_BASE + SLOT_READ0 as u64 + 2);
+        let reader = lock_holder(
+            &shm,
+            walwatch::wal_index::SHM_LOCK_BASE + SLOT_READ0 as u64 + 2,
+        );
         let path = db.to_str().unwrap().as_bytes();
         let mut file = synth::stats_file(path, 1);
         let mut dead = std::process::Command::new("true").spawn().unwrap();

@@ -221,7 +221,6 @@ pub enum LogFormat {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    #[serde(alias = "listen_address")]
     pub listen: Option<String>,
     pub telemetry_path: Option<String>,
     pub stats_dir: Option<PathBuf>,
@@ -1003,7 +1002,7 @@ mod tests {
             let err = resolve(None, over).unwrap_err().to_string();
             assert!(err.contains("--web.telemetry-path"), "{bad}: {err}");
         }
-        let file = parse("telemetry_path = \"/m\"\nlisten_address = \":9999\"\n").unwrap();
+        let file = parse("telemetry_path = \"/m\"\nlisten = \":9999\"\n").unwrap();
         let s = resolve(Some((Path::new("w.toml"), "", file)), Overrides::default()).unwrap();
         assert_eq!((s.telemetry_path.as_str(), s.listen.port()), ("/m", 9999));
     }

@@ -3,6 +3,13 @@
 //! readers and blockers.
 //!
 //! `/metrics`, `/status` and `walwatch status` all render a `DbState`, so they never disagree.
+//!
+//! It is the bottom of the exporter: plain data and pure functions, depending on no other
+//! module of it. What the layers above share lives here as plain data that they fill: lock
+//! holders ([`LockHolder`], found by `sys`), values that cannot be true ([`Inconsistency`],
+//! judged by `plausible`), whether walwatch may act on a database ([`Trust`], decided by
+//! `discovery`) and the checkpoint controller's view ([`ControllerView`], filled by
+//! `controller`).
 
 use serde::Serialize;
 use walwatch::layout::{

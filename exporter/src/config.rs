@@ -222,6 +222,7 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
+    pub telemetry_path: Option<String>,
     pub stats_dir: Option<PathBuf>,
     pub stats_base: Option<PathBuf>,
     pub interval: Option<String>,
@@ -282,6 +283,7 @@ pub struct DbLimits {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Option<String>,
+    pub telemetry_path: Option<String>,
     pub stats_dir: Option<PathBuf>,
     pub stats_base: Option<PathBuf>,
     pub interval: Option<String>,
@@ -303,6 +305,8 @@ pub struct Overrides {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Where `/metrics` is served (`--web.telemetry-path`).
+    pub telemetry_path: String,
     pub stats_dirs: StatsDirs,
     pub interval: Duration,
     pub databases: Vec<PathBuf>,
@@ -416,6 +420,27 @@ fn soft_above_hard(soft: Limit, hard: Limit) -> bool {
     }
 }
 
+/// Where metrics are served unless `--web.telemetry-path` says otherwise.
+pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
+
+/// Checks a telemetry path: absolute, made of URL-safe characters (it goes into the landing
+/// page's link as is), and none of the other pages (`/`, `/status`, `/healthz`).
+pub fn parse_telemetry_path(text: &str) -> Result<String, String> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/-._~".contains(c);
+    if !text.starts_with('/') || text.len() < 2 || !text.chars().all(safe) || text.contains("//") {
+        return Err(format!(
+            "`{}` is not a telemetry path: use an absolute path of letters, digits and - . _ ~ such as /metrics",
+            crate::text::escaped(text.as_bytes())
+        ));
+    }
+    if matches!(text, "/status" | "/healthz") {
+        return Err(format!(
+            "`{text}` is already served (the JSON status or the health check): choose another telemetry path, such as /metrics"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// Parses a listen address: `host:port`, `[v6]:port`, or `:port` (all IPv4 interfaces).
 pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     let t = text.trim();
@@ -497,8 +522,14 @@ pub fn resolve(
         .listen
         .or(cfg.listen)
         .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-    let listen = parse_listen(&listen_text)
-        .map_err(|m| locate("listen", "--listen (WALWATCH_LISTEN)", listen_from_file, m))?;
+    let listen = parse_listen(&listen_text).map_err(|m| {
+        locate(
+            "listen",
+            "--web.listen-address (--listen, WALWATCH_LISTEN)",
+            listen_from_file,
+            m,
+        )
+    })?;
 
     let interval = setting(&INTERVAL, over.interval, cfg.interval)?;
 
@@ -639,7 +670,20 @@ pub fn resolve(
         header_timeout,
         max_requests: max_requests as usize,
     };
+    let path_from_file = over.telemetry_path.is_none() && cfg.telemetry_path.is_some();
+    let telemetry_path = match over.telemetry_path.or(cfg.telemetry_path) {
+        None => DEFAULT_TELEMETRY_PATH.to_owned(),
+        Some(p) => parse_telemetry_path(&p).map_err(|m| {
+            locate(
+                "telemetry_path",
+                "--web.telemetry-path (WALWATCH_WEB_TELEMETRY_PATH)",
+                path_from_file,
+                m,
+            )
+        })?,
+    };
     Ok(Settings {
+        telemetry_path,
         web,
         metrics: over.metrics_detail.or(cfg.metrics).unwrap_or_default(),
         listen,
@@ -934,5 +978,32 @@ mod tests {
         assert!(parse("metrics = \"everything\"\n")
             .unwrap_err()
             .contains("metrics"));
+    }
+
+    #[test]
+    fn telemetry_path_is_checked_and_defaults_to_metrics() {
+        let d = resolve(None, Overrides::default()).unwrap();
+        assert_eq!(d.telemetry_path, "/metrics");
+        let over = Overrides {
+            telemetry_path: Some("/walwatch/metrics".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(None, over).unwrap().telemetry_path,
+            "/walwatch/metrics"
+        );
+        for bad in [
+            "metrics", "/", "/status", "/healthz", "/a b", "/<x>", "//x", "",
+        ] {
+            let over = Overrides {
+                telemetry_path: Some(bad.into()),
+                ..Default::default()
+            };
+            let err = resolve(None, over).unwrap_err().to_string();
+            assert!(err.contains("--web.telemetry-path"), "{bad}: {err}");
+        }
+        let file = parse("telemetry_path = \"/m\"\nlisten = \":9999\"\n").unwrap();
+        let s = resolve(Some((Path::new("w.toml"), "", file)), Overrides::default()).unwrap();
+        assert_eq!((s.telemetry_path.as_str(), s.listen.port()), ("/m", 9999));
     }
 }

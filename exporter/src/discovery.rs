@@ -35,7 +35,7 @@ use walwatch::paths::{self, SUFFIX};
 use walwatch::snapshot::Snapshot;
 use walwatch::trust::{self, Facts, Kind, Refusal};
 
-use crate::collect::stats_file::{self, StatsFileError};
+use crate::stats_file::{self, StatsFileError};
 
 /// Files read from one directory in one collection, at most: a user who fills their own
 /// directory cannot make a root sidecar's collection last for ever.
@@ -100,34 +100,7 @@ impl serde::Serialize for StatsDirs {
     }
 }
 
-/// Whether walwatch may publish and checkpoint a database.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Trust {
-    /// Nothing puts it in reach: never checkpointed (the default, so a state made anywhere
-    /// else is never acted on by mistake).
-    #[default]
-    Untrusted,
-    /// Named by the operator (`--db`, `databases`).
-    Operator,
-    /// Named in a stats file of its owner, or in one of root's. `uid`: the database file's
-    /// owner when it was checked, which the checkpoint child checks again when it opens it.
-    Owner { uid: u32 },
-}
-
-impl Trust {
-    /// Whether the controller may checkpoint it.
-    pub fn may_act(self) -> bool {
-        self != Trust::Untrusted
-    }
-
-    /// The owner the database file must still have when the checkpoint opens it.
-    pub fn expected_owner(self) -> Option<u32> {
-        match self {
-            Trust::Owner { uid } => Some(uid),
-            _ => None,
-        }
-    }
-}
+pub use crate::model::Trust;
 
 /// A stats file and what it holds.
 #[derive(Debug)]

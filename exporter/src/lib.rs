@@ -2,12 +2,17 @@
 //! in a database's `-wal` and `-shm` files) as Prometheus metrics, a JSON status and a
 //! one-shot report.
 //!
-//! Map: [`config`] (TOML + env + flags) · [`controller`] (checkpoints that keep WALs bounded) · [`discovery`] (which databases) · [`collect`] (one
-//! collector per file) · [`model`] (the `DbState` every output renders) · [`plausible`] (values that cannot be
-//! true) · [`metrics`] (the
-//! catalogue and its exposition) · [`server`] (`walwatch serve`) · [`web`] (its HTTP(S) server: TLS, auth, limits) · [`status`]
-//! (`walwatch status`) · [`sys`] (the only unsafe code: `fcntl(F_GETLK)`, `kill(pid, 0)` and
-//! `openat`).
+//! Map, bottom to top (a module uses only modules on its own layer or below; `tests/layering.rs`
+//! fails on any import circle):
+//! 1. data and parsers: [`text`] (escaping, ages) · [`model`] (the `DbState` every output
+//!    renders, and every plain-data type the layers above share) · [`sys`] (the only unsafe
+//!    code: `fcntl(F_GETLK)`, `F_SETLKW` and `openat`) · [`stats_file`] (reads one stats
+//!    file) · [`plausible`] (values that cannot be true);
+//! 2. collectors: [`discovery`] (which databases) · [`collect`] (one collector per file);
+//! 3. the checkpoint [`controller`] (its rules in `controller::policy`);
+//! 4. outputs and the server: [`metrics`] (the catalogue and its exposition) · [`status`]
+//!    (`walwatch status`) · [`web`] (the HTTP(S) server: TLS, auth, limits) · [`config`]
+//!    (TOML + env + flags) · [`server`] (`walwatch serve`).
 #![deny(unsafe_code)]
 // Every module but `sys` forbids unsafe code outright (no `allow` inside can undo it).
 
@@ -27,6 +32,8 @@ pub mod model;
 pub mod plausible;
 #[forbid(unsafe_code)]
 pub mod server;
+#[forbid(unsafe_code)]
+pub mod stats_file;
 #[forbid(unsafe_code)]
 pub mod status;
 // Test-only builders: compiled for this crate's unit tests, and for its integration tests and

@@ -36,13 +36,26 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// TOML config file (keys: listen, stats_dir, stats_base, interval, databases, log_format,
+    /// TOML config file (keys: listen, telemetry_path, stats_dir, stats_base, interval, databases, log_format,
     /// log_level, metrics, [web], [controller]).
     #[arg(long, env = "WALWATCH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:9866].
-    #[arg(long, env = "WALWATCH_LISTEN", value_name = "ADDR")]
+    /// Address to listen on, host:port, [v6]:port or :port (node_exporter's name; alias --listen)
+    /// [default: 127.0.0.1:9866].
+    #[arg(
+        long = "web.listen-address",
+        visible_alias = "listen",
+        env = "WALWATCH_LISTEN",
+        value_name = "ADDR"
+    )]
     listen: Option<String>,
+    /// Path the Prometheus metrics are served at (the landing page links it) [default: /metrics].
+    #[arg(
+        long = "web.telemetry-path",
+        env = "WALWATCH_WEB_TELEMETRY_PATH",
+        value_name = "PATH"
+    )]
+    telemetry_path: Option<String>,
     /// The one directory of the shim's stats files (the applications' WALWATCH_DIR) [default:
     /// every user's /dev/shm/walwatch-<uid>].
     #[arg(long, env = "WALWATCH_DIR", value_name = "DIR")]
@@ -214,6 +227,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let overrides = Overrides {
         listen: args.listen,
+        telemetry_path: args.telemetry_path,
         stats_dir: args.stats_dir,
         stats_base: args.stats_base,
         interval: args.interval,

@@ -619,7 +619,7 @@ pub static SELF_FAMILIES: &[Desc] = &[
     Desc { name: "process_start_time_seconds", kind: Type::Gauge, unit: Some("seconds"), help: "Start time of the process since unix epoch in seconds", labels: &[] },
 ];
 
-const STATS_FILE_REASONS: [&str; 14] = crate::collect::stats_file::REASONS;
+const STATS_FILE_REASONS: [&str; 14] = crate::stats_file::REASONS;
 
 /// What a response says about the exposition itself.
 #[derive(Clone, Copy, Debug, Default)]

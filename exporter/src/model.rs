@@ -3,6 +3,13 @@
 //! readers and blockers.
 //!
 //! `/metrics`, `/status` and `walwatch status` all render a `DbState`, so they never disagree.
+//!
+//! It is the bottom of the exporter: plain data and pure functions, depending on no other
+//! module of it. What the layers above share lives here as plain data that they fill: lock
+//! holders ([`LockHolder`], found by `sys`), values that cannot be true ([`Inconsistency`],
+//! judged by `plausible`), whether walwatch may act on a database ([`Trust`], decided by
+//! `discovery`) and the checkpoint controller's view ([`ControllerView`], filled by
+//! `controller`).
 
 use serde::Serialize;
 use walwatch::layout::{
@@ -10,8 +17,6 @@ use walwatch::layout::{
 };
 use walwatch::snapshot::{CheckpointSnapshot, ReaderSnapshot, Snapshot};
 use walwatch::wal_index::{WalIndex, READ_MARKS, READ_MARK_NOT_USED};
-
-use crate::sys::LockHolder;
 
 /// One database after one collection.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -49,16 +54,16 @@ pub struct DbState {
     pub recent_checkpoints: Vec<CheckpointView>,
     /// Values read that cannot be true (left out of everything above; see [`crate::plausible`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub inconsistent: Vec<crate::plausible::Inconsistency>,
+    pub inconsistent: Vec<Inconsistency>,
     /// Counters recorded by the shim (absent when only `--db` watches this database).
     #[serde(skip)]
     pub counters: Option<Snapshot>,
     /// The checkpoint controller's limits, growth estimate and actions (absent when it is off).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub controller: Option<crate::controller::ControllerView>,
+    pub controller: Option<ControllerView>,
     /// Whether walwatch may checkpoint it (see `discovery`); untrusted by default.
     #[serde(skip)]
-    pub trust: crate::discovery::Trust,
+    pub trust: Trust,
 }
 
 /// The wal-index header of `-shm`.
@@ -130,10 +135,30 @@ pub struct Blocker {
     pub read_mark: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_seconds: Option<f64>,
-    /// `backfill` (no checkpoint can copy the frames after `read_mark`), `wal_reset` (RESTART and
-    /// TRUNCATE cannot restart the WAL) or `write_lock` (FULL, RESTART and TRUNCATE wait for it).
-    pub blocks: &'static str,
+    pub blocks: Blocks,
     pub reason: String,
+}
+
+/// What a blocker keeps a checkpoint from doing (serialized as its [`Blocks::name`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blocks {
+    /// No checkpoint can copy the frames after the blocker's `read_mark`.
+    Backfill,
+    /// RESTART and TRUNCATE cannot restart the WAL.
+    WalReset,
+    /// FULL, RESTART and TRUNCATE wait for the WRITE lock it holds.
+    WriteLock,
+}
+
+impl Blocks {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Backfill => "backfill",
+            Self::WalReset => "wal_reset",
+            Self::WriteLock => "write_lock",
+        }
+    }
 }
 
 /// One recent checkpoint, as the shim recorded it.
@@ -207,12 +232,12 @@ impl From<&CheckpointSnapshot> for CheckpointView {
 /// TRUNCATE cannot reset the WAL: they return `(1, N, N)`), `write_lock` (FULL, RESTART and
 /// TRUNCATE wait for a writer), or `nothing`.
 pub fn blocked_what(blockers: &[Blocker]) -> &'static str {
-    let has = |what: &str| blockers.iter().any(|b| b.blocks == what);
-    if has("backfill") {
+    let has = |what: Blocks| blockers.iter().any(|b| b.blocks == what);
+    if has(Blocks::Backfill) {
         "backfill"
-    } else if has("wal_reset") {
+    } else if has(Blocks::WalReset) {
         "reset"
-    } else if has("write_lock") {
+    } else if has(Blocks::WriteLock) {
         "write_lock"
     } else {
         "nothing"
@@ -317,16 +342,16 @@ pub fn blockers(
     for r in readers {
         let (blocks, reason) = match r.read_mark {
             _ if r.read_index == 0 && pending => {
-                ("backfill", format!("reads the database without the WAL (READ0) while {} frames are pending: no checkpoint can copy them", wal.frames_pending()))
+                (Blocks::Backfill, format!("reads the database without the WAL (READ0) while {} frames are pending: no checkpoint can copy them", wal.frames_pending()))
             }
             Some(mark) if r.read_index > 0 && mark < wal.mx_frame && pending => (
-                "backfill",
+                Blocks::Backfill,
                 format!("read transaction sees WAL frames up to {mark} of {}: checkpoints cannot copy frames after {mark}", wal.mx_frame),
             ),
-            _ if wal.mx_frame > 0 => ("wal_reset", "open read transaction: RESTART and TRUNCATE checkpoints cannot restart the WAL".to_owned()),
+            _ if wal.mx_frame > 0 => (Blocks::WalReset, "open read transaction: RESTART and TRUNCATE checkpoints cannot restart the WAL".to_owned()),
             _ => continue,
         };
-        blocked |= blocks == "backfill";
+        blocked |= blocks == Blocks::Backfill;
         out.push(Blocker {
             slot: r.slot,
             pid: r.pid,
@@ -345,13 +370,104 @@ pub fn blockers(
                 process: h.process.clone(),
                 read_mark: None,
                 age_seconds: None,
-                blocks: "write_lock",
+                blocks: Blocks::WriteLock,
                 reason: "holds the WRITE lock: FULL, RESTART and TRUNCATE checkpoints wait for it"
                     .to_owned(),
             });
         }
     }
     (out, blocked)
+}
+
+/// A lock found by [`lock_holder`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: u32,
+    /// `true` for a write (exclusive) lock, `false` for a read (shared) lock.
+    pub exclusive: bool,
+}
+
+/// Whether walwatch may publish and checkpoint a database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Trust {
+    /// Nothing puts it in reach: never checkpointed (the default, so a state made anywhere
+    /// else is never acted on by mistake).
+    #[default]
+    Untrusted,
+    /// Named by the operator (`--db`, `databases`).
+    Operator,
+    /// Named in a stats file of its owner, or in one of root's. `uid`: the database file's
+    /// owner when it was checked, which the checkpoint child checks again when it opens it.
+    Owner { uid: u32 },
+}
+
+impl Trust {
+    /// Whether the controller may checkpoint it.
+    pub fn may_act(self) -> bool {
+        self != Trust::Untrusted
+    }
+
+    /// The owner the database file must still have when the checkpoint opens it.
+    pub fn expected_owner(self) -> Option<u32> {
+        match self {
+            Trust::Owner { uid } => Some(uid),
+            _ => None,
+        }
+    }
+}
+
+/// A value that cannot be true, and what it was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Inconsistency {
+    /// One of `plausible::WHATS`.
+    pub what: &'static str,
+    /// What was read, in words.
+    pub detail: String,
+    /// `stats_file` or `shm`: which file holds it, so the advice can name what to do.
+    pub source: &'static str,
+}
+
+/// What `/status` and `/metrics` show about the controller and one database.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ControllerView {
+    pub mode: &'static str,
+    pub soft_limit_bytes: u64,
+    pub hard_limit_bytes: u64,
+    pub growth_bytes_per_second: f64,
+    /// Time the controller's TRUNCATEs held the WRITE lock, in total: writers' stall.
+    pub write_lock_held_seconds: f64,
+    /// Checkpoints run, by (action, result).
+    pub actions: Vec<ActionCount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<LastAction>,
+    /// A checkpoint the strategy wants but holds back, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holding: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionCount {
+    pub action: &'static str,
+    pub result: &'static str,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LastAction {
+    pub action: &'static str,
+    pub result: &'static str,
+    pub reason: String,
+    pub seconds_ago: f64,
+    pub duration_seconds: f64,
+    /// How long it held the WRITE lock (writers waited that long at most).
+    pub write_lock_held_seconds: f64,
+    pub log_frames: i64,
+    pub checkpointed_frames: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Who kept it from finishing, when it was busy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<Blocker>,
 }
 
 #[cfg(test)]
@@ -408,7 +524,7 @@ mod tests {
         assert_eq!(readers[0].process.as_deref(), Some("p4242"));
         let (blockers, blocked) = blockers(Some(&w), &readers, &[]);
         assert!(blocked);
-        assert_eq!(blockers[0].blocks, "backfill");
+        assert_eq!(blockers[0].blocks, Blocks::Backfill);
     }
 
     #[test]
@@ -441,7 +557,7 @@ mod tests {
         let (blockers, blocked) = blockers(Some(&w), &readers, &holders);
         assert!(!blocked);
         assert_eq!(blockers.len(), 1);
-        assert_eq!(blockers[0].blocks, "wal_reset");
+        assert_eq!(blockers[0].blocks, Blocks::WalReset);
     }
 
     #[test]

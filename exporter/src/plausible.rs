@@ -26,12 +26,11 @@
 //!
 //! Pure functions over parsed values: no I/O here.
 
-use serde::Serialize;
 use walwatch::layout::SLOT_READ0;
 use walwatch::snapshot::Snapshot;
 use walwatch::wal_index::WalIndex;
 
-use crate::sys::LockHolder;
+use crate::model::LockHolder;
 
 /// Every `what` label, for the metric's documentation and tests.
 pub const WHATS: [&str; 10] = [
@@ -51,16 +50,7 @@ pub const WHATS: [&str; 10] = [
 /// much without it meaning anything.
 pub const CLOCK_SLACK_NS: u64 = 5_000_000_000;
 
-/// A value that cannot be true, and what it was.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Inconsistency {
-    /// One of [`WHATS`].
-    pub what: &'static str,
-    /// What was read, in words.
-    pub detail: String,
-    /// `stats_file` or `shm`: which file holds it, so the advice can name what to do.
-    pub source: &'static str,
-}
+pub use crate::model::Inconsistency;
 
 impl Inconsistency {
     fn stats(what: &'static str, detail: String) -> Self {
@@ -103,7 +93,7 @@ pub fn review_stats(
             "created_time",
             format!(
                 "the file says it was created {} in the future",
-                crate::status::human_age((created - now_unix_ns) as f64 / 1e9)
+                crate::text::human_age((created - now_unix_ns) as f64 / 1e9)
             ),
         ));
     }
@@ -232,12 +222,12 @@ fn when(t: u64, created: u64, now: u64) -> String {
     if t > now {
         format!(
             "in the future ({} from now)",
-            crate::status::human_age((t - now) as f64 / 1e9)
+            crate::text::human_age((t - now) as f64 / 1e9)
         )
     } else {
         format!(
             "before the stats file was created ({} earlier)",
-            crate::status::human_age(created.saturating_sub(t) as f64 / 1e9)
+            crate::text::human_age(created.saturating_sub(t) as f64 / 1e9)
         )
     }
 }

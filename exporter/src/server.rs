@@ -96,6 +96,9 @@ pub struct Shared {
     max_requests: usize,
     /// Render time of the last complete `/metrics` response, in nanoseconds.
     last_render_ns: Arc<AtomicU64>,
+    /// Where metrics are served (`--web.telemetry-path`), and the landing page that links it.
+    telemetry_path: String,
+    landing_page: String,
 }
 
 impl Shared {
@@ -141,6 +144,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         requests: Arc::new(tokio::sync::Semaphore::new(settings.web.max_requests)),
         max_requests: settings.web.max_requests,
         last_render_ns: Arc::new(AtomicU64::new(0)),
+        landing_page: landing_page(&settings.telemetry_path),
+        telemetry_path: settings.telemetry_path.clone(),
     });
     let watcher = match &controller {
         Some(c) => match WalWatcher::start(c.clone()) {
@@ -184,10 +189,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         metrics = ?settings.metrics,
         header_timeout = ?settings.web.header_timeout,
         basic_auth = web.authenticates(),
-        "walwatch {} serving {}://{}/metrics",
+        "walwatch {} serving {}://{}{}",
         env!("CARGO_PKG_VERSION"),
         web.scheme(),
-        settings.listen
+        settings.listen,
+        settings.telemetry_path
     );
     let handler: web::Handler = {
         let shared = shared.clone();
@@ -200,10 +206,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 fn bind_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
     let hint = match e.kind() {
-        std::io::ErrorKind::AddrInUse => " (the port is already in use: is another walwatch running? choose another address with --listen)",
-        std::io::ErrorKind::AddrNotAvailable => " (no local interface has this address; choose another with --listen)",
-        std::io::ErrorKind::PermissionDenied => " (permission denied; choose a port above 1023 with --listen)",
-        _ => " (choose another address with --listen)",
+        std::io::ErrorKind::AddrInUse => " (the port is already in use: is another walwatch running? choose another address with --web.listen-address, alias --listen)",
+        std::io::ErrorKind::AddrNotAvailable => " (no local interface has this address; choose another with --web.listen-address, alias --listen)",
+        std::io::ErrorKind::PermissionDenied => " (permission denied; choose a port above 1023 with --web.listen-address, alias --listen)",
+        _ => " (choose another address with --web.listen-address, alias --listen)",
     };
     anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
 }
@@ -398,7 +404,7 @@ fn log_blockers(db: &DbState) {
             process = %text::escaped(b.process.as_deref().unwrap_or("?").as_bytes()),
             read_mark = b.read_mark,
             age_seconds = b.age_seconds,
-            blocks = b.blocks,
+            blocks = b.blocks.name(),
             "checkpoint blocker: {}",
             b.reason
         );
@@ -412,7 +418,13 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             "only GET and HEAD are supported\n",
         );
     }
-    let path = req.uri().path();
+    // Routes below are named by their default paths: the telemetry path is served as
+    // `/metrics`, and `/metrics` itself only when it is the telemetry path.
+    let path = match req.uri().path() {
+        p if p == shared.telemetry_path => "/metrics",
+        "/metrics" => "",
+        p => p,
+    };
     if path == "/healthz" {
         let now = Instant::now();
         let progress = *shared.progress();
@@ -500,12 +512,15 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             }
         }
         ("/", _) => with_type(
-            Response::new(full(LANDING_PAGE)),
+            Response::new(full(shared.landing_page.clone())),
             "text/html; charset=utf-8",
         ),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /, /metrics, /status or /healthz\n",
+            &format!(
+                "not found; try /, {}, /status or /healthz\n",
+                shared.telemetry_path
+            ),
         ),
     };
     if matches!(path, "/metrics" | "/status") && response.status() == StatusCode::OK {
@@ -535,16 +550,24 @@ struct BadFileJson<'a> {
     message: &'a str,
 }
 
-const LANDING_PAGE: &str = concat!(
-    "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>walwatch</title></head>\n<body>\n",
-    "<h1>walwatch ",
-    env!("CARGO_PKG_VERSION"),
-    "</h1>\n<p>SQLite WAL, lock and checkpoint exporter.</p>\n<ul>\n",
-    "<li><a href=\"metrics\">/metrics</a>: Prometheus metrics</li>\n",
-    "<li><a href=\"status\">/status</a>: databases, WAL, readers, blockers, recent checkpoints (JSON)</li>\n",
-    "<li><a href=\"healthz\">/healthz</a>: liveness</li>\n",
-    "</ul>\n</body></html>\n"
-);
+/// The landing page, linking the metrics at `telemetry_path` (checked by
+/// `config::parse_telemetry_path`: URL-safe characters only, so it needs no escaping).
+fn landing_page(telemetry_path: &str) -> String {
+    format!(
+        concat!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>walwatch</title></head>\n<body>\n",
+            "<h1>walwatch ",
+            env!("CARGO_PKG_VERSION"),
+            "</h1>\n<p>SQLite WAL, lock and checkpoint exporter.</p>\n<ul>\n",
+            "<li><a href=\"{rel}\">{path}</a>: Prometheus metrics</li>\n",
+            "<li><a href=\"status\">/status</a>: databases, WAL, readers, blockers, recent checkpoints (JSON)</li>\n",
+            "<li><a href=\"healthz\">/healthz</a>: liveness</li>\n",
+            "</ul>\n</body></html>\n"
+        ),
+        rel = telemetry_path.trim_start_matches('/'),
+        path = telemetry_path
+    )
+}
 
 use web::full;
 

@@ -28,23 +28,7 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// `75.2` → `1m15s`.
-pub fn human_age(seconds: f64) -> String {
-    let s = seconds.max(0.0);
-    if s < 10.0 {
-        format!("{s:.1}s")
-    } else if s < 3600.0 {
-        let s = s as u64;
-        if s < 60 {
-            format!("{s}s")
-        } else {
-            format!("{}m{:02}s", s / 60, s % 60)
-        }
-    } else {
-        let s = s as u64;
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    }
-}
+pub use crate::text::human_age;
 
 fn who(pid: u32, process: Option<&str>) -> String {
     match process {
@@ -285,7 +269,7 @@ mod tests {
                 process: Some("sqlite3".into()),
                 read_mark: Some(4),
                 age_seconds: None,
-                blocks: "backfill",
+                blocks: crate::model::Blocks::Backfill,
                 reason: "r".into(),
             }],
             ..Default::default()
@@ -303,7 +287,7 @@ mod tests {
         let reset = DbState {
             checkpoint_blocked: false,
             blockers: vec![Blocker {
-                blocks: "wal_reset",
+                blocks: crate::model::Blocks::WalReset,
                 ..db.blockers[0].clone()
             }],
             ..db.clone()

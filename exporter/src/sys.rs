@@ -5,7 +5,6 @@
 //!   disturb SQLite. (The sidecar holds no locks on any `-shm`; a process's own locks are never
 //!   reported by `F_GETLK`, which is why this must not run inside a process that uses SQLite on
 //!   the same file.)
-//! - [`pid_alive`]: `kill(pid, 0)` sends no signal, it only checks that the pid exists.
 //! - [`lock_exclusive_within`] and [`unlock`]: take and drop a POSIX lock the way SQLite's unix
 //!   VFS does. Only the checkpoint child process (`walwatch checkpoint`) calls them, never the
 //!   sidecar, which must hold no lock (see above).
@@ -68,13 +67,7 @@ pub fn open_at(dir: &File, name: &OsStr, directory: bool) -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
-/// A lock found by [`lock_holder`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LockHolder {
-    pub pid: u32,
-    /// `true` for a write (exclusive) lock, `false` for a read (shared) lock.
-    pub exclusive: bool,
-}
+pub use crate::model::LockHolder;
 
 /// Which process, if any, holds a lock on byte `offset` of `file` that would conflict with an
 /// exclusive lock, i.e. any lock at all. Only the first conflicting lock is reported: when
@@ -104,20 +97,6 @@ pub fn lock_holder(file: &std::fs::File, offset: u64) -> io::Result<Option<LockH
         pid: u32::try_from(query.l_pid).unwrap_or(0),
         exclusive: query.l_type == libc::F_WRLCK as libc::c_short,
     }))
-}
-
-/// Whether a process with this pid exists (in our pid namespace). A pid we may not signal
-/// (`EPERM`) exists; only `ESRCH` means gone.
-pub fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 performs only the existence and permission checks; nothing is sent.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Takes an exclusive POSIX lock on byte `offset` of `file`, waiting in the kernel (`F_SETLKW`)
@@ -288,9 +267,9 @@ mod tests {
 
     #[test]
     fn own_pid_is_alive_and_pid_zero_is_not() {
-        assert!(pid_alive(std::process::id()));
-        assert!(!pid_alive(0));
-        assert!(!pid_alive(u32::MAX));
+        assert!(walwatch::process_alive(std::process::id()));
+        assert!(!walwatch::process_alive(0));
+        assert!(!walwatch::process_alive(u32::MAX));
     }
 
     #[test]

@@ -48,6 +48,24 @@ pub fn escaped(bytes: &[u8]) -> String {
     Escaped(bytes).to_string()
 }
 
+/// `75.2` → `1m15s`.
+pub fn human_age(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    if s < 10.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        let s = s as u64;
+        if s < 60 {
+            format!("{s}s")
+        } else {
+            format!("{}m{:02}s", s / 60, s % 60)
+        }
+    } else {
+        let s = s as u64;
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

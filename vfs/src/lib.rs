@@ -114,7 +114,9 @@ pub unsafe fn stats_json_for_file(file: *mut ffi::sqlite3_file) -> Option<String
     ))
 }
 
-/// Whether a process with this pid exists (in our pid namespace).
+/// Whether a process with this pid exists (in our pid namespace): the one liveness check of the
+/// shim and the sidecar. A pid we may not signal (`EPERM`) exists; only `ESRCH` means gone.
+/// Pid 0 and pids beyond `pid_t` (never a process) are not alive.
 pub fn process_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
@@ -123,5 +125,18 @@ pub fn process_alive(pid: u32) -> bool {
         return false;
     }
     // SAFETY: kill with signal 0 only checks for existence and permission; it sends nothing.
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Unix time of `t` in nanoseconds (0 before 1970, saturating far in the future): the one
+/// conversion of the shim and the sidecar.
+pub fn unix_ns(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
+}
+
+/// Unix time now, in nanoseconds.
+pub fn unix_now_ns() -> u64 {
+    unix_ns(std::time::SystemTime::now())
 }

@@ -51,7 +51,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Database path → its mapped region. Mappings are never removed: a region is a few KiB per
 /// database, and keeping it lets the hot path use plain `&'static` references.
@@ -78,11 +78,7 @@ impl DbIdentity {
         let Ok(meta) = std::fs::metadata(std::ffi::OsStr::from_bytes(db_path)) else {
             return Self::default();
         };
-        let birth_ns = meta
-            .created()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64);
+        let birth_ns = meta.created().map_or(0, crate::unix_ns);
         Self {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -621,9 +617,7 @@ impl Drop for Mapping {
 /// # Safety
 /// `region` must be a valid, writable mapping of REGION_SIZE bytes that no one else uses.
 unsafe fn initialize(region: *mut Region, db_path: &[u8], id: DbIdentity) {
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let created = crate::unix_now_ns();
     // SAFETY: per the contract, `region` is ours to write; the header is plain data and every
     // other field is an atomic or plain integer for which all-zero bytes are valid.
     unsafe {

@@ -180,8 +180,10 @@ pub struct SlotHolder {
     pub slot: usize,
 }
 
-/// Byte of `-shm` that SQLite's unix VFS locks for slot 0 (`WALINDEX_LOCK_OFFSET`).
-const LOCK_BYTE0: u64 = 120;
+/// Byte of `-shm` that SQLite's unix VFS locks for slot 0 (`WALINDEX_LOCK_OFFSET`, also
+/// `UNIX_SHM_BASE` in `os_unix.c`): slot `i` (see `layout::SLOT_NAMES`) is byte
+/// `SHM_LOCK_BASE + i`.
+pub const SHM_LOCK_BASE: u64 = 120;
 
 /// Who holds which of `slots` of the `-shm` file at `shm_path`, from `/proc/locks`: works for
 /// every process, walwatch or not, and opens nothing (opening and closing the `-shm` file here
@@ -253,7 +255,7 @@ pub fn parse_proc_locks(
             }
         };
         for slot in slots.clone() {
-            let byte = LOCK_BYTE0 + slot as u64;
+            let byte = SHM_LOCK_BASE + slot as u64;
             if (start..=end).contains(&byte) {
                 out.push(SlotHolder { pid, slot });
             }

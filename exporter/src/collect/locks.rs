@@ -7,11 +7,10 @@
 
 use std::fs::File;
 use walwatch::layout::SLOTS;
+use walwatch::wal_index::SHM_LOCK_BASE;
 
-use crate::sys::{lock_holder, LockHolder};
-
-/// Byte of `-shm` that carries lock slot 0 (`UNIX_SHM_BASE`).
-pub const SHM_LOCK_BASE: u64 = 120;
+use crate::model::LockHolder;
+use crate::sys::lock_holder;
 
 /// The holder of each lock slot (indexed like `SLOT_NAMES`), if any.
 pub fn holders(shm: &File) -> std::io::Result<[Option<LockHolder>; SLOTS]> {

@@ -4,12 +4,11 @@
 
 pub mod locks;
 pub mod proc;
-pub mod stats_file;
 pub mod wal_files;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::discovery::{self, DirError, StatsDirs, Target};
 use crate::model::{self, CheckpointView, DbState, WalIndexView};
@@ -49,11 +48,7 @@ pub struct Collection {
     pub controller_mode: Option<&'static str>,
 }
 
-fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
+use walwatch::unix_ns;
 
 /// Runs one collection over the stats directories and the `--db` list (normalized paths).
 pub fn collect(dirs: &StatsDirs, explicit: &[PathBuf]) -> Collection {
@@ -143,7 +138,7 @@ pub fn collect_db(
     let mut counters = target.stats.map(|found| {
         state.stats_file = Some(found.stats_file.to_string_lossy().into_owned());
         let mut snapshot = found.snapshot;
-        stats_file::drop_dead_readers(&mut snapshot, &mut proc::alive);
+        crate::stats_file::drop_dead_readers(&mut snapshot, &mut walwatch::process_alive);
         snapshot
     });
     timings.stats_files += t.elapsed();
@@ -268,7 +263,10 @@ mod tests {
         // A live reader really holds its READ2 lock: a reader entry on a slot nobody holds is
         // dropped as inconsistent (plausible.rs).
         let shm = wal_files::sibling(&db, "-shm");
-        let reader = lock_holder(&shm, locks::SHM_LOCK_BASE + SLOT_READ0 as u64 + 2);
+        let reader = lock_holder(
+            &shm,
+            walwatch::wal_index::SHM_LOCK_BASE + SLOT_READ0 as u64 + 2,
+        );
         let path = db.to_str().unwrap().as_bytes();
         let mut file = synth::stats_file(path, 1);
         let mut dead = std::process::Command::new("true").spawn().unwrap();
@@ -301,7 +299,7 @@ mod tests {
         assert_eq!(state.wal_index.as_ref().unwrap().pending_frames, 7);
         // The live reader sees every frame: it only keeps the WAL from being reset.
         assert!(!state.checkpoint_blocked);
-        assert_eq!(state.blockers[0].blocks, "wal_reset");
+        assert_eq!(state.blockers[0].blocks, crate::model::Blocks::WalReset);
         assert_eq!(state.recent_checkpoints.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }

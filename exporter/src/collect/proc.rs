@@ -2,12 +2,6 @@
 
 use std::path::Path;
 
-/// Whether `pid` is a live process. A stats file outlives the processes that wrote it, so
-/// every pid read from one is checked before it is shown.
-pub fn alive(pid: u32) -> bool {
-    crate::sys::pid_alive(pid)
-}
-
 /// The process name (`/proc/<pid>/comm`, at most 15 bytes, as `ps` shows it), if readable.
 pub fn name(pid: u32) -> Option<String> {
     name_in(Path::new("/proc"), pid)
@@ -73,10 +67,7 @@ mod tests {
         );
         assert_eq!(start_time("garbage", "btime 1"), None);
         let me = started_unix_ns(std::process::id()).expect("own start time");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
+        let now = walwatch::unix_now_ns();
         assert!(
             me <= now + 2_000_000_000,
             "started in the future: {me} > {now}"
@@ -87,6 +78,6 @@ mod tests {
     fn names_this_process() {
         let me = name(std::process::id()).expect("own comm");
         assert!(!me.is_empty());
-        assert!(alive(std::process::id()));
+        assert!(walwatch::process_alive(std::process::id()));
     }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use walwatch::trust::Kind;
 use walwatch::wal_index::{WalIndex, WalIndexError, HEADER_BYTES};
 
-use super::stats_file::read_up_to;
+use crate::stats_file::read_up_to;
 use crate::sys;
 
 /// What the first 100 bytes of a database file say about it.

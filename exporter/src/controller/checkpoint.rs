@@ -38,16 +38,18 @@
 //! user's file; `fs.protected_hardlinks` already forbids making one on most systems).
 
 use super::policy::Action;
-use crate::collect::locks::SHM_LOCK_BASE;
 use crate::sys;
 use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use walwatch::wal_index::SHM_LOCK_BASE;
 
 /// How a checkpoint ended, as `walwatch_controller_actions_total{result}` counts it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ResultKind {
     /// Done: every frame copied (and, for TRUNCATE, `-wal` cut to zero bytes).
     Ok,
@@ -67,19 +69,40 @@ impl ResultKind {
     }
 }
 
-/// What one checkpoint did.
-#[derive(Clone, Debug)]
+/// What one checkpoint did. It is also the child's protocol: `walwatch checkpoint` prints it as
+/// one JSON object on stdout ([`Outcome::to_json`]) and the controller parses it back
+/// ([`Outcome::from_json`]), both through this one derived type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub result: ResultKind,
     /// `wal_checkpoint`'s second and third columns: frames in the WAL, frames checkpointed.
     pub log_frames: i64,
     pub checkpointed_frames: i64,
+    #[serde(rename = "duration_seconds", with = "seconds")]
     pub duration: Duration,
     /// How long it held the WRITE lock: how long writers were stalled by it.
+    #[serde(rename = "write_lock_held_seconds", with = "seconds", default)]
     pub write_lock_held: Duration,
     /// For a TRUNCATE with a PASSIVE pass first: how fast that pass copied, in bytes per second.
+    #[serde(rename = "passive_pass_bytes_per_second", default)]
     pub passive_pass_rate: Option<f64>,
+    #[serde(default)]
     pub error: Option<String>,
+}
+
+/// A [`Duration`] on the wire: seconds as a float.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The time a TRUNCATE may still wait for readers while it holds WRITE.
@@ -128,37 +151,17 @@ fn bounded_busy_handler(_attempt: i32) -> bool {
 }
 
 impl Outcome {
+    /// The child's one line of output.
     pub fn to_json(&self) -> String {
-        serde_json::json!({
-            "result": self.result.name(),
-            "log_frames": self.log_frames,
-            "checkpointed_frames": self.checkpointed_frames,
-            "duration_seconds": self.duration.as_secs_f64(),
-            "write_lock_held_seconds": self.write_lock_held.as_secs_f64(),
-            "passive_pass_bytes_per_second": self.passive_pass_rate,
-            "error": self.error,
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            // Unreachable (plain fields, finite or rejected floats); still a parseable answer.
+            format!(r#"{{"result":"error","log_frames":0,"checkpointed_frames":0,"duration_seconds":0,"error":{:?}}}"#, e.to_string())
         })
-        .to_string()
     }
 
+    /// Parses the child's output; `None` when it is not an outcome.
     fn from_json(text: &str) -> Option<Self> {
-        let v: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
-        let result = match v["result"].as_str()? {
-            "ok" => ResultKind::Ok,
-            "busy" => ResultKind::Busy,
-            _ => ResultKind::Error,
-        };
-        Some(Self {
-            result,
-            log_frames: v["log_frames"].as_i64()?,
-            checkpointed_frames: v["checkpointed_frames"].as_i64()?,
-            duration: Duration::from_secs_f64(v["duration_seconds"].as_f64()?),
-            write_lock_held: Duration::from_secs_f64(
-                v["write_lock_held_seconds"].as_f64().unwrap_or(0.0),
-            ),
-            passive_pass_rate: v["passive_pass_bytes_per_second"].as_f64(),
-            error: v["error"].as_str().map(str::to_owned),
-        })
+        serde_json::from_str(text.trim()).ok()
     }
 }
 
@@ -483,5 +486,31 @@ mod tests {
             .contains("a.db-wal: not a regular file with one link"));
         assert_eq!(std::fs::read(&other).unwrap(), b"precious");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_child_protocol_round_trips_through_one_type() {
+        let o = Outcome {
+            result: ResultKind::Busy,
+            log_frames: 12,
+            checkpointed_frames: 7,
+            duration: Duration::from_millis(250),
+            write_lock_held: Duration::from_millis(40),
+            passive_pass_rate: Some(1.5e8),
+            error: Some("a \"quoted\" error\n".to_owned()),
+        };
+        let line = o.to_json();
+        assert!(!line.contains('\n'), "one line: {line}");
+        assert!(line.contains(r#""result":"busy""#), "{line}");
+        assert!(line.contains(r#""duration_seconds":0.25"#), "{line}");
+        assert_eq!(Outcome::from_json(&line), Some(o));
+        // Optional fields may be absent; anything else is not an outcome.
+        let minimal =
+            r#"{"result":"ok","log_frames":1,"checkpointed_frames":1,"duration_seconds":0.5}"#;
+        let parsed = Outcome::from_json(minimal).expect("minimal outcome");
+        assert_eq!(parsed.result, ResultKind::Ok);
+        assert_eq!(parsed.write_lock_held, Duration::ZERO);
+        assert_eq!(Outcome::from_json("Error: no such file"), None);
+        assert_eq!(Outcome::from_json(r#"{"result":"maybe"}"#), None);
     }
 }

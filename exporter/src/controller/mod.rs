@@ -19,8 +19,7 @@ pub mod watch;
 
 use checkpoint::{Outcome, ResultKind};
 use limits::Limit;
-use policy::{Action, Decision, Limits, Mode, Observation};
-use serde::Serialize;
+use policy::{Action, AfterTruncate, Decision, Limits, Mode, Observation};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -58,48 +57,7 @@ const PASSIVE_GAP: Duration = Duration::from_millis(100);
 /// Growth-rate smoothing time constant.
 const GROWTH_TAU: Duration = Duration::from_millis(500);
 
-/// What `/status` and `/metrics` show about the controller and one database.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ControllerView {
-    pub mode: &'static str,
-    pub soft_limit_bytes: u64,
-    pub hard_limit_bytes: u64,
-    pub growth_bytes_per_second: f64,
-    /// Time the controller's TRUNCATEs held the WRITE lock, in total: writers' stall.
-    pub write_lock_held_seconds: f64,
-    /// Checkpoints run, by (action, result).
-    pub actions: Vec<ActionCount>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last: Option<LastAction>,
-    /// A checkpoint the strategy wants but holds back, and why.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub holding: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ActionCount {
-    pub action: &'static str,
-    pub result: &'static str,
-    pub count: u64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LastAction {
-    pub action: &'static str,
-    pub result: &'static str,
-    pub reason: String,
-    pub seconds_ago: f64,
-    pub duration_seconds: f64,
-    /// How long it held the WRITE lock (writers waited that long at most).
-    pub write_lock_held_seconds: f64,
-    pub log_frames: i64,
-    pub checkpointed_frames: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Who kept it from finishing, when it was busy.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub blockers: Vec<Blocker>,
-}
+pub use crate::model::{ActionCount, ControllerView, LastAction};
 
 /// The controller's memory of one database.
 #[derive(Default)]
@@ -282,21 +240,20 @@ impl Controller {
             let was_holding = c.holding.take();
             match &decision {
                 Decision::Run(..) => c.in_progress = true,
-                Decision::Hold(_, why) => c.holding = Some(why.clone()),
+                Decision::Hold(_, why, held) => c.holding = Some(format!("{why}; {held}")),
                 Decision::Nothing => {}
             }
             (decision, was_holding, c.trust)
         };
         match decision {
             Decision::Nothing => {}
-            // A checkpoint already running is routine; holds for observe mode and back-off are news.
-            Decision::Hold(action, why) if !why.ends_with("already running") => {
-                if was_holding.is_none() {
-                    tracing::info!(db = %crate::text::path(db), action = action.name(), "holding a checkpoint: {why}");
+            Decision::Hold(action, why, held) => {
+                if policy::log_hold(held, was_holding.is_some()) {
+                    tracing::info!(db = %crate::text::path(db), action = action.name(), "holding a checkpoint: {why}; {held}");
                 }
             }
-            Decision::Hold(..) => {}
             Decision::Run(action, why) => {
+                let why = why.to_string();
                 // Each checkpoint waits on its own thread, so a long one (a big backfill, a
                 // wait for readers) never delays the reaction to another database.
                 let (this, db, blockers) = (self.clone(), db.to_owned(), blockers.to_vec());
@@ -319,11 +276,9 @@ impl Controller {
             Action::Passive => Duration::ZERO,
             Action::Truncate => self.settings.truncate_timeout,
         };
-        // A PASSIVE pass first, unless writers append faster than half the rate it copies at:
-        // then it would copy little net, while the WAL grows until the TRUNCATE proper.
         let passive_pass = lock(&self.dbs)
             .get(db)
-            .is_none_or(|c| c.passive_pass_rate.is_none_or(|rate| c.growth < rate / 2.0));
+            .is_none_or(|c| policy::passive_pass(c.growth, c.passive_pass_rate));
         let outcome = checkpoint::run(db, owner, action, timeout, passive_pass);
         let blockers = if outcome.result == ResultKind::Busy {
             self.blockers_of(db, known_blockers)
@@ -351,23 +306,23 @@ impl Controller {
             if let Some(rate) = outcome.passive_pass_rate {
                 c.passive_pass_rate = Some(rate);
             }
-            if outcome.result == ResultKind::Ok {
-                c.backoff = Duration::ZERO;
-                c.backoff_until = None;
-                c.blocked_by.clear();
-            } else if pinned_by_reader(&blockers) {
-                // A reader pins the WAL: retrying cannot help until it leaves, so back off
-                // (and retry at once when it is gone).
-                c.backoff = policy::next_backoff(
-                    c.backoff,
-                    self.settings.horizon / 2,
-                    self.settings.max_backoff,
-                );
-                c.backoff_until = Some(Instant::now() + c.backoff);
-                c.blocked_by = blockers.iter().map(|b| b.pid).collect();
+            match policy::after_truncate(outcome.result == ResultKind::Ok, &blockers) {
+                AfterTruncate::Reset => {
+                    c.backoff = Duration::ZERO;
+                    c.backoff_until = None;
+                    c.blocked_by.clear();
+                }
+                AfterTruncate::BackOff => {
+                    c.backoff = policy::next_backoff(
+                        c.backoff,
+                        self.settings.horizon / 2,
+                        self.settings.max_backoff,
+                    );
+                    c.backoff_until = Some(Instant::now() + c.backoff);
+                    c.blocked_by = blockers.iter().map(|b| b.pid).collect();
+                }
+                AfterTruncate::RetrySoon => {}
             }
-            // Otherwise it lost to a writer's transaction, which ends in milliseconds: the next
-            // notification of growth may try again at once.
         }
         c.last = Some((
             Instant::now(),
@@ -411,7 +366,7 @@ impl Controller {
         use failures::Report;
         let db = crate::text::path(db);
         if let Report::Recovered { count, for_ } = report {
-            tracing::info!(%db, action = action.name(), failures = count, "checkpoints work again after {count} failures over {}", crate::status::human_age(for_.as_secs_f64()));
+            tracing::info!(%db, action = action.name(), failures = count, "checkpoints work again after {count} failures over {}", crate::text::human_age(for_.as_secs_f64()));
         }
         let ms = o.duration.as_secs_f64() * 1e3;
         let stall_ms = o.write_lock_held.as_secs_f64() * 1e3;
@@ -440,7 +395,7 @@ impl Controller {
                 match report {
                     Report::Quiet => {}
                     Report::Still { count, for_ } => {
-                        tracing::error!(%db, action = action.name(), result = "error", failures = count, "checkpoints still failing ({count} times over {}): {error}; the sidecar needs read-write access to the database and its directory", crate::status::human_age(for_.as_secs_f64()))
+                        tracing::error!(%db, action = action.name(), result = "error", failures = count, "checkpoints still failing ({count} times over {}): {error}; the sidecar needs read-write access to the database and its directory", crate::text::human_age(for_.as_secs_f64()))
                     }
                     _ => {
                         tracing::error!(%db, action = action.name(), result = "error", "checkpoint failed: {error}; the sidecar needs read-write access to the database and its directory (while it keeps failing this way, reminders follow after {} min, then ever less often, at least hourly; every attempt is counted in walwatch_controller_actions_total)", failures::FIRST_REMINDER.as_secs() / 60)
@@ -486,16 +441,6 @@ impl Controller {
             holding: c.and_then(|c| c.holding.clone()),
         }
     }
-}
-
-/// Whether a failed checkpoint was held up by a reader that keeps an old snapshot (rather than
-/// by a writer's transaction, which ends in milliseconds): one whose read mark is behind the
-/// WAL, or that has been reading for over a second.
-fn pinned_by_reader(blockers: &[Blocker]) -> bool {
-    blockers.iter().any(|b| {
-        b.blocks == "backfill"
-            || (b.slot.starts_with("READ") && b.age_seconds.is_some_and(|a| a >= 1.0))
-    })
 }
 
 /// `pid 123 (python3) on READ1, read mark 5, reading for 3.2 s: <reason>`

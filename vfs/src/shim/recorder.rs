@@ -91,7 +91,7 @@ use super::clock;
 use crate::layout::*;
 use crate::wal_index::{LiveWalIndex, WalIndex};
 use std::sync::atomic::Ordering::{Relaxed, Release};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// First of the four slots a restart locks together (READ1).
 const SLOT_READ1: usize = SLOT_READ0 + 1;
@@ -287,9 +287,7 @@ impl ShmLock {
 }
 
 pub(crate) fn unix_now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    crate::unix_now_ns()
 }
 
 /// The Unix time of a monotonic instant, from one (Instant, Unix time) pair taken when the first

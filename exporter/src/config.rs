@@ -611,64 +611,63 @@ pub fn resolve(
         stats_dirs: stats_dirs.clone(),
     };
     let web_cfg = cfg.web.unwrap_or_default();
-    let (max_text, max_from_file) = match (over.web_max_connections, web_cfg.max_connections) {
-        (Some(t), _) => (Some(t), false),
-        (None, Some(n)) => (Some(n.to_string()), true),
-        (None, None) => (None, false),
+    // A count (connections, requests): flag or environment, else the `[web]` table, else the
+    // default; outside its range an error naming the key as written, the value and the range.
+    let count = |key: &str,
+                 flag: &str,
+                 what: &str,
+                 over: Option<String>,
+                 file: Option<u64>,
+                 default: usize,
+                 range: std::ops::RangeInclusive<u64>| {
+        let (text, from_file) = match (over, file) {
+            (Some(t), _) => (t, false),
+            (None, Some(n)) => (n.to_string(), true),
+            (None, None) => return Ok(default),
+        };
+        match text.trim().parse::<u64>() {
+            Ok(n) if range.contains(&n) => Ok(n as usize),
+            _ => Err(locate(
+                key,
+                flag,
+                from_file,
+                format!(
+                    "`{}` is not a number of {what} in the accepted range, {} to {}",
+                    text.trim(),
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        }
     };
-    let max_connections = match max_text {
-        None => crate::web::DEFAULT_MAX_CONNECTIONS as u64,
-        Some(t) => match t.trim().parse::<u64>() {
-            Ok(n) if MAX_CONNECTIONS_RANGE.contains(&n) => n,
-            _ => {
-                return Err(locate(
-                    "max_connections",
-                    "--web.max-connections (WALWATCH_WEB_MAX_CONNECTIONS)",
-                    max_from_file,
-                    format!(
-                        "`{}` is not a number of connections in the accepted range, {} to {}",
-                        t.trim(),
-                        MAX_CONNECTIONS_RANGE.start(),
-                        MAX_CONNECTIONS_RANGE.end()
-                    ),
-                ))
-            }
-        },
-    };
+    let max_connections = count(
+        "max_connections",
+        "--web.max-connections (WALWATCH_WEB_MAX_CONNECTIONS)",
+        "connections",
+        over.web_max_connections,
+        web_cfg.max_connections,
+        crate::web::DEFAULT_MAX_CONNECTIONS,
+        MAX_CONNECTIONS_RANGE,
+    )?;
     let header_timeout = setting(
         &WEB_HEADER_TIMEOUT,
         over.web_header_timeout,
         web_cfg.header_timeout,
     )?;
-    let (req_text, req_from_file) = match (over.web_max_requests, web_cfg.max_requests) {
-        (Some(t), _) => (Some(t), false),
-        (None, Some(n)) => (Some(n.to_string()), true),
-        (None, None) => (None, false),
-    };
-    let max_requests = match req_text {
-        None => crate::web::DEFAULT_MAX_REQUESTS as u64,
-        Some(t) => match t.trim().parse::<u64>() {
-            Ok(n) if MAX_REQUESTS_RANGE.contains(&n) => n,
-            _ => {
-                return Err(locate(
-                    "max_requests",
-                    "--web.max-requests (WALWATCH_WEB_MAX_REQUESTS)",
-                    req_from_file,
-                    format!(
-                        "`{}` is not a number of requests in the accepted range, {} to {}",
-                        t.trim(),
-                        MAX_REQUESTS_RANGE.start(),
-                        MAX_REQUESTS_RANGE.end()
-                    ),
-                ))
-            }
-        },
-    };
+    let max_requests = count(
+        "max_requests",
+        "--web.max-requests (WALWATCH_WEB_MAX_REQUESTS)",
+        "requests",
+        over.web_max_requests,
+        web_cfg.max_requests,
+        crate::web::DEFAULT_MAX_REQUESTS,
+        MAX_REQUESTS_RANGE,
+    )?;
     let web = crate::web::WebSettings {
         config_file: over.web_config_file.or(web_cfg.config_file),
-        max_connections: max_connections as usize,
+        max_connections,
         header_timeout,
-        max_requests: max_requests as usize,
+        max_requests,
     };
     let path_from_file = over.telemetry_path.is_none() && cfg.telemetry_path.is_some();
     let telemetry_path = match over.telemetry_path.or(cfg.telemetry_path) {

@@ -166,34 +166,6 @@ fn normalize(body: &str, dir: &Path) -> String {
     out
 }
 
-/// `promtool check metrics` must succeed and print nothing; skipped, with a notice, where
-/// promtool is not installed.
-fn promtool_check(metrics: &str) {
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        eprintln!("NOTICE: promtool not installed (apt-get install prometheus); skipping `promtool check metrics`");
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Compares with the golden file, or rewrites it under `UPDATE_GOLDEN=1`.
 fn check_golden(name: &str, actual: &str) {
     let path = fixtures().join("golden").join(name);

@@ -13,7 +13,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -68,23 +68,6 @@ fn stray_controls(s: &str) -> Vec<char> {
     s.chars()
         .filter(|&c| c.is_control() && c != '\n' && c != '\t')
         .collect()
-}
-
-/// `target/<profile>/libwalwatch.so`, (re)built first (a no-op when it is up to date).
-fn extension() -> PathBuf {
-    let profile_dir = Path::new(WALWATCH).parent().unwrap();
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .args(["build", "-p", "walwatch-vfs", "--lib"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cargo.arg("--release");
-    }
-    assert!(
-        cargo.status().unwrap().success(),
-        "building the extension failed"
-    );
-    profile_dir.join("libwalwatch.so")
 }
 
 /// Python with (optionally) the extension loaded: renames itself (`/proc/self/comm`), writes

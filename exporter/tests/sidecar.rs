@@ -112,34 +112,6 @@ fn sample(metrics: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// `promtool check metrics` must print nothing and succeed; skipped (with a notice) when
-/// promtool is not installed.
-fn promtool_check(metrics: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else {
-        eprintln!("NOTICE: promtool not installed (apt-get install prometheus); skipping `promtool check metrics`");
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
 fn no_panic(stderr: &str) {
     assert!(!stderr.contains("panicked"), "walwatch panicked: {stderr}");
 }
@@ -493,30 +465,6 @@ fn plain_shell_reader_is_named_as_the_blocker() {
         fields[1], fields[2],
         "FULL checkpoint was not blocked: {result:?}"
     );
-}
-
-/// `target/<profile>/libwalwatch.so`, (re)built first with `cargo build -p walwatch-vfs --lib`
-/// in this test's profile (a no-op when it is up to date).
-fn extension() -> PathBuf {
-    let profile_dir = Path::new(WALWATCH).parent().unwrap();
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .args(["build", "-p", "walwatch-vfs", "--lib"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cargo.arg("--release");
-    }
-    assert!(
-        cargo.status().unwrap().success(),
-        "building the walwatch extension failed"
-    );
-    let lib = profile_dir.join("libwalwatch.so");
-    assert!(
-        lib.exists(),
-        "{} missing after building walwatch-vfs",
-        lib.display()
-    );
-    lib
 }
 
 const PYTHON_WRITER: &str = r#"

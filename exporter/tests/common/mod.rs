@@ -3,9 +3,10 @@
 //! says `mod common;` (cargo does not build `tests/common/` as a test of its own).
 #![allow(dead_code)] // each test binary uses its own part of it
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -93,4 +94,56 @@ pub fn wait_within<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option
 /// [`wait_within`] 30 s.
 pub fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
     wait_within(what, Duration::from_secs(30), f)
+}
+
+/// `target/<profile>/libwalwatch.so`, (re)built first with `cargo build -p walwatch-vfs --lib`
+/// in this test's profile (a no-op when it is up to date).
+pub fn extension() -> PathBuf {
+    let profile_dir = Path::new(WALWATCH).parent().unwrap();
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "-p", "walwatch-vfs", "--lib"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cargo.arg("--release");
+    }
+    assert!(
+        cargo.status().unwrap().success(),
+        "building the walwatch extension failed"
+    );
+    let lib = profile_dir.join("libwalwatch.so");
+    assert!(
+        lib.exists(),
+        "{} missing after building walwatch-vfs",
+        lib.display()
+    );
+    lib
+}
+
+/// `promtool check metrics` must succeed and print nothing; skipped, with a notice, where
+/// promtool is not installed.
+pub fn promtool_check(metrics: &str) {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("NOTICE: promtool not installed (apt-get install prometheus); skipping `promtool check metrics`");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -114,12 +114,15 @@ pub trait Bounded: Sized + Copy {
     fn show(&self) -> String;
 }
 
+/// [`Bounded::outside`] for totally ordered values (durations, byte counts).
+fn outside_ordered<T: PartialOrd>(v: &T, min: &T, max: &T) -> Option<std::cmp::Ordering> {
+    use std::cmp::Ordering::*;
+    (v < min).then_some(Less).or((v > max).then_some(Greater))
+}
+
 impl Bounded for Duration {
     fn outside(&self, min: &Self, max: &Self) -> Option<std::cmp::Ordering> {
-        use std::cmp::Ordering::*;
-        (self < min)
-            .then_some(Less)
-            .or((self > max).then_some(Greater))
+        outside_ordered(self, min, max)
     }
     fn show(&self) -> String {
         show_duration(*self)
@@ -143,10 +146,7 @@ impl Bounded for Limit {
 
 impl Bounded for u64 {
     fn outside(&self, min: &Self, max: &Self) -> Option<std::cmp::Ordering> {
-        use std::cmp::Ordering::*;
-        (self < min)
-            .then_some(Less)
-            .or((self > max).then_some(Greater))
+        outside_ordered(self, min, max)
     }
     fn show(&self) -> String {
         show_bytes(*self)

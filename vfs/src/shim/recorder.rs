@@ -53,9 +53,13 @@
 //! lock; SQLite may have read it a few microseconds later.
 //!
 //! # What a lock costs (the hot path)
-//! A lock granted or released outside a checkpoint costs a few relaxed atomic adds and plain
-//! stores, no system call, no allocation, no lock, no `catch_unwind` (the fast path has no
-//! panic in it: slots are looked up with `get`):
+//! A lock granted or released on one slot outside a checkpoint (every lock of a read or write
+//! transaction) costs a few relaxed atomic adds and plain stores: no system call, no
+//! allocation, no lock. [`Recorder::locked_one`] and [`Recorder::unlocking_unmarked`] are
+//! straight-line code with no panic in them (slots are reduced modulo `SLOTS`, arithmetic
+//! wraps, nothing is unwrapped), so the guard around them compiles to nothing; the rarer work
+//! (a sampled hold, a checkpoint starting, a lock granted after a busy one) is left to
+//! [`Recorder::locked_follow_up`] and [`Recorder::unlocking_one`], each in a real guard.
 //! - every `xShmLock` is counted (`acquired`, one add per slot);
 //! - hold times are *sampled*: one hold in [`HOLD_SAMPLE`], picked at random (a per-connection
 //!   xorshift, so no periodic workload can alias with it), is timed with the monotonic clock
@@ -65,15 +69,24 @@
 //!   bias; quantiles are those of the sample;
 //! - exclusive holds of WRITE, CKPT and RECOVER (the holds that make other connections wait;
 //!   exclusive READ locks are a reader updating a read mark, or a checkpoint's steps, whose
-//!   duration the checkpoint record has) are also stamped with the coarse clock (`CLOCK_MONOTONIC_COARSE`, vDSO,
-//!   no system call) at grant and release: every exclusive hold of at least `long_hold_ns`
-//!   (eight kernel ticks, and at least 10 ms) is recorded exactly once, with weight 1 (timed
-//!   precisely if it was sampled, else to within one tick, under 1/8 of its length); shorter
-//!   ones are estimated as above. Each hold's expected weight is 1 either way;
-//! - a read transaction stamps its reader-table row with the coarse clock
-//!   (`CLOCK_MONOTONIC_COARSE`, vDSO, resolution one kernel tick: 1–10 ms), turned into Unix
-//!   time by an offset taken once: reader ages are shown in seconds, and a long read transaction
-//!   is found there whether or not its hold was sampled.
+//!   duration the checkpoint record has) are also stamped with the coarse clock
+//!   (`CLOCK_MONOTONIC_COARSE`, vDSO, no system call) at grant and release: every exclusive
+//!   hold of at least `long_hold_ns` (eight kernel ticks, and at least 10 ms) is recorded
+//!   exactly once, with weight 1 (timed precisely if it was sampled, else to within one tick,
+//!   under 1/8 of its length); shorter ones are estimated as above. Each hold's expected weight
+//!   is 1 either way;
+//! - a read transaction stamps its reader-table row with the coarse clock (resolution one
+//!   kernel tick: 1–10 ms), turned into Unix time by an offset taken once: reader ages are
+//!   shown in seconds, and a long read transaction is found there whether or not its hold was
+//!   sampled;
+//! - what a write transaction appended to `-wal` is read from the wal-index header when it
+//!   releases the write lock (frames since it took the lock, and the WAL header if it started
+//!   the WAL afresh): the shim does not wrap `-wal` writes at all. (In `locking_mode=EXCLUSIVE`
+//!   SQLite keeps the wal-index in heap memory and takes no `-shm` locks; such a database's
+//!   `wal_write_bytes` stays 0, and the sidecar still sees the `-wal` file's size.)
+//!
+//! What each part costs, in instructions per transaction, is measured by `bench/callgrind.sh`
+//! (README, "The shim's overhead").
 //!
 //! Checkpoints (rare) keep the precise clock (`Instant`) for their start, duration and waits,
 //! and every lock call made during one is timed, as before.

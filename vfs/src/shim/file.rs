@@ -498,7 +498,7 @@ mod hot {
 
     /// A lock on one slot, outside a checkpoint: forwarded, then recorded.
     #[inline(never)]
-    fn shm_lock_one(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
+    extern "C" fn shm_lock_one(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
         // SAFETY: only called from x_shm_lock, on its open file; its `state` borrow has ended.
         let state = unsafe { state(f) };
         let Some(real) = state.real.xShmLock else {
@@ -528,7 +528,7 @@ mod hot {
 
     /// The unlock of a sampled or stamped hold: its time is recorded, then it is forwarded.
     #[inline(never)]
-    fn shm_unlock_marked(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
+    extern "C" fn shm_unlock_marked(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
         // SAFETY: only called from x_shm_lock, on its open file; its `state` borrow has ended.
         let state = unsafe { state(f) };
         let Some(real) = state.real.xShmLock else {

@@ -7,16 +7,12 @@
 //! end-to-end tests, and measure the controller rather than the machine's load.
 #![forbid(unsafe_code)]
 
-#[path = "e2e/harness.rs"]
-#[allow(dead_code, unused_imports)] // shared with the e2e binary, which uses the rest of it
-mod harness;
-
-use harness::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use walwatch_tests::*;
 
 const MIB: u64 = 1 << 20;
 
@@ -37,7 +33,7 @@ struct Sidecar {
 impl Sidecar {
     fn start(s: &Scratch, args: &[&str]) -> Self {
         let port = free_port();
-        let bin = sidecar_binary();
+        let bin = WALWATCH.path();
         let mut child = Command::new(&bin)
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", "1s"])

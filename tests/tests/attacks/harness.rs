@@ -2,8 +2,7 @@
 //! per scenario, commands run as a user with a bound on how long they may take, file contents
 //! to compare before and after, forged stats files, and a root sidecar on a free port.
 
-pub use crate::e2e::{http_get, sidecar_binary};
-pub use walwatch_tests::built;
+pub use walwatch_tests::*;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -561,9 +560,9 @@ impl Sidecar {
     /// Starts it with `args` (after `--listen` and a 500 ms interval) and waits, bounded, for
     /// `/healthz` to answer.
     pub fn start(args: &[&str]) -> Self {
-        let port = crate::e2e::free_port();
+        let port = free_port();
         let log = PathBuf::from(format!("/srv/sidecar-{port}.log"));
-        let child = Command::new(sidecar_binary())
+        let child = Command::new(WALWATCH)
             .arg("serve")
             .args([
                 "--listen",
@@ -649,9 +648,7 @@ impl Drop for Sidecar {
 /// `walwatch <args>` as root, bounded.
 pub fn walwatch(args: &[&str]) -> Output {
     bounded(
-        Command::new(sidecar_binary())
-            .args(args)
-            .env_remove("WALWATCH_DIR"),
+        Command::new(WALWATCH).args(args).env_remove("WALWATCH_DIR"),
         &format!("walwatch {args:?}"),
     )
 }

@@ -5,13 +5,13 @@
 //! syntax and for flags the sidecar really has. Needs `prometheus`, `promtool`, `curl`,
 //! `python3-yaml` (and `systemd` for `systemd-analyze verify`, skipped with a notice without it).
 
-use crate::harness::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use walwatch_tests::*;
 
 /// Metrics the checkpoint controller adds. Until `walwatch serve --help` offers `--hard-limit`
 /// (the controller has not landed), expressions on them may return nothing.
@@ -88,7 +88,7 @@ fn alerts() -> Value {
 }
 
 fn serve_help() -> String {
-    let out = Command::new(sidecar_binary())
+    let out = Command::new(WALWATCH)
         .args(["serve", "--help"])
         .output()
         .expect("walwatch serve --help");
@@ -266,8 +266,8 @@ fn dashboard_and_alerts_against_real_prometheus(detailed: bool) {
 
     // The sidecar, with low limits so that the controller acts during the run.
     let port = free_port();
-    let sidecar_log = s.dir.path().join("walwatch.log");
-    let mut sidecar = Command::new(sidecar_binary());
+    let sidecar_log = s.dir.path("walwatch.log");
+    let mut sidecar = Command::new(WALWATCH);
     sidecar
         .arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", "1s"])
@@ -298,7 +298,7 @@ fn dashboard_and_alerts_against_real_prometheus(detailed: bool) {
 
     // Prometheus scraping it every second, evaluating the alert rules every second.
     let prom_port = free_port();
-    let prom_dir = s.dir.path().join("prometheus");
+    let prom_dir = s.dir.path("prometheus");
     std::fs::create_dir_all(prom_dir.join("data")).unwrap();
     let config = prom_dir.join("prometheus.yml");
     std::fs::write(
@@ -689,9 +689,9 @@ fn systemd_unit_verifies_and_grants_what_the_sidecar_needs() {
         .is_ok_and(|o| o.status.success())
     {
         // verify checks that ExecStart's binary exists: point it at the one we built.
-        let dir = tempfile::tempdir().unwrap();
-        let unit = dir.path().join("walwatch.service");
-        let bin = sidecar_binary();
+        let dir = TempDir::new("systemd");
+        let unit = dir.path("walwatch.service");
+        let bin = WALWATCH.path();
         std::fs::write(
             &unit,
             text.replace("/usr/local/bin/walwatch", bin.to_str().unwrap()),

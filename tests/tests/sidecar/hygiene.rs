@@ -11,32 +11,20 @@
 //! No assertion depends on timing: waits are bounded polls for a condition.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use walwatch_exporter::synth;
 
-mod common;
-use common::*;
+use walwatch_tests::*;
 /// The hostile part of a database path: sets the terminal title, clears the screen, then
 /// starts a forged line.
 const HOSTILE: &str = "evil\x1b]0;x\x07\x1b[2J\nfake line";
 /// How `crate::text` shows it.
 const HOSTILE_ESCAPED: &str = "evil\\u{1b}]0;x\\u{7}\\u{1b}[2J\\nfake line";
-
-/// A minimal HTTP/1.0 GET: the body of a 200 response.
-fn get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    head.contains(" 200 ").then(|| body.to_owned())
-}
 
 /// `walwatch ARGS…`, killed if it has not exited within 20 s (a refused setting must stop it
 /// before it serves).
@@ -57,10 +45,6 @@ fn run_bounded(args: &[&str]) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Control characters other than the newlines and tabs of the output's own layout.
@@ -123,15 +107,6 @@ fn python(
         .unwrap();
     assert_eq!(line.trim(), "reading", "python failed");
     Proc(child)
-}
-
-/// The value of the first sample whose line starts with `prefix`.
-fn sample(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 mod attack7_output {
@@ -203,7 +178,7 @@ mod attack7_output {
                 assert!(logged.contains(HOSTILE_ESCAPED), "{logged}");
             }
             // /status is JSON: the path comes back exact.
-            let status = wait_for("/status", || get(addr, "/status"));
+            let status = wait_for("/status", || get_body(addr, "/status"));
             let v: serde_json::Value = serde_json::from_str(&status).unwrap();
             let paths: Vec<&str> = v["databases"]
                 .as_array()
@@ -327,10 +302,10 @@ mod attack7_output {
                 .spawn()
                 .unwrap(),
         );
-        let metrics = wait_for("/metrics", || get(addr, "/metrics"));
+        let metrics = wait_for("/metrics", || get_body(addr, "/metrics"));
         // Logged once per change, not at every collection: let five collections pass.
         let collected = || -> Option<f64> {
-            let v: serde_json::Value = serde_json::from_str(&get(addr, "/status")?).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&get_body(addr, "/status")?).ok()?;
             v["collected_unix_seconds"].as_f64()
         };
         let first = wait_for("a collection", collected);
@@ -543,7 +518,7 @@ mod attack8_configuration {
         );
         // Every attempt is counted…
         wait_for("10 failed checkpoints", || {
-            let m = get(addr, "/metrics")?;
+            let m = get_body(addr, "/metrics")?;
             (sample(&m, &errors)? >= 10.0).then_some(())
         });
         // …and logged once (a reminder would come after a minute).

@@ -5,15 +5,14 @@
 //! [`normalize`] (which lists everything that may vary between runs). Any change to a series
 //! name, label, help text or value shows up as a diff to review.
 //!
-//! To accept a change: `UPDATE_GOLDEN=1 cargo test --release -p walwatch-exporter --test golden`
+//! To accept a change: `UPDATE_GOLDEN=1 cargo test --release -p walwatch-tests --test sidecar golden::`
 //! rewrites the two files; review them with `git diff` and commit them.
 //!
 //! The raw output (before normalizing) must also pass `promtool check metrics`.
 #![forbid(unsafe_code)]
 
-use std::io::{Read, Write};
 use std::mem::offset_of;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,22 +20,10 @@ use std::time::{Duration, Instant};
 
 use walwatch::layout::{Header, MAX_PATH};
 
-mod common;
-use common::*;
+use walwatch_tests::*;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-/// A minimal HTTP/1.0 GET: (status line and headers, body).
-fn get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    Ok((head.to_owned(), body.to_owned()))
+    workspace_root().join("tests/fixtures")
 }
 
 /// The fixtures laid out as an application leaves them: `<dir>/app.db` with its `-wal` and
@@ -79,10 +66,7 @@ fn lay_out(dir: &Path) -> PathBuf {
 /// `/metrics` and `/status` of a `walwatch serve` over `stats`, once it has collected the
 /// database.
 fn scrape(dir: &Path, stats: &Path, extra: &[&str]) -> (String, String) {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = free_addr();
     let log = dir.join(format!("walwatch-{}.log", addr.port()));
     let child = Command::new(WALWATCH)
         .arg("serve")
@@ -106,9 +90,9 @@ fn scrape(dir: &Path, stats: &Path, extra: &[&str]) -> (String, String) {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
-        if let Ok((head, body)) = get(addr, "/metrics") {
+        if let Ok((head, body)) = raw_get(addr, "/metrics", None) {
             if head.contains(" 200 ") && body.contains("app.db") {
-                let (_, status) = get(addr, "/status").unwrap();
+                let (_, status) = raw_get(addr, "/status", None).unwrap();
                 return (body, status);
             }
         }
@@ -177,7 +161,7 @@ fn check_golden(name: &str, actual: &str) {
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e}; create it with UPDATE_GOLDEN=1 cargo test --release -p walwatch-exporter --test golden",
+            "{}: {e}; create it with UPDATE_GOLDEN=1 cargo test --release -p walwatch-tests --test sidecar golden::",
             path.display()
         )
     });
@@ -196,7 +180,7 @@ fn check_golden(name: &str, actual: &str) {
         diff.push_str("(same lines, another order)\n");
     }
     panic!(
-        "/metrics differs from {} (- golden, + now):\n{diff}\nIf the change is intended: UPDATE_GOLDEN=1 cargo test --release -p walwatch-exporter --test golden, then review and commit the file",
+        "/metrics differs from {} (- golden, + now):\n{diff}\nIf the change is intended: UPDATE_GOLDEN=1 cargo test --release -p walwatch-tests --test sidecar golden::, then review and commit the file",
         path.display()
     );
 }

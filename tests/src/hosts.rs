@@ -1,45 +1,57 @@
-//! Shared helpers: where the extension is, a scratch directory per test, and runners for the
-//! sqlite3 shell and the Python worker (`tests/worker.py`).
+//! The hosts the shim runs in: a scratch directory with its own stats directory, and runners
+//! for the `sqlite3` shell and the Python worker (`tests/worker.py`) with the extension loaded.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-pub use walwatch_tests::{extension, sidecar_binary, workspace_root};
+use crate::{assert_ok, extension, stdout, TempDir};
 
 pub fn worker_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("worker.py")
 }
 
-/// A scratch directory with its own stats directory.
+/// A scratch directory with its own stats directory (`<dir>/stats`, made by the first
+/// process that loads the shim, or by [`Scratch::private_stats_dir`]).
 pub struct Scratch {
-    pub dir: tempfile::TempDir,
+    pub dir: TempDir,
     pub stats_dir: PathBuf,
 }
 
 impl Scratch {
-    /// A scratch directory on tmpfs when there is one, for tests whose writers run flat out:
-    /// on this VM's disk, writeback of what earlier tests wrote stalls syscalls for seconds, and
-    /// such a test would measure the disk (the README reports disk figures separately).
+    /// On tmpfs when there is one ([`TempDir::on_tmpfs`]), for tests whose writers run flat out.
     pub fn on_tmpfs() -> Self {
-        let shm = Path::new("/dev/shm");
-        match tempfile::tempdir_in(shm) {
-            Ok(dir) if shm.is_dir() => {
-                let stats_dir = dir.path().join("stats");
-                Self { dir, stats_dir }
-            }
-            _ => Self::new(),
-        }
+        Self::in_dir(TempDir::on_tmpfs("scratch"))
     }
 
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let stats_dir = dir.path().join("stats");
+        Self::in_dir(TempDir::new("scratch"))
+    }
+
+    fn in_dir(dir: TempDir) -> Self {
+        let stats_dir = dir.path("stats");
         Self { dir, stats_dir }
     }
 
+    /// Makes the stats directory beforehand, private (0700), as an operator does for
+    /// `WALWATCH_DIR`.
+    pub fn private_stats_dir(&self) -> &Path {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&self.stats_dir).expect("create the stats directory");
+        std::fs::set_permissions(&self.stats_dir, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod 0700 the stats directory");
+        &self.stats_dir
+    }
+
+    /// Gives `cmd` what a host process needs to load the shim and record here:
+    /// `WALWATCH_EXT` (the extension, which the Python scripts load) and `WALWATCH_DIR`.
+    pub fn env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        cmd.env("WALWATCH_EXT", extension())
+            .env("WALWATCH_DIR", &self.stats_dir)
+    }
+
     pub fn db(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.dir.path(name)
     }
 
     /// Runs the Python worker; `extra` are extra arguments after the database.
@@ -62,8 +74,7 @@ impl Scratch {
     pub fn python_command(&self, command: &str, db: &Path, extra: &[&str]) -> Command {
         let mut cmd = Command::new("/usr/bin/python3");
         cmd.arg(worker_script()).arg(command).arg(db).args(extra);
-        cmd.env("WALWATCH_EXT", extension())
-            .env("WALWATCH_DIR", &self.stats_dir);
+        self.env(&mut cmd);
         cmd
     }
 
@@ -113,47 +124,4 @@ impl Scratch {
             serde_json::from_str(&stats).expect("walwatch_stats() is JSON"),
         )
     }
-}
-
-pub fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "process failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-pub fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Reads one line from a child's stdout.
-pub fn read_line(reader: &mut impl std::io::BufRead) -> String {
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("read child stdout");
-    line.trim_end().to_string()
-}
-
-/// A loopback TCP port free at the time of the call.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-/// `GET url` with curl; the body on a 2xx answer, `None` otherwise (not listening yet, 4xx/5xx).
-/// `query` pairs are URL-encoded by curl (`--get --data-urlencode`).
-pub fn http_get(url: &str, query: &[(&str, &str)]) -> Option<String> {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sf", "--max-time", "10", "--get", url]);
-    for (k, v) in query {
-        cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
-    }
-    let out = cmd.output().expect("run curl (apt-get install curl)");
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }

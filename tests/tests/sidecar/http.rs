@@ -13,8 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::*;
+use walwatch_tests::*;
 
 /// What curl got: status code (0 when no HTTP response), headers, body, curl's exit status.
 struct Got {

@@ -6,30 +6,15 @@
 //! No assertion depends on timing: waits are bounded polls for a condition.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::time::Duration;
 
 use walwatch_exporter::synth;
 
-mod common;
-use common::*;
-
-/// A minimal HTTP/1.0 GET (the response is then close-delimited, never chunked).
-fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> std::io::Result<(String, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n")?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    Ok((head.to_owned(), body.to_owned()))
-}
+use walwatch_tests::*;
 
 /// A running `walwatch serve`.
 struct Sidecar {
@@ -69,7 +54,7 @@ impl Sidecar {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            get(addr, "/healthz", None)
+            raw_get(addr, "/healthz", None)
                 .ok()
                 .filter(|(head, _)| head.contains(" 200 "))
         });
@@ -81,7 +66,7 @@ impl Sidecar {
     }
 
     fn get(&self, path: &str) -> String {
-        let (head, body) = get(self.addr, path, None).unwrap();
+        let (head, body) = raw_get(self.addr, path, None).unwrap();
         assert!(head.contains(" 200 "), "GET {path}: {head}");
         body
     }
@@ -97,19 +82,6 @@ fn run(args: &[&str]) -> Output {
         .env_remove("WALWATCH_DIR")
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The value of the first sample whose line starts with `prefix`.
-fn sample(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 fn no_panic(stderr: &str) {
@@ -312,7 +284,7 @@ mod bad_input {
                 db.to_str().unwrap(),
             ],
         );
-        let (head, body) = get(
+        let (head, body) = raw_get(
             sidecar.addr,
             "/metrics",
             Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
@@ -327,7 +299,7 @@ mod bad_input {
             body.ends_with("# EOF\n") && body.contains("# TYPE walwatch_build info"),
             "{body}"
         );
-        let (head, body) = get(sidecar.addr, "/metrics", None).unwrap();
+        let (head, body) = raw_get(sidecar.addr, "/metrics", None).unwrap();
         assert!(
             head.to_ascii_lowercase()
                 .contains("content-type: text/plain; version=0.0.4"),
@@ -336,7 +308,7 @@ mod bad_input {
         assert!(!body.contains("# EOF"));
         let landing = sidecar.get("/");
         assert!(landing.contains("href=\"metrics\"") && landing.contains("href=\"status\""));
-        let (head, _) = get(sidecar.addr, "/nope", None).unwrap();
+        let (head, _) = raw_get(sidecar.addr, "/nope", None).unwrap();
         assert!(head.contains(" 404 "), "{head}");
     }
 }

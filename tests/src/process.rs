@@ -1,0 +1,60 @@
+//! Child processes that cannot outlive a test, bounded waits, and what processes printed.
+
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+/// A child process killed (and reaped) when dropped, however the test ends.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `limit`: a bound that proves
+/// "did not hang", not a timing assertion.
+pub fn wait_within<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// [`wait_within`] 30 s.
+pub fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_within(what, Duration::from_secs(30), f)
+}
+
+/// Panics, with both outputs, unless the process succeeded.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "process failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// Bytes a process wrote, as text (invalid UTF-8 replaced).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// What a process wrote to stdout, as text.
+pub fn stdout(out: &Output) -> String {
+    text(&out.stdout)
+}
+
+/// Reads one line from a child's stdout, without its line end.
+pub fn read_line(reader: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read child stdout");
+    line.trim_end().to_string()
+}

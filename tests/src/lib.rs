@@ -8,6 +8,7 @@
 //! - [`scratch`]: scratch directories removed when the test ends;
 //! - [`process`]: child processes that cannot outlive a test, bounded waits, their output;
 //! - [`net`]: free ports, HTTP requests, Prometheus text and `promtool`;
+//! - [`serve`]: a running `walwatch serve`;
 //! - [`hosts`]: a scratch directory with its own stats directory, and runners for the `sqlite3`
 //!   shell and the Python worker (`tests/worker.py`).
 #![forbid(unsafe_code)]
@@ -16,11 +17,13 @@ pub mod hosts;
 pub mod net;
 pub mod process;
 pub mod scratch;
+pub mod serve;
 
 pub use hosts::*;
 pub use net::*;
 pub use process::*;
 pub use scratch::*;
+pub use serve::*;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

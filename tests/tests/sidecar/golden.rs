@@ -15,8 +15,7 @@ use std::mem::offset_of;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use walwatch::layout::{Header, MAX_PATH};
 
@@ -66,43 +65,21 @@ fn lay_out(dir: &Path) -> PathBuf {
 /// `/metrics` and `/status` of a `walwatch serve` over `stats`, once it has collected the
 /// database.
 fn scrape(dir: &Path, stats: &Path, extra: &[&str]) -> (String, String) {
-    let addr = free_addr();
-    let log = dir.join(format!("walwatch-{}.log", addr.port()));
-    let child = Command::new(WALWATCH)
-        .arg("serve")
-        .args(["--listen", &addr.to_string()])
-        .arg("--stats-dir")
-        .arg(stats)
-        // Nothing may change the fixtures while they are read.
-        .args(["--controller", "off"])
-        .args(extra)
-        .env_remove("WALWATCH_DIR")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut proc = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = proc.0.try_wait() {
-            panic!(
-                "walwatch exited with {status}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        if let Ok((head, body)) = raw_get(addr, "/metrics", None) {
-            if head.contains(" 200 ") && body.contains("app.db") {
-                let (_, status) = raw_get(addr, "/status", None).unwrap();
-                return (body, status);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "walwatch did not serve the fixture database within 20 s: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let stats = stats.to_str().unwrap();
+    // Nothing may change the fixtures while they are read.
+    let mut args = vec!["--stats-dir", stats, "--controller", "off"];
+    args.extend_from_slice(extra);
+    let mut serve = Serve::start(dir, &args);
+    let body = wait_within(
+        "/metrics with the fixture database",
+        Duration::from_secs(20),
+        || {
+            serve.assert_running();
+            serve.get("/metrics").filter(|body| body.contains("app.db"))
+        },
+    );
+    let (_, status) = raw_get(serve.addr, "/status", None).unwrap();
+    (body, status)
 }
 
 /// Series whose value differs from run to run, by exact name; their lines are kept with the

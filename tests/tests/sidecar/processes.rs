@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::time::Duration;
@@ -16,11 +16,14 @@ use walwatch_exporter::synth;
 
 use walwatch_tests::*;
 
-/// A running `walwatch serve`.
-struct Sidecar {
-    addr: SocketAddr,
-    proc: Proc,
-    log: PathBuf,
+/// A running `walwatch serve` whose `/healthz` has answered 200.
+struct Sidecar(Serve);
+
+impl std::ops::Deref for Sidecar {
+    type Target = Serve;
+    fn deref(&self) -> &Serve {
+        &self.0
+    }
 }
 
 impl Sidecar {
@@ -31,48 +34,23 @@ impl Sidecar {
     /// Starts `walwatch serve` as user `uid` (and group `uid`) when given.
     fn start_as(dir: &TempDir, uid: Option<u32>, args: &[&str]) -> Self {
         use std::os::unix::process::CommandExt;
-        let addr = free_addr();
-        let log = dir.path(&format!("walwatch-{}.log", addr.port()));
         let mut command = Command::new(WALWATCH);
         if let Some(uid) = uid {
             command.uid(uid).gid(uid);
         }
-        let child = command
-            .arg("serve")
-            .args(["--listen", &addr.to_string()])
-            .args(args)
-            .env_remove("WALWATCH_DIR")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut proc = Proc(child);
+        let mut serve = Serve::start_command(command, &dir.0, args);
         wait_for("walwatch to serve /healthz", || {
-            if let Ok(Some(status)) = proc.0.try_wait() {
-                panic!(
-                    "walwatch exited with {status}: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            raw_get(addr, "/healthz", None)
-                .ok()
-                .filter(|(head, _)| head.contains(" 200 "))
+            serve.assert_running();
+            serve.get("/healthz")
         });
-        Self { addr, proc, log }
+        Self(serve)
     }
 
-    fn pid(&self) -> u32 {
-        self.proc.0.id()
-    }
-
+    /// The body of `GET path`, which must answer 200.
     fn get(&self, path: &str) -> String {
         let (head, body) = raw_get(self.addr, path, None).unwrap();
         assert!(head.contains(" 200 "), "GET {path}: {head}");
         body
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use crate::{assert_ok, extension, stdout, TempDir};
+use crate::{assert_ok, extension, output_with_stdin, stdout, text, TempDir};
 
 pub fn worker_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("worker.py")
@@ -84,25 +84,12 @@ impl Scratch {
     }
 
     pub fn shell_with_dir(&self, script: &str, stats_dir: &Path) -> (String, String) {
-        use std::io::Write;
-        let mut child = Command::new("sqlite3")
-            .env("WALWATCH_DIR", stats_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run sqlite3 (apt-get install sqlite3)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        let out = output_with_stdin(
+            Command::new("sqlite3").env("WALWATCH_DIR", stats_dir),
+            script.as_bytes(),
         )
+        .expect("run sqlite3 (apt-get install sqlite3)");
+        (text(&out.stdout), text(&out.stderr))
     }
 
     /// Runs a worker command with `--stats`: returns its output lines before the stats, and

@@ -2,8 +2,10 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
+
+use crate::{output_with_stdin, text};
 
 /// A loopback address with a port free at the time of the call.
 pub fn free_addr() -> SocketAddr {
@@ -69,27 +71,21 @@ pub fn sample(metrics: &str, prefix: &str) -> Option<f64> {
 /// `promtool check metrics` must succeed and print nothing; skipped, with a notice, where
 /// promtool is not installed.
 pub fn promtool_check(metrics: &str) {
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        eprintln!("NOTICE: promtool not installed (apt-get install prometheus); skipping `promtool check metrics`");
-        return;
+    let out = match output_with_stdin(
+        Command::new("promtool").args(["check", "metrics"]),
+        metrics.as_bytes(),
+    ) {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("NOTICE: promtool not installed (apt-get install prometheus); skipping `promtool check metrics`");
+            return;
+        }
+        Err(e) => panic!("promtool check metrics: {e}"),
     };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
         "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stdout),
+        text(&out.stderr)
     );
 }

@@ -1,6 +1,7 @@
 //! Child processes that cannot outlive a test, bounded waits, and what processes printed.
 
-use std::process::{Child, Output};
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A child process killed (and reaped) when dropped, however the test ends.
@@ -29,6 +30,21 @@ pub fn wait_within<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option
 /// [`wait_within`] 30 s.
 pub fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
     wait_within(what, Duration::from_secs(30), f)
+}
+
+/// Runs `cmd` with `input` on its stdin (closed after it) and its stdout and stderr captured.
+/// `Err` when it cannot be started (`NotFound`: not installed) or takes no input.
+pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> std::io::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let written = stdin.write_all(input);
+    drop(stdin);
+    let out = child.wait_with_output()?;
+    written.map(|()| out)
 }
 
 /// Panics, with both outputs, unless the process succeeded.

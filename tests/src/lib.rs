@@ -8,7 +8,7 @@
 //! - [`scratch`]: scratch directories removed when the test ends;
 //! - [`process`]: child processes that cannot outlive a test, bounded waits, their output;
 //! - [`net`]: free ports, HTTP requests, Prometheus text and `promtool`;
-//! - [`serve`]: a running `walwatch serve`;
+//! - [`serve`]: a running `walwatch serve`; [`prometheus`]: a real Prometheus;
 //! - [`hosts`]: a scratch directory with its own stats directory, and runners for the `sqlite3`
 //!   shell and the Python worker (`tests/worker.py`).
 #![forbid(unsafe_code)]
@@ -16,12 +16,14 @@
 pub mod hosts;
 pub mod net;
 pub mod process;
+pub mod prometheus;
 pub mod scratch;
 pub mod serve;
 
 pub use hosts::*;
 pub use net::*;
 pub use process::*;
+pub use prometheus::*;
 pub use scratch::*;
 pub use serve::*;
 

@@ -648,12 +648,9 @@ mod tls {
                 "1s",
             ],
         );
-        let prom_addr = free_addr();
-        std::fs::create_dir_all(dir.path("data")).unwrap();
-        let prom_yml = dir.path("prometheus.yml");
-        std::fs::write(
-            &prom_yml,
-            format!(
+        let prom = Prometheus::start(
+            &dir.0,
+            &format!(
                 "global:\n  scrape_interval: 1s\n\
                  scrape_configs:\n  - job_name: walwatch\n    scheme: https\n    tls_config:\n      ca_file: {}\n    \
                  basic_auth:\n      username: {USER}\n      password: '{PASSWORD}'\n    \
@@ -661,26 +658,11 @@ mod tls {
                 pki.cert.display(),
                 s.addr
             ),
-        )
-        .unwrap();
-        let prom_log = dir.path("prometheus.log");
-        let _prom = Proc(
-            Command::new("prometheus")
-                .arg(format!("--config.file={}", prom_yml.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path("data").display()
-                ))
-                .arg(format!("--web.listen-address={prom_addr}"))
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&prom_log).unwrap())
-                .spawn()
-                .expect("start prometheus"),
         );
         let query = |expr: &str| -> Option<serde_json::Value> {
             let got = curl(
                 &["--get", "--data-urlencode", &format!("query={expr}")],
-                &format!("http://{prom_addr}/api/v1/query"),
+                &prom.url("/api/v1/query"),
             );
             serde_json::from_slice(&got.body).ok()
         };
@@ -701,9 +683,9 @@ mod tls {
         assert!(
             up.is_some(),
             "Prometheus never scraped walwatch (up != 1) within 60 s\nprometheus: {}\nwalwatch: {}\ntargets: {:?}",
-            std::fs::read_to_string(&prom_log).unwrap_or_default(),
+            prom.log(),
             s.log(),
-            curl(&[], &format!("http://{prom_addr}/api/v1/targets")).body.len()
+            curl(&[], &prom.url("/api/v1/targets")).body.len()
         );
         // And it stores what walwatch exports.
         let v = wait_within(

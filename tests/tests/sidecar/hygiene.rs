@@ -138,28 +138,22 @@ mod attack7_output {
 
         // The log, human and JSON.
         for format in ["human", "json"] {
-            let addr = free_addr();
-            let log = dir.path(&format!("walwatch-{format}.log"));
-            let _sidecar = Proc(
-                Command::new(WALWATCH)
-                    .args([
-                        "serve",
-                        "--listen",
-                        &addr.to_string(),
-                        "--interval",
-                        "100ms",
-                    ])
-                    .args([
-                        "--stats-dir",
-                        stats.to_str().unwrap(),
-                        "--log-format",
-                        format,
-                    ])
-                    .args(["--controller", "off"])
-                    .stderr(std::fs::File::create(&log).unwrap())
-                    .spawn()
-                    .unwrap(),
+            let stats = stats.to_str().unwrap();
+            let sidecar = Serve::start(
+                &dir.0,
+                &[
+                    "--interval",
+                    "100ms",
+                    "--stats-dir",
+                    stats,
+                    "--log-format",
+                    format,
+                    "--controller",
+                    "off",
+                ],
             );
+            let addr = sidecar.addr;
+            let log = &sidecar.log;
             let logged = wait_for("the database to be logged", || {
                 let l = std::fs::read_to_string(&log).ok()?;
                 l.contains("watching database").then_some(l)
@@ -230,34 +224,20 @@ mod attack7_output {
         let stdout = text(&out.stdout);
         eprintln!("{stdout}");
         assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-        assert!(
-            stdout.contains("INCONSISTENT: values in stats file")
-                && stdout.contains("remove the file once no process uses it"),
-            "{stdout}"
-        );
-        assert!(
-            stdout.contains("checkpoint_seq: checkpoint #18446744073709551615 recorded, but only"),
-            "{stdout}"
-        );
-        assert!(
-            stdout.contains("reader_duplicate: pid 1 listed 63 times"),
-            "{stdout}"
-        );
-        assert!(stdout.contains("reader_unlocked: pid 1"), "{stdout}");
-        assert!(
-            stdout.contains("wal_backfill: 237493113 frames backfilled"),
-            "{stdout}"
-        );
-        assert!(
-            stdout.contains("the -shm wal-index header is inconsistent"),
-            "{stdout}"
-        );
-        // Not printed as fact: no checkpoint line, no phantom reader, no age of decades.
-        assert!(stdout.contains("readers:     none"), "{stdout}");
-        assert!(
-            stdout.contains("recent checkpoints: none recorded"),
-            "{stdout}"
-        );
+        for said in [
+            "INCONSISTENT: values in stats file",
+            "remove the file once no process uses it",
+            "checkpoint_seq: checkpoint #18446744073709551615 recorded, but only",
+            "reader_duplicate: pid 1 listed 63 times",
+            "reader_unlocked: pid 1",
+            "wal_backfill: 237493113 frames backfilled",
+            "the -shm wal-index header is inconsistent",
+            // Not printed as fact: no checkpoint line, no phantom reader, no age of decades.
+            "readers:     none",
+            "recent checkpoints: none recorded",
+        ] {
+            assert!(stdout.contains(said), "{said:?} missing: {stdout}");
+        }
         assert!(!stdout.contains("498"), "{stdout}");
         assert!(
             !stdout.contains("237493113 of") && !stdout.contains("237493113 backfilled"),
@@ -281,27 +261,19 @@ mod attack7_output {
         ] {
             assert!(whats.contains(&what), "{what} missing from {whats:?}");
         }
-        let addr = free_addr();
-        let log = dir.path("walwatch.log");
-        let _sidecar = Proc(
-            Command::new(WALWATCH)
-                .args([
-                    "serve",
-                    "--listen",
-                    &addr.to_string(),
-                    "--controller",
-                    "off",
-                ])
-                .args([
-                    "--stats-dir",
-                    stats.to_str().unwrap(),
-                    "--interval",
-                    "100ms",
-                ])
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap(),
+        let stats_s = stats.to_str().unwrap();
+        let sidecar = Serve::start(
+            &dir.0,
+            &[
+                "--controller",
+                "off",
+                "--stats-dir",
+                stats_s,
+                "--interval",
+                "100ms",
+            ],
         );
+        let (addr, log) = (sidecar.addr, &sidecar.log);
         let metrics = wait_for("/metrics", || get_body(addr, "/metrics"));
         // Logged once per change, not at every collection: let five collections pass.
         let collected = || -> Option<f64> {
@@ -488,30 +460,31 @@ mod attack8_configuration {
         let db = data.join("ro.db");
         // An application keeps the database open with a WAL over the soft limit.
         let _app = python(None, &db, "app", 50, false, &dir.path("stats"));
-        let addr = free_addr();
-        let log = dir.path("walwatch.log");
         let script =
             r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#;
-        let sidecar = Proc(
-            Command::new("unshare")
-                .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
-                .arg(&data)
-                .arg(WALWATCH)
-                .args([
-                    "serve",
-                    "--listen",
-                    &addr.to_string(),
-                    "--interval",
-                    "100ms",
-                ])
-                .args(["--soft-limit", "4KiB", "--hard-limit", "1GiB"])
-                .arg("--db")
-                .arg(&db)
-                .args(["--stats-dir", dir.path("stats").to_str().unwrap()])
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap(),
+        let mut read_only = Command::new("unshare");
+        read_only
+            .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+            .arg(&data)
+            .arg(WALWATCH);
+        let stats = dir.path("stats");
+        let sidecar = Serve::start_command(
+            read_only,
+            &dir.0,
+            &[
+                "--interval",
+                "100ms",
+                "--soft-limit",
+                "4KiB",
+                "--hard-limit",
+                "1GiB",
+                "--db",
+                db.to_str().unwrap(),
+                "--stats-dir",
+                stats.to_str().unwrap(),
+            ],
         );
+        let (addr, log) = (sidecar.addr, &sidecar.log);
         let errors = format!(
             "walwatch_controller_actions_total{{db=\"{}\",action=\"passive\",result=\"error\"}}",
             db.display()
@@ -531,7 +504,7 @@ mod attack8_configuration {
         assert!(!logged.contains("still failing"), "{logged}");
 
         // Writable again: one line says so.
-        let pid = sidecar.0.id().to_string();
+        let pid = sidecar.pid().to_string();
         let remount = Command::new("nsenter")
             .args(["-t", &pid, "-m", "mount", "-o", "remount,bind,rw"])
             .arg(&data)

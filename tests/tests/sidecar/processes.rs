@@ -578,11 +578,47 @@ mod issue9 {
             .collect()
     }
 
+    /// A synthetic stats file for `db` in `dir` (counters from `seed`), owned by root.
     fn stats_file_for(dir: &Path, db: &Path, seed: u64) -> PathBuf {
         let bytes = db.as_os_str().as_encoded_bytes();
         let file = dir.join(walwatch::paths::stats_file_name(bytes));
         std::fs::write(&file, synth::stats_file(bytes, seed)).unwrap();
         file
+    }
+
+    /// [`stats_file_for`], owned by `uid` (0600), as the shim of that user leaves it.
+    fn users_stats_file(dir: &Path, db: &Path, seed: u64, uid: u32) -> PathBuf {
+        let file = stats_file_for(dir, db, seed);
+        chown(&file, uid, 0o600);
+        file
+    }
+
+    /// `<base>/walwatch-<uid>`, created, owned by `owner` (0700).
+    fn user_dir(base: &Path, uid: u32, owner: u32) -> PathBuf {
+        let dir = base.join(format!("walwatch-{uid}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        chown(&dir, owner, 0o700);
+        dir
+    }
+
+    /// A synthetic WAL database `<dir>/<name>`, owned by `uid` (0600) unless root.
+    fn database(dir: &TempDir, name: &str, uid: u32) -> PathBuf {
+        let db = dir.path(name);
+        std::fs::write(&db, synth::database(true)).unwrap();
+        if uid != 0 {
+            chown(&db, uid, 0o600);
+        }
+        db
+    }
+
+    /// The paths of the databases `/status` lists.
+    fn database_paths(status: &serde_json::Value) -> Vec<&str> {
+        status["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["path"].as_str().unwrap())
+            .collect()
     }
 
     /// Attack 5: a FIFO named `*.walwatch`, a FIFO as a database's `-shm` and a FIFO passed as
@@ -736,14 +772,10 @@ mod issue9 {
         let dir = TempDir::new("forged");
         let (db, _writer, wal_before) = root_database_with_a_wal(&dir);
         let base = dir.path("shm");
-        let user_dir = base.join("walwatch-65534");
-        std::fs::create_dir_all(&user_dir).unwrap();
-        chown(&user_dir, 65534, 0o700);
-        let forged = stats_file_for(&user_dir, &db, 3);
-        chown(&forged, 65534, 0o600);
+        let users = user_dir(&base, 65534, 65534);
+        users_stats_file(&users, &db, 3, 65534);
         let missing = dir.path("no-such-dir/missing.db");
-        let forged_missing = stats_file_for(&user_dir, &missing, 3);
-        chown(&forged_missing, 65534, 0o600);
+        users_stats_file(&users, &missing, 3, 65534);
         let wal_len = || std::fs::metadata(dir.path("secret.db-wal")).unwrap().len();
         let base_s = base.to_str().unwrap();
         let low_limits = [
@@ -819,21 +851,11 @@ mod issue9 {
         }
         let dir = TempDir::new("peruser");
         let base = dir.path("shm");
-        let root_dir = base.join("walwatch-0");
-        std::fs::create_dir_all(&root_dir).unwrap();
-        chown(&root_dir, 0, 0o700);
-        let a = dir.path("a.db");
-        std::fs::write(&a, synth::database(true)).unwrap();
-        stats_file_for(&root_dir, &a, 1);
+        let a = database(&dir, "a.db", 0);
+        stats_file_for(&user_dir(&base, 0, 0), &a, 1);
         // Named for uid 4242, owned by 4243: refused whatever it holds.
-        let squatted = base.join("walwatch-4242");
-        std::fs::create_dir_all(&squatted).unwrap();
-        let b = dir.path("b.db");
-        std::fs::write(&b, synth::database(true)).unwrap();
-        chown(&b, 4242, 0o600);
-        let fake = stats_file_for(&squatted, &b, 1);
-        chown(&fake, 4242, 0o600);
-        chown(&squatted, 4243, 0o700);
+        let b = database(&dir, "b.db", 4242);
+        users_stats_file(&user_dir(&base, 4242, 4243), &b, 1, 4242);
         let base_s = base.to_str().unwrap();
 
         let sidecar = Sidecar::start(
@@ -849,12 +871,7 @@ mod issue9 {
         );
         let status = status_json(&sidecar);
         assert_eq!(status["stats_dirs"]["kind"], "per_user", "{status}");
-        let paths: Vec<&str> = status["databases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["path"].as_str().unwrap())
-            .collect();
+        let paths = database_paths(&status);
         assert_eq!(paths, vec![a.to_str().unwrap()], "{status}");
         let bad = bad_files(&status);
         assert_eq!(bad.len(), 1, "{bad:?}");
@@ -873,14 +890,8 @@ mod issue9 {
         );
 
         // A new user's directory and database, made while the sidecar runs.
-        let nobody = base.join("walwatch-65534");
-        std::fs::create_dir_all(&nobody).unwrap();
-        chown(&nobody, 65534, 0o700);
-        let c = dir.path("c.db");
-        std::fs::write(&c, synth::database(true)).unwrap();
-        chown(&c, 65534, 0o600);
-        let file = stats_file_for(&nobody, &c, 4);
-        chown(&file, 65534, 0o600);
+        let c = database(&dir, "c.db", 65534);
+        users_stats_file(&user_dir(&base, 65534, 65534), &c, 4, 65534);
         let up = format!("walwatch_up{{db=\"{}\"}}", c.display());
         wait_for("the new user's database", || {
             (sample(&sidecar.get("/metrics"), &up)? == 1.0).then_some(())
@@ -961,20 +972,10 @@ mod issue9 {
         }
         let dir = TempDir::new("nonroot");
         let base = dir.path("shm");
-        let root_dir = base.join("walwatch-0");
-        std::fs::create_dir_all(&root_dir).unwrap();
-        chown(&root_dir, 0, 0o700);
-        let a = dir.path("a.db");
-        std::fs::write(&a, synth::database(true)).unwrap();
-        stats_file_for(&root_dir, &a, 1);
-        let mine = base.join("walwatch-65534");
-        std::fs::create_dir_all(&mine).unwrap();
-        chown(&mine, 65534, 0o700);
-        let c = dir.path("c.db");
-        std::fs::write(&c, synth::database(true)).unwrap();
-        chown(&c, 65534, 0o600);
-        let file = stats_file_for(&mine, &c, 4);
-        chown(&file, 65534, 0o600);
+        let a = database(&dir, "a.db", 0);
+        stats_file_for(&user_dir(&base, 0, 0), &a, 1);
+        let c = database(&dir, "c.db", 65534);
+        users_stats_file(&user_dir(&base, 65534, 65534), &c, 4, 65534);
 
         let sidecar = Sidecar::start_as(
             &dir,
@@ -987,12 +988,7 @@ mod issue9 {
             ],
         );
         let status = status_json(&sidecar);
-        let paths: Vec<&str> = status["databases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["path"].as_str().unwrap())
-            .collect();
+        let paths = database_paths(&status);
         assert_eq!(paths, vec![c.to_str().unwrap()], "{status}");
         assert_eq!(status["unreadable_stats_dirs"], 1, "{status}");
         assert!(bad_files(&status).is_empty(), "{status}");
@@ -1014,11 +1010,7 @@ mod issue9 {
             std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
         }
         let base = dir.path("shm");
-        let user_dir = base.join("walwatch-65534");
-        std::fs::create_dir_all(&user_dir).unwrap();
-        chown(&user_dir, 65534, 0o700);
-        let file = stats_file_for(&user_dir, &db, 3);
-        chown(&file, 65534, 0o600);
+        users_stats_file(&user_dir(&base, 65534, 65534), &db, 3, 65534);
         let sidecar = Sidecar::start(
             &dir,
             &[

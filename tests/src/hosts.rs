@@ -18,6 +18,12 @@ pub struct Scratch {
     pub stats_dir: PathBuf,
 }
 
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::in_dir(TempDir::new("scratch"))
+    }
+}
+
 impl Scratch {
     /// On tmpfs when there is one ([`TempDir::on_tmpfs`]), for tests whose writers run flat out.
     pub fn on_tmpfs() -> Self {
@@ -25,7 +31,7 @@ impl Scratch {
     }
 
     pub fn new() -> Self {
-        Self::in_dir(TempDir::new("scratch"))
+        Self::default()
     }
 
     fn in_dir(dir: TempDir) -> Self {

@@ -153,9 +153,8 @@ mod attack7_output {
                 ],
             );
             let addr = sidecar.addr;
-            let log = &sidecar.log;
             let logged = wait_for("the database to be logged", || {
-                let l = std::fs::read_to_string(&log).ok()?;
+                let l = sidecar.log();
                 l.contains("watching database").then_some(l)
             });
             assert_eq!(stray_controls(&logged), [] as [char; 0], "{logged:?}");
@@ -273,7 +272,7 @@ mod attack7_output {
                 "100ms",
             ],
         );
-        let (addr, log) = (sidecar.addr, &sidecar.log);
+        let addr = sidecar.addr;
         let metrics = wait_for("/metrics", || get_body(addr, "/metrics"));
         // Logged once per change, not at every collection: let five collections pass.
         let collected = || -> Option<f64> {
@@ -284,7 +283,7 @@ mod attack7_output {
         wait_for("five more collections", || {
             (collected()? > first + 0.45).then_some(())
         });
-        let logged = std::fs::read_to_string(&log).unwrap();
+        let logged = sidecar.log();
         assert_eq!(
             logged.matches("values in stats file").count(),
             1,
@@ -484,7 +483,7 @@ mod attack8_configuration {
                 stats.to_str().unwrap(),
             ],
         );
-        let (addr, log) = (sidecar.addr, &sidecar.log);
+        let addr = sidecar.addr;
         let errors = format!(
             "walwatch_controller_actions_total{{db=\"{}\",action=\"passive\",result=\"error\"}}",
             db.display()
@@ -495,7 +494,7 @@ mod attack8_configuration {
             (sample(&m, &errors)? >= 10.0).then_some(())
         });
         // …and logged once (a reminder would come after a minute).
-        let logged = std::fs::read_to_string(&log).unwrap();
+        let logged = sidecar.log();
         assert_eq!(logged.matches("checkpoint failed").count(), 1, "{logged}");
         assert!(
             logged.contains("readonly") || logged.contains("read-only"),
@@ -512,7 +511,7 @@ mod attack8_configuration {
             .unwrap();
         assert!(remount.success());
         let logged = wait_for("the recovery to be logged", || {
-            let l = std::fs::read_to_string(&log).ok()?;
+            let l = sidecar.log();
             l.contains("checkpoints work again after").then_some(l)
         });
         assert_eq!(logged.matches("checkpoint failed").count(), 1, "{logged}");

@@ -32,6 +32,28 @@ pub fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
     wait_within(what, Duration::from_secs(30), f)
 }
 
+/// Runs `cmd` (stdin closed, stdout and stderr captured) and waits for it at most `limit`: a
+/// bound that proves "did not hang". Past it, kills it and fails the test naming `what`.
+pub fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A thread of its own reads both pipes to the end, so a full pipe cannot stall the child.
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap_or_else(|e| panic!("{what}: {e}")),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("{what}: still running after {limit:?}: it hangs");
+        }
+    }
+}
+
 /// Runs `cmd` with `input` on its stdin (closed after it) and its stdout and stderr captured.
 /// `Err` when it cannot be started (`NotFound`: not installed) or takes no input.
 pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> std::io::Result<Output> {

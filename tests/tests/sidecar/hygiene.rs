@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader};
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use walwatch_exporter::synth;
 
@@ -29,22 +29,11 @@ const HOSTILE_ESCAPED: &str = "evil\\u{1b}]0;x\\u{7}\\u{1b}[2J\\nfake line";
 /// `walwatch ARGS…`, killed if it has not exited within 20 s (a refused setting must stop it
 /// before it serves).
 fn run_bounded(args: &[&str]) -> Output {
-    let mut child = Command::new(WALWATCH)
-        .args(args)
-        .env_remove("WALWATCH_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("walwatch {args:?} did not exit: the setting was accepted");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    output_within(
+        Command::new(WALWATCH).args(args).env_remove("WALWATCH_DIR"),
+        Duration::from_secs(20),
+        &format!("walwatch {args:?} (a refused setting must stop it before it serves)"),
+    )
 }
 
 /// Control characters other than the newlines and tabs of the output's own layout.

@@ -531,25 +531,14 @@ mod issue9 {
 
     /// Runs `walwatch ARGS`; fails if it has not finished within 10 s (a hang is for ever).
     fn run_within(args: &[&str]) -> Output {
-        let child = Command::new(WALWATCH)
-            .args(args)
-            .env_remove("WALWATCH_DIR")
-            .env_remove("WALWATCH_STATS_BASE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(child.wait_with_output()));
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(out) => out.unwrap(),
-            Err(_) => {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                panic!("walwatch {args:?} still running after 10 s: it hangs");
-            }
-        }
+        output_within(
+            Command::new(WALWATCH)
+                .args(args)
+                .env_remove("WALWATCH_DIR")
+                .env_remove("WALWATCH_STATS_BASE"),
+            Duration::from_secs(10),
+            &format!("walwatch {args:?}"),
+        )
     }
 
     /// Waits until the sidecar has finished collections for `seconds` more.

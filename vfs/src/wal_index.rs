@@ -14,6 +14,8 @@ const OFF_IS_INIT: usize = 12;
 const OFF_PAGE_SIZE: usize = 14;
 const OFF_MX_FRAME: usize = 16;
 const OFF_N_PAGE: usize = 20;
+/// `aSalt[0]` of the header.
+const OFF_SALT: usize = 32;
 const OFF_N_BACKFILL: usize = 96;
 const OFF_READ_MARKS: usize = 100;
 const OFF_N_BACKFILL_ATTEMPTED: usize = 128;
@@ -158,6 +160,39 @@ impl LiveWalIndex {
         unsafe { WalIndex::read_live(self.0) }.ok()
     }
 
+    /// The header's frame count, salt and page size: three loads, for a writer holding the
+    /// write lock (see [`WalFrames`]).
+    pub fn frames(self) -> Option<WalFrames> {
+        if self.0.is_null() {
+            return None;
+        }
+        // SAFETY: per `new`'s contract; offsets 12, 16 and 32 are inside region 0 and 4-byte
+        // aligned; shared memory is read through atomics. SQLite writes the header in native
+        // byte order; `szPage` (bytes 14..16) is the upper half of the word at 12 on a
+        // little-endian machine, the lower half on a big-endian one.
+        let (word12, mx_frame, salt) = unsafe {
+            let at = |off: usize| AtomicU32::from_ptr(self.0.add(off) as *mut u32);
+            (
+                at(OFF_IS_INIT).load(Ordering::Relaxed),
+                at(OFF_MX_FRAME).load(Ordering::Relaxed),
+                at(OFF_SALT).load(Ordering::Relaxed),
+            )
+        };
+        const _: () = assert!(OFF_PAGE_SIZE == OFF_IS_INIT + 2);
+        let sz_page = if cfg!(target_endian = "little") {
+            word12 >> 16
+        } else {
+            word12 & 0xffff
+        };
+        // szPage 1 means 65,536 (it does not fit in 16 bits); 0 before the first write.
+        let page = if sz_page == 1 { 65_536 } else { sz_page };
+        Some(WalFrames {
+            mx_frame,
+            salt,
+            frame_bytes: if page == 0 { 0 } else { page + 24 },
+        })
+    }
+
     /// `aReadMark[index]` alone: one load, for the start of every read transaction, when the
     /// caller holds READ(index) so the mark cannot change under it.
     pub fn read_mark(self, index: usize) -> Option<u32> {
@@ -169,6 +204,45 @@ impl LiveWalIndex {
         let mark =
             unsafe { AtomicU32::from_ptr(self.0.add(OFF_READ_MARKS + 4 * index) as *mut u32) };
         Some(mark.load(Ordering::Relaxed))
+    }
+}
+
+/// What the wal-index header says about the frames in the WAL, read by a writer while it holds
+/// the write lock (so they cannot change under it): enough to tell how many bytes a write
+/// transaction appended to `-wal` without watching its writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalFrames {
+    /// `mxFrame`: valid frames in the WAL.
+    pub mx_frame: u32,
+    /// `aSalt[0]`: changes each time the WAL restarts from its first frame.
+    pub salt: u32,
+    /// Bytes of one frame: the page size plus the 24-byte frame header (0 if unknown).
+    pub frame_bytes: u32,
+}
+
+impl WalFrames {
+    /// Bytes a write transaction appended to `-wal`, from the header when it took the write
+    /// lock (`self`) and when it released it (`end`): its frames, and the 32-byte WAL header
+    /// when it started the WAL afresh (a restart changes the salt; the frames then count from
+    /// the first).
+    pub fn appended_bytes(self, end: WalFrames) -> u64 {
+        let start = if end.salt == self.salt {
+            self.mx_frame
+        } else {
+            0
+        };
+        let frames = end.mx_frame.saturating_sub(start) as u64;
+        let header = if start == 0 && frames > 0 { 32 } else { 0 };
+        frames * end.frame_bytes as u64 + header
+    }
+
+    /// The size of `-wal` that holds these frames (its header and every frame).
+    pub fn file_bytes(self) -> u64 {
+        if self.mx_frame == 0 {
+            0
+        } else {
+            32 + self.mx_frame as u64 * self.frame_bytes as u64
+        }
     }
 }
 

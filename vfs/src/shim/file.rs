@@ -1,13 +1,31 @@
-//! The shim's `sqlite3_io_methods`: every method forwards to the wrapped VFS's file, then counts.
+//! The shim's `sqlite3_io_methods`: what it observes on a file, it sees on the way through to the
+//! wrapped VFS's method; everything else goes straight to the wrapped VFS.
 //!
-//! Layout as in SQLite's vfsstat.c: our [`ShimFile`] comes first (its `base` member is what
-//! SQLite sees) and the wrapped VFS's file object follows it in the same allocation, so
-//! `szOsFile` is `size_of::<ShimFile>() + parent.szOsFile` and no allocation happens per file.
+//! # Memory layout: the wrapped file first
+//! SQLite gives `xOpen` one allocation of `szOsFile` bytes. The wrapped VFS's file object lives at
+//! its start, exactly where SQLite's pointer points, and the shim's [`ShimState`] follows it
+//! (at [`state_offset`]: the wrapped `szOsFile` rounded up to 8). Once the wrapped `xOpen`
+//! succeeds, the shim replaces the file's `pMethods` with a table of its own built from the
+//! wrapped file's table ([`table_for`]):
+//! - methods walwatch observes (per kind of file, below) are the shim's, and call the wrapped
+//!   method with the very same file pointer;
+//! - every other member is *the wrapped VFS's own function*: SQLite calls it directly, with no
+//!   extra call, no shim code and nothing the shim could get wrong (`xRead`, `xShmBarrier`, …).
 //!
-//! Hot-path rule: after forwarding, a method does at most a few relaxed atomic adds on the
-//! mapped stats region (and, for `xShmLock`, a read transaction reads the coarse clock; one
-//! hold in sixteen reads the monotonic clock). No allocation, no syscall, no lock. Bookkeeping
-//! never changes the result SQLite gets.
+//! | file                 | the shim's methods                                                        |
+//! |----------------------|---------------------------------------------------------------------------|
+//! | main database        | `xClose`, `xWrite` (checkpoints), `xSync`, `xLock`, `xFileControl`, `xShmMap`, `xShmLock`, `xShmUnmap` |
+//! | `-wal` (with stats)  | `xTruncate`, `xSync` (what a write transaction appended is read from the wal-index when it releases the write lock) |
+//! | anything else        | none: the file keeps the wrapped VFS's table                              |
+//!
+//! A member the wrapped table lacks stays absent, and the table's `iVersion` is the wrapped one,
+//! so SQLite's feature checks see the wrapped VFS. The wrapped VFS never reads its own file's
+//! `pMethods` (SQLite's `unix` VFS only sets it in `xOpen`; SQLite clears it after `xClose`).
+//!
+//! # Hot path
+//! After forwarding, a method does at most a few relaxed atomic adds on the mapped stats region
+//! (`xShmLock`: see the recorder's module header for what a lock costs). No allocation, no
+//! system call, no lock. Bookkeeping never changes the result SQLite gets.
 
 use super::recorder::{Recorder, ShmLock};
 use super::LAST_BUSY;
@@ -16,7 +34,9 @@ use crate::host;
 use crate::layout::{Region, SLOTS};
 use crate::wal_index::{LiveWalIndex, WalIndex};
 use std::ffi::{c_int, c_void, CStr};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// `SQLITE_FCNTL_PRAGMA`: sent to the database file when a `PRAGMA` statement is prepared.
@@ -30,12 +50,10 @@ pub(crate) enum FileKind {
     Other = 2,
 }
 
-#[repr(C)]
-pub(crate) struct ShimFile {
-    /// Must stay first: SQLite only knows this part.
-    base: sqlite3_file,
-    /// The wrapped VFS's file, right after this struct.
-    real: *mut sqlite3_file,
+/// The shim's part of a file object, after the wrapped VFS's file (see the module header).
+pub(crate) struct ShimState {
+    /// The wrapped VFS's methods for this file (its `pMethods` now points to ours).
+    real: &'static sqlite3_io_methods,
     kind: FileKind,
     region: Option<&'static Region>,
     /// Main database only: what this connection does with the `-shm` locks.
@@ -44,82 +62,90 @@ pub(crate) struct ShimFile {
     shm0: *const u8,
 }
 
-impl ShimFile {
-    /// Prepares the memory SQLite gave `xOpen`: our part, pointing at the real file after it.
-    ///
-    /// # Safety
-    /// `file` must point to `size_of::<ShimFile>() + parent.szOsFile` writable bytes, aligned
-    /// for `ShimFile`.
-    pub(crate) unsafe fn init(file: *mut sqlite3_file, kind: FileKind) -> *mut sqlite3_file {
-        let shim = file as *mut ShimFile;
-        // SAFETY: per the contract the allocation holds a ShimFile followed by the real file;
-        // `add(1)` stays inside it, and ShimFile's size keeps the real file 8-byte aligned.
-        unsafe {
-            let real = shim.add(1) as *mut sqlite3_file;
-            (*real).pMethods = std::ptr::null();
-            shim.write(ShimFile {
-                base: sqlite3_file {
-                    pMethods: std::ptr::null(),
-                },
-                real,
-                kind,
-                region: None,
-                recorder: None,
-                shm0: std::ptr::null(),
-            });
-            real
+/// Where [`ShimState`] starts in a file object: the wrapped VFS's `szOsFile`, rounded up to 8.
+/// Set once, by [`os_file_size`] at registration, before any file can be opened.
+static STATE_OFFSET: AtomicUsize = AtomicUsize::new(0);
+
+/// The shim's `szOsFile` for a wrapped VFS whose files take `wrapped` bytes; remembers where the
+/// shim's state starts.
+pub(crate) fn os_file_size(wrapped: c_int) -> c_int {
+    let offset = (wrapped.max(0) as usize).next_multiple_of(8);
+    STATE_OFFSET.store(offset, Relaxed);
+    c_int::try_from(offset + std::mem::size_of::<ShimState>()).unwrap_or(c_int::MAX)
+}
+
+const _: () = assert!(std::mem::align_of::<ShimState>() <= 8);
+
+/// The state of a file whose methods are the shim's.
+///
+/// # Safety
+/// `file` must be a file the shim's `xOpen` wrapped (its `pMethods` is one of ours), not closed,
+/// and no other reference to its state may be live (SQLite serializes calls on one file).
+#[inline(always)]
+unsafe fn state<'a>(file: *mut sqlite3_file) -> &'a mut ShimState {
+    // SAFETY: per the contract the allocation holds the wrapped file, then a ShimState that
+    // `wrap` wrote at STATE_OFFSET (8-aligned, as SQLite aligns the allocation).
+    unsafe {
+        &mut *file
+            .cast::<u8>()
+            .add(STATE_OFFSET.load(Relaxed))
+            .cast::<ShimState>()
+    }
+}
+
+/// Finishes `xOpen` once the wrapped VFS's open returned: for a main database (always) or a WAL
+/// with a stats region, writes the shim's state and installs the shim's table. Any other file
+/// keeps the wrapped VFS's methods.
+///
+/// # Safety
+/// `file` must be the memory SQLite gave `xOpen` (`szOsFile` bytes as [`os_file_size`] sized it),
+/// after the wrapped VFS's `xOpen` returned, and not yet visible to SQLite.
+pub(crate) unsafe fn wrap(file: *mut sqlite3_file, kind: FileKind, db_path: Option<&[u8]>) {
+    // SAFETY: the wrapped open left its methods (or null) in the file's first member.
+    let real = unsafe { (*file).pMethods };
+    // SAFETY: non-null io-methods of the wrapped VFS live as long as its files (static tables).
+    let Some(real) = (unsafe { real.as_ref() }) else {
+        return;
+    };
+    let region = match kind {
+        FileKind::Other => return,
+        FileKind::MainDb => db_path.and_then(crate::region::for_database),
+        FileKind::Wal => match db_path.and_then(crate::region::for_database) {
+            Some(region) => Some(region),
+            None => return,
+        },
+    };
+    let ours = table_for(real, kind);
+    let shim = ShimState {
+        real,
+        kind,
+        region,
+        recorder: match kind {
+            FileKind::MainDb => region.map(Recorder::new),
+            _ => None,
+        },
+        shm0: std::ptr::null(),
+    };
+    // SAFETY: per the contract the state's place is inside the allocation, 8-aligned, and
+    // nobody else uses the file yet.
+    unsafe {
+        file.cast::<u8>()
+            .add(STATE_OFFSET.load(Relaxed))
+            .cast::<ShimState>()
+            .write(shim)
+    };
+    if let (FileKind::Wal, Some(region), Some(file_size)) = (kind, region, real.xFileSize) {
+        let mut size = 0;
+        // SAFETY: the file is open; xFileSize writes one i64.
+        if unsafe { file_size(file, &mut size) } == SQLITE_OK {
+            region.io.wal_bytes.store(size.max(0) as u64, Relaxed);
         }
     }
+    // SAFETY: from here SQLite calls our methods; the state they read is written above.
+    unsafe { (*file).pMethods = ours };
+}
 
-    /// Finishes `xOpen` once the real open succeeded (or left methods to close).
-    pub(crate) fn opened(&mut self, db_path: Option<&[u8]>) {
-        // SAFETY: `real` was set in `init` and the real open filled in its methods.
-        let real_methods = unsafe { (*self.real).pMethods };
-        if real_methods.is_null() {
-            return;
-        }
-        // SAFETY: non-null io-methods of the wrapped VFS live as long as its files.
-        let version = unsafe { (*real_methods).iVersion };
-        // SAFETY: as above.
-        let has_shm = unsafe { (*real_methods).xShmMap.is_some() };
-        self.base.pMethods = match version {
-            v if v >= 3 && has_shm => &METHODS_V3,
-            2 if has_shm => &METHODS_V2,
-            _ => &METHODS_V1,
-        };
-        let Some(path) = db_path else { return };
-        self.region = crate::region::for_database(path);
-        match self.kind {
-            FileKind::MainDb => self.recorder = self.region.map(Recorder::new),
-            FileKind::Wal => {
-                if let Some(region) = self.region {
-                    let mut size = 0;
-                    if let Some(file_size) = self.real_methods().xFileSize {
-                        // SAFETY: the real file is open; xFileSize writes one i64.
-                        if unsafe { file_size(self.real, &mut size) } == SQLITE_OK {
-                            region.io.wal_bytes.store(size.max(0) as u64, Relaxed);
-                        }
-                    }
-                }
-            }
-            FileKind::Other => {}
-        }
-    }
-
-    /// # Safety
-    /// `file` must be a file our `xOpen` set up and that is not closed.
-    unsafe fn get<'a>(file: *mut sqlite3_file) -> &'a mut ShimFile {
-        // SAFETY: `base` is the first member of the repr(C) ShimFile, and SQLite serializes
-        // calls on one file, so no other reference to it is live.
-        unsafe { &mut *(file as *mut ShimFile) }
-    }
-
-    fn real_methods(&self) -> &sqlite3_io_methods {
-        // SAFETY: our methods are installed only when the real file's methods are non-null,
-        // and they stay valid until xClose.
-        unsafe { &*(*self.real).pMethods }
-    }
-
+impl ShimState {
     fn wal_index(&self) -> LiveWalIndex {
         // SAFETY: shm0 is null or region 0 from the real xShmMap, mapped until xShmUnmap,
         // which clears it; the value is used only within the current method call.
@@ -133,24 +159,100 @@ impl ShimFile {
     }
 }
 
-/// Whether `file` is one of ours (for `walwatch_stats()`), and if so the shim's view of it.
+/// Whether `file` is a main database the shim wrapped (for `walwatch_stats()`), and if so the
+/// shim's state of it.
 ///
 /// # Safety
 /// `file` must be null or point to a live `sqlite3_file` (such as the one
 /// `SQLITE_FCNTL_FILE_POINTER` returns) that stays open, and is not closed, while the returned
 /// reference is used.
-pub(crate) unsafe fn as_shim_file<'a>(file: *mut sqlite3_file) -> Option<&'a ShimFile> {
+pub(crate) unsafe fn as_shim_file<'a>(file: *mut sqlite3_file) -> Option<&'a ShimState> {
     if file.is_null() {
         return None;
     }
     // SAFETY: per the contract `file` is a live sqlite3_file; reading pMethods is valid for any
     // file.
     let methods = unsafe { (*file).pMethods };
-    let ours = [&METHODS_V1, &METHODS_V2, &METHODS_V3]
+    let ours = tables()
         .iter()
-        .any(|m| std::ptr::eq(*m, methods));
-    // SAFETY: only files whose methods are ours are ShimFiles.
-    ours.then(|| unsafe { &*(file as *const ShimFile) })
+        .any(|t| t.kind == FileKind::MainDb && std::ptr::eq(t.ours, methods));
+    // SAFETY: only main-database files whose methods are our main-database table have a state.
+    ours.then(|| unsafe { &*state(file) })
+}
+
+/// One method table of the shim: built for one wrapped table and kind of file, then kept.
+struct Table {
+    real: *const sqlite3_io_methods,
+    kind: FileKind,
+    ours: &'static sqlite3_io_methods,
+}
+
+// SAFETY: `real` is only compared, never dereferenced, and `ours` is an immutable static table
+// of function pointers.
+unsafe impl Send for Table {}
+
+/// Every table built so far. A VFS has a handful of tables (SQLite's `unix` VFS: one per locking
+/// style), so this stays tiny; it is locked only in `xOpen` and `walwatch_stats()`.
+static TABLES: Mutex<Vec<Table>> = Mutex::new(Vec::new());
+
+fn tables() -> std::sync::MutexGuard<'static, Vec<Table>> {
+    // A panic while holding it cannot leave the list inconsistent (one push).
+    TABLES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The shim's table for files of `kind` whose wrapped table is `real`, built once and leaked.
+fn table_for(real: &'static sqlite3_io_methods, kind: FileKind) -> &'static sqlite3_io_methods {
+    let mut tables = tables();
+    if let Some(t) = tables
+        .iter()
+        .find(|t| std::ptr::eq(t.real, real) && t.kind == kind)
+    {
+        return t.ours;
+    }
+    let ours: &'static sqlite3_io_methods = Box::leak(Box::new(methods(real, kind)));
+    tables.push(Table { real, kind, ours });
+    ours
+}
+
+/// The shim's method if walwatch observes it on this kind of file and the wrapped table has
+/// it; else the wrapped table's own member (present or not).
+fn pick<F>(observed: bool, real: Option<F>, ours: F) -> Option<F> {
+    match real {
+        Some(_) if observed => Some(ours),
+        other => other,
+    }
+}
+
+/// A table for `kind` over `real` (see the module header for which methods are the shim's).
+/// Members beyond the wrapped table's `iVersion` are left out, as SQLite never reads them.
+fn methods(real: &sqlite3_io_methods, kind: FileKind) -> sqlite3_io_methods {
+    let db = kind == FileKind::MainDb;
+    let wal = kind == FileKind::Wal;
+    let v2 = real.iVersion >= 2;
+    let v3 = real.iVersion >= 3;
+    sqlite3_io_methods {
+        iVersion: real.iVersion,
+        xClose: pick(db, real.xClose, entry::x_close),
+        xRead: real.xRead,
+        xWrite: pick(db, real.xWrite, entry::x_write),
+        xTruncate: pick(wal, real.xTruncate, entry::x_truncate),
+        xSync: pick(db || wal, real.xSync, entry::x_sync),
+        xFileSize: real.xFileSize,
+        xLock: pick(db, real.xLock, entry::x_lock),
+        xUnlock: real.xUnlock,
+        xCheckReservedLock: real.xCheckReservedLock,
+        xFileControl: pick(db, real.xFileControl, entry::x_file_control),
+        xSectorSize: real.xSectorSize,
+        xDeviceCharacteristics: real.xDeviceCharacteristics,
+        xShmMap: pick(db, real.xShmMap, entry::x_shm_map).filter(|_| v2),
+        xShmLock: pick(db, real.xShmLock, entry::x_shm_lock).filter(|_| v2),
+        xShmBarrier: real.xShmBarrier.filter(|_| v2),
+        xShmUnmap: pick(db, real.xShmUnmap, entry::x_shm_unmap).filter(|_| v2),
+        xFetch: real.xFetch.filter(|_| v3),
+        xUnfetch: real.xUnfetch.filter(|_| v3),
+    }
 }
 
 /// Runs bookkeeping so that a bug in it can never unwind into SQLite or fail the operation.
@@ -159,53 +261,47 @@ fn record(f: impl FnOnce()) {
     crate::unwind::guard("recording", (), f);
 }
 
-/// What each io method returns when the real file lacks it or walwatch panics in it: the code
-/// SQLite's unix VFS returns for that failure (`xSectorSize`: SQLite's default sector size).
+/// What each of the shim's io methods returns when walwatch panics in it: the code SQLite's unix
+/// VFS returns for that failure.
 #[rustfmt::skip]
 macro_rules! failure {
     (xClose)                 => { $crate::ffi::SQLITE_IOERR | (16 << 8) };
-    (xRead)                  => { $crate::ffi::SQLITE_IOERR | (1 << 8) };
     (xWrite)                 => { $crate::ffi::SQLITE_IOERR | (3 << 8) };
     (xTruncate)              => { $crate::ffi::SQLITE_IOERR | (6 << 8) };
     (xSync)                  => { $crate::ffi::SQLITE_IOERR | (4 << 8) };
-    (xFileSize)              => { $crate::ffi::SQLITE_IOERR | (7 << 8) };
     (xLock)                  => { $crate::ffi::SQLITE_IOERR | (15 << 8) };
-    (xUnlock)                => { $crate::ffi::SQLITE_IOERR | (8 << 8) };
-    (xCheckReservedLock)     => { $crate::ffi::SQLITE_IOERR | (14 << 8) };
     (xFileControl)           => { $crate::ffi::SQLITE_NOTFOUND };
-    (xSectorSize)            => { 4096 };
-    (xDeviceCharacteristics) => { 0 };
     (xShmMap)                => { $crate::ffi::SQLITE_IOERR | (21 << 8) };
     (xShmLock)               => { $crate::ffi::SQLITE_IOERR | (20 << 8) };
-    (xShmBarrier)            => { () };
     (xShmUnmap)              => { $crate::ffi::SQLITE_IOERR };
-    (xFetch)                 => { $crate::ffi::SQLITE_IOERR | (24 << 8) };
-    (xUnfetch)               => { $crate::ffi::SQLITE_IOERR | (24 << 8) };
 }
 #[cfg(test)]
 pub(crate) use failure;
 
-/// Forwards a call to the real file's method of the same name (its failure code if the real
-/// file lacks it: SQLite's own checks let that happen only with a malformed wrapped VFS).
+/// Calls the wrapped file's method of the same name with the same file pointer. The shim's
+/// method exists only where the wrapped one does ([`pick`]), so `None` cannot happen; it returns
+/// the failure code rather than panic.
 macro_rules! forward {
-    ($file:expr, $method:ident ( $($arg:expr),* )) => {{
-        let file: &mut ShimFile = $file;
-        let real = file.real;
-        match file.real_methods().$method {
-            // SAFETY: the real file is open and this is its own method, with SQLite's arguments.
-            Some(method) => unsafe { method(real $(, $arg)*) },
+    ($f:expr, $state:expr, $method:ident ( $($arg:expr),* )) => {{
+        match $state.real.$method {
+            // SAFETY: the wrapped file is open and this is its own method, called with the
+            // pointer it was opened with and SQLite's arguments.
+            Some(method) => unsafe { method($f $(, $arg)*) },
             None => failure!($method),
         }
     }};
 }
 
-/// The `extern "C"` functions in the method tables. Each runs the method of the same name
-/// (an `unsafe fn` whose contract is SQLite's for that io method) inside
-/// [`crate::unwind::guard`], so a panic in it returns `failure!(method)` to SQLite.
+/// The `extern "C"` functions of the rarely called methods. Each runs the method of the same
+/// name (an `unsafe fn` whose contract is SQLite's for that io method) inside
+/// [`crate::unwind::guard`], so a panic in it returns `failure!(method)` to SQLite. The three
+/// methods of every transaction (`xShmLock`, `xFileControl`) are written out in
+/// [`hot`]: the same guarantee, without a guard around the forwarded call.
 macro_rules! entry_points {
     ($($method:ident => $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)?;)*) => {
         mod entry {
             use super::*;
+            pub(super) use super::hot::{x_file_control, x_shm_lock};
             $(
                 pub(super) unsafe extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
                     crate::unwind::guard(stringify!($method), failure!($method), || {
@@ -221,75 +317,45 @@ macro_rules! entry_points {
 
 entry_points! {
     xClose => x_close(f: *mut sqlite3_file) -> c_int;
-    xRead => x_read(f: *mut sqlite3_file, buf: *mut c_void, amt: c_int, off: i64) -> c_int;
     xWrite => x_write(f: *mut sqlite3_file, buf: *const c_void, amt: c_int, off: i64) -> c_int;
     xTruncate => x_truncate(f: *mut sqlite3_file, size: i64) -> c_int;
     xSync => x_sync(f: *mut sqlite3_file, flags: c_int) -> c_int;
-    xFileSize => x_file_size(f: *mut sqlite3_file, size: *mut i64) -> c_int;
     xLock => x_lock(f: *mut sqlite3_file, level: c_int) -> c_int;
-    xUnlock => x_unlock(f: *mut sqlite3_file, level: c_int) -> c_int;
-    xCheckReservedLock => x_check_reserved_lock(f: *mut sqlite3_file, out: *mut c_int) -> c_int;
-    xFileControl => x_file_control(f: *mut sqlite3_file, op: c_int, arg: *mut c_void) -> c_int;
-    xSectorSize => x_sector_size(f: *mut sqlite3_file) -> c_int;
-    xDeviceCharacteristics => x_device_characteristics(f: *mut sqlite3_file) -> c_int;
     xShmMap => x_shm_map(f: *mut sqlite3_file, region: c_int, size: c_int, extend: c_int, pp: *mut *mut c_void) -> c_int;
-    xShmLock => x_shm_lock(f: *mut sqlite3_file, offset: c_int, count: c_int, flags: c_int) -> c_int;
-    xShmBarrier => x_shm_barrier(f: *mut sqlite3_file);
     xShmUnmap => x_shm_unmap(f: *mut sqlite3_file, delete: c_int) -> c_int;
-    xFetch => x_fetch(f: *mut sqlite3_file, off: i64, amt: c_int, pp: *mut *mut c_void) -> c_int;
-    xUnfetch => x_unfetch(f: *mut sqlite3_file, off: i64, p: *mut c_void) -> c_int;
 }
 
 #[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_close(f: *mut sqlite3_file) -> c_int {
-    // SAFETY: SQLite calls xClose once on a file our xOpen set up.
-    let file = unsafe { ShimFile::get(f) };
-    if let Some(recorder) = &mut file.recorder {
+    // SAFETY: SQLite calls xClose once on a file our xOpen wrapped.
+    let state = unsafe { state(f) };
+    if let Some(recorder) = &mut state.recorder {
         record(|| recorder.close());
     }
-    let rc = forward!(file, xClose());
-    file.base.pMethods = std::ptr::null();
-    rc
-}
-
-#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
-unsafe fn x_read(f: *mut sqlite3_file, buf: *mut c_void, amt: c_int, off: i64) -> c_int {
-    // SAFETY: called by SQLite on an open file of ours.
-    forward!(unsafe { ShimFile::get(f) }, xRead(buf, amt, off))
+    forward!(f, state, xClose())
 }
 
 #[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_write(f: *mut sqlite3_file, buf: *const c_void, amt: c_int, off: i64) -> c_int {
-    // SAFETY: called by SQLite on an open file of ours.
-    let file = unsafe { ShimFile::get(f) };
-    let rc = forward!(file, xWrite(buf, amt, off));
-    if let (SQLITE_OK, Some(region)) = (rc, file.region) {
-        let bytes = amt.max(0) as u64;
-        match file.kind {
-            FileKind::Wal => {
-                region.io.wal_write_bytes.fetch_add(bytes, Relaxed);
-                // Only writes past the known end grow the file; after a WAL restart most
-                // writes overwrite, so skip the compare-and-swap loop for them.
-                let end = off.max(0) as u64 + bytes;
-                if end > region.io.wal_bytes.load(Relaxed) {
-                    region.io.wal_bytes.fetch_max(end, Relaxed);
-                }
-            }
-            FileKind::MainDb => {
-                region.io.db_write_bytes.fetch_add(bytes, Relaxed);
-            }
-            FileKind::Other => {}
-        }
+    // SAFETY: called by SQLite on an open file of ours (a main database: a checkpoint copies
+    // frames into it).
+    let state = unsafe { state(f) };
+    let rc = forward!(f, state, xWrite(buf, amt, off));
+    if let (SQLITE_OK, Some(region)) = (rc, state.region) {
+        region
+            .io
+            .db_write_bytes
+            .fetch_add(amt.max(0) as u64, Relaxed);
     }
     rc
 }
 
 #[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_truncate(f: *mut sqlite3_file, size: i64) -> c_int {
-    // SAFETY: called by SQLite on an open file of ours.
-    let file = unsafe { ShimFile::get(f) };
-    let rc = forward!(file, xTruncate(size));
-    if let (SQLITE_OK, FileKind::Wal, Some(region)) = (rc, file.kind, file.region) {
+    // SAFETY: called by SQLite on an open file of ours (a WAL: only WALs have our xTruncate).
+    let state = unsafe { state(f) };
+    let rc = forward!(f, state, xTruncate(size));
+    if let (SQLITE_OK, Some(region)) = (rc, state.region) {
         region.io.wal_bytes.store(size.max(0) as u64, Relaxed);
         if size == 0 {
             region.io.wal_truncations.fetch_add(1, Relaxed);
@@ -301,70 +367,23 @@ unsafe fn x_truncate(f: *mut sqlite3_file, size: i64) -> c_int {
 #[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_sync(f: *mut sqlite3_file, flags: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
-    let file = unsafe { ShimFile::get(f) };
-    let rc = forward!(file, xSync(flags));
-    if let (SQLITE_OK, Some(region)) = (rc, file.region) {
-        region.io.fsyncs[file.kind as usize].fetch_add(1, Relaxed);
+    let state = unsafe { state(f) };
+    let rc = forward!(f, state, xSync(flags));
+    if let (SQLITE_OK, Some(region)) = (rc, state.region) {
+        if let Some(count) = region.io.fsyncs.get(state.kind as usize) {
+            count.fetch_add(1, Relaxed);
+        }
     }
     rc
-}
-
-#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
-unsafe fn x_file_size(f: *mut sqlite3_file, size: *mut i64) -> c_int {
-    // SAFETY: called by SQLite on an open file of ours.
-    forward!(unsafe { ShimFile::get(f) }, xFileSize(size))
 }
 
 #[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_lock(f: *mut sqlite3_file, level: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
-    let file = unsafe { ShimFile::get(f) };
-    let rc = forward!(file, xLock(level));
+    let state = unsafe { state(f) };
+    let rc = forward!(f, state, xLock(level));
     if rc == SQLITE_BUSY {
-        LAST_BUSY.set(file.region);
-    }
-    rc
-}
-
-#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
-unsafe fn x_unlock(f: *mut sqlite3_file, level: c_int) -> c_int {
-    // SAFETY: called by SQLite on an open file of ours.
-    forward!(unsafe { ShimFile::get(f) }, xUnlock(level))
-}
-
-#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
-unsafe fn x_check_reserved_lock(f: *mut sqlite3_file, out: *mut c_int) -> c_int {
-    // SAFETY: called by SQLite on an open file of ours.
-    forward!(unsafe { ShimFile::get(f) }, xCheckReservedLock(out))
-}
-
-#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
-unsafe fn x_file_control(f: *mut sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
-    // SAFETY: called by SQLite on an open file of ours.
-    let file = unsafe { ShimFile::get(f) };
-    let rc = forward!(file, xFileControl(op, arg));
-    if op == SQLITE_FCNTL_PRAGMA && rc == SQLITE_NOTFOUND && !arg.is_null() {
-        if let Some(recorder) = &mut file.recorder {
-            // SAFETY: for SQLITE_FCNTL_PRAGMA, `arg` is SQLite's `char *aFcntl[4]`: [1] is the
-            // pragma's name (never null), [2] its argument or null; both NUL-terminated and
-            // alive for this call. We only read them, and return the wrapped VFS's result.
-            let (name, value) = unsafe {
-                let fcntl = arg as *const *const std::ffi::c_char;
-                let name = *fcntl.add(1);
-                let value = *fcntl.add(2);
-                (
-                    (!name.is_null()).then(|| CStr::from_ptr(name).to_bytes()),
-                    (!value.is_null()).then(|| CStr::from_ptr(value).to_bytes()),
-                )
-            };
-            if let Some(name) = name {
-                record(|| recorder.pragma(name, value));
-            }
-        }
-    }
-    if op == SQLITE_FCNTL_VFSNAME && (rc == SQLITE_OK || rc == SQLITE_NOTFOUND) {
-        // SAFETY: for VFSNAME, `arg` is a `char**` that receives a sqlite3_malloc'd string.
-        return unsafe { prepend_vfs_name(arg as *mut *mut std::ffi::c_char, rc) };
+        LAST_BUSY.set(state.region);
     }
     rc
 }
@@ -400,18 +419,6 @@ unsafe fn prepend_vfs_name(out: *mut *mut std::ffi::c_char, rc: c_int) -> c_int 
 }
 
 #[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
-unsafe fn x_sector_size(f: *mut sqlite3_file) -> c_int {
-    // SAFETY: called by SQLite on an open file of ours.
-    forward!(unsafe { ShimFile::get(f) }, xSectorSize())
-}
-
-#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
-unsafe fn x_device_characteristics(f: *mut sqlite3_file) -> c_int {
-    // SAFETY: called by SQLite on an open file of ours.
-    forward!(unsafe { ShimFile::get(f) }, xDeviceCharacteristics())
-}
-
-#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_shm_map(
     f: *mut sqlite3_file,
     region: c_int,
@@ -420,46 +427,241 @@ unsafe fn x_shm_map(
     pp: *mut *mut c_void,
 ) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
-    let file = unsafe { ShimFile::get(f) };
-    let rc = forward!(file, xShmMap(region, size, extend, pp));
-    if rc == SQLITE_OK && region == 0 && !pp.is_null() && file.recorder.is_some() {
+    let state = unsafe { state(f) };
+    let rc = forward!(f, state, xShmMap(region, size, extend, pp));
+    if rc == SQLITE_OK && region == 0 && !pp.is_null() && state.recorder.is_some() {
         // SAFETY: on success the real xShmMap stored the region's address in *pp.
-        file.shm0 = unsafe { *pp } as *const u8;
+        state.shm0 = unsafe { *pp } as *const u8;
     }
     rc
 }
 
-#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
-unsafe fn x_shm_lock(f: *mut sqlite3_file, offset: c_int, count: c_int, flags: c_int) -> c_int {
-    // SAFETY: called by SQLite on an open file of ours.
-    let file = unsafe { ShimFile::get(f) };
-    let checkpointing = match &file.recorder {
-        None => return forward!(file, xShmLock(offset, count, flags)),
-        Some(recorder) => recorder.checkpointing(),
-    };
+/// The live wal-index of region 0 as mapped.
+fn live_wal_index(shm0: *const u8) -> LiveWalIndex {
+    // SAFETY: `shm0` is a file's `shm0`: null or region 0 from the real xShmMap, mapped until
+    // xShmUnmap, which clears it; the value is used only within the current method call.
+    unsafe { LiveWalIndex::new(shm0) }
+}
+
+/// The methods of every transaction, as `extern "C"` functions: the shim's own work runs in
+/// [`crate::unwind::guard`] (before forwarding: a panic returns the method's failure code
+/// without calling the wrapped VFS; after: it is bookkeeping, and the wrapped VFS's result is
+/// returned whatever happens), the forwarded call itself outside it. The guarded work on these
+/// paths has no panic in it (no indexing that can fail, no unwrap, wrapping arithmetic), so the
+/// compiler drops the guards and the forwarded call can be a tail call; a test build injects
+/// panics at each guard (`crate::unwind::tests`).
+mod hot {
+    use super::*;
+    use crate::unwind::guard;
+
+    pub(in super::super) unsafe extern "C" fn x_shm_lock(
+        f: *mut sqlite3_file,
+        offset: c_int,
+        count: c_int,
+        flags: c_int,
+    ) -> c_int {
+        // SAFETY: called by SQLite on an open file of ours.
+        let state = unsafe { state(f) };
+        let Some(real) = state.real.xShmLock else {
+            return failure!(xShmLock);
+        };
+        let Some(recorder) = &mut state.recorder else {
+            if !guard("xShmLock", false, || true) {
+                return failure!(xShmLock);
+            }
+            // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
+            return unsafe { real(f, offset, count, flags) };
+        };
+        // The fast paths: one slot (every lock of a read or write transaction), no checkpoint
+        // under way. Everything else is timed and followed step by step.
+        if count != 1 || offset as u32 >= SLOTS as u32 || recorder.checkpointing() {
+            return shm_lock_slow(f, offset, count, flags);
+        }
+        let slot = offset as usize;
+        if flags & SQLITE_SHM_UNLOCK == 0 {
+            return shm_lock_one(f, slot, flags);
+        }
+        // An unlock, recorded while the lock is still held. Most need no clock and no call.
+        if recorder.is_marked(slot) {
+            return shm_unlock_marked(f, slot, flags);
+        }
+        let exclusive = flags & SQLITE_SHM_EXCLUSIVE != 0;
+        if !guard("xShmLock", false, || {
+            recorder.unlocking_unmarked(slot, exclusive);
+            true
+        }) {
+            return failure!(xShmLock);
+        }
+        // SAFETY: as above.
+        unsafe { real(f, offset, count, flags) }
+    }
+
+    /// A lock on one slot, outside a checkpoint: forwarded, then recorded.
+    #[inline(never)]
+    fn shm_lock_one(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
+        // SAFETY: only called from x_shm_lock, on its open file; its `state` borrow has ended.
+        let state = unsafe { state(f) };
+        let Some(real) = state.real.xShmLock else {
+            return failure!(xShmLock);
+        };
+        // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
+        let rc = unsafe { real(f, slot as c_int, 1, flags) };
+        let wal = live_wal_index(state.shm0);
+        let exclusive = flags & SQLITE_SHM_EXCLUSIVE != 0;
+        if let Some(recorder) = &mut state.recorder {
+            if rc == SQLITE_OK {
+                let follow_up = guard("recording", 0, || recorder.locked_one(slot, exclusive, wal));
+                if follow_up != 0 {
+                    record(|| recorder.locked_follow_up(slot, exclusive, wal, follow_up));
+                }
+            } else if rc == SQLITE_BUSY {
+                let lock = ShmLock {
+                    offset: slot,
+                    count: 1,
+                    exclusive,
+                };
+                shm_lock_busy(recorder, lock, wal);
+            }
+        }
+        rc
+    }
+
+    /// The unlock of a sampled or stamped hold: its time is recorded, then it is forwarded.
+    #[inline(never)]
+    fn shm_unlock_marked(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
+        // SAFETY: only called from x_shm_lock, on its open file; its `state` borrow has ended.
+        let state = unsafe { state(f) };
+        let Some(real) = state.real.xShmLock else {
+            return failure!(xShmLock);
+        };
+        let wal = live_wal_index(state.shm0);
+        if let Some(recorder) = &mut state.recorder {
+            let exclusive = flags & SQLITE_SHM_EXCLUSIVE != 0;
+            if !guard("xShmLock", false, || {
+                recorder.unlocking_one(slot, exclusive, wal);
+                true
+            }) {
+                return failure!(xShmLock);
+            }
+        }
+        // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
+        unsafe { real(f, slot as c_int, 1, flags) }
+    }
+
+    /// [`shm_lock_any`] in its guard: off the fast path, a panic returns the failure code.
+    #[inline(never)]
+    fn shm_lock_slow(f: *mut sqlite3_file, offset: c_int, count: c_int, flags: c_int) -> c_int {
+        guard("xShmLock", failure!(xShmLock), || {
+            shm_lock_any(f, offset, count, flags)
+        })
+    }
+
+    pub(in super::super) unsafe extern "C" fn x_file_control(
+        f: *mut sqlite3_file,
+        op: c_int,
+        arg: *mut c_void,
+    ) -> c_int {
+        // SAFETY: called by SQLite on an open file of ours.
+        let state = unsafe { state(f) };
+        let Some(real) = state.real.xFileControl else {
+            return failure!(xFileControl);
+        };
+        if !guard("xFileControl", false, || true) {
+            return failure!(xFileControl);
+        }
+        if op == SQLITE_FCNTL_PRAGMA || op == SQLITE_FCNTL_VFSNAME {
+            return file_control_observed(f, op, arg);
+        }
+        // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
+        unsafe { real(f, op, arg) }
+    }
+
+    /// The two file controls the shim looks at: forwarded, then observed.
+    #[inline(never)]
+    fn file_control_observed(f: *mut sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
+        // SAFETY: only called from x_file_control, on its open file; its borrow has ended.
+        let state = unsafe { state(f) };
+        let Some(real) = state.real.xFileControl else {
+            return failure!(xFileControl);
+        };
+        // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
+        let rc = unsafe { real(f, op, arg) };
+        guard("xFileControl", rc, || {
+            // SAFETY: SQLite's arguments for this opcode, after the wrapped VFS answered.
+            unsafe { observe_file_control(state, op, arg, rc) }
+        })
+    }
+
+    /// `SQLITE_FCNTL_PRAGMA` (the mode of a `PRAGMA wal_checkpoint`) and `SQLITE_FCNTL_VFSNAME`
+    /// (the shim's name before the wrapped VFS's), after the wrapped VFS answered `rc`.
+    ///
+    /// # Safety
+    /// `op` and `arg` are SQLite's arguments of `xFileControl`.
+    unsafe fn observe_file_control(
+        state: &mut ShimState,
+        op: c_int,
+        arg: *mut c_void,
+        rc: c_int,
+    ) -> c_int {
+        if op == SQLITE_FCNTL_PRAGMA && rc == SQLITE_NOTFOUND && !arg.is_null() {
+            if let Some(recorder) = &mut state.recorder {
+                // SAFETY: for SQLITE_FCNTL_PRAGMA, `arg` is SQLite's `char *aFcntl[4]`: [1] is
+                // the pragma's name (never null), [2] its argument or null; both
+                // NUL-terminated and alive for this call. We only read them, and return the
+                // wrapped VFS's result.
+                let (name, value) = unsafe {
+                    let fcntl = arg as *const *const std::ffi::c_char;
+                    let name = *fcntl.add(1);
+                    let value = *fcntl.add(2);
+                    (
+                        (!name.is_null()).then(|| CStr::from_ptr(name).to_bytes()),
+                        (!value.is_null()).then(|| CStr::from_ptr(value).to_bytes()),
+                    )
+                };
+                if let Some(name) = name {
+                    recorder.pragma(name, value);
+                }
+            }
+        }
+        if op == SQLITE_FCNTL_VFSNAME && (rc == SQLITE_OK || rc == SQLITE_NOTFOUND) {
+            // SAFETY: for VFSNAME, `arg` is a `char**` that receives a sqlite3_malloc'd string.
+            return unsafe { prepend_vfs_name(arg as *mut *mut std::ffi::c_char, rc) };
+        }
+        rc
+    }
+}
+
+/// `xShmLock` off the fast path: several slots at once (recovery, a checkpoint's restart step),
+/// or any lock while this connection runs a checkpoint (then every lock call is timed: a
+/// blocking lock on a SETLK_TIMEOUT build is waiting, and the recorder follows the steps).
+#[inline(never)]
+fn shm_lock_any(f: *mut sqlite3_file, offset: c_int, count: c_int, flags: c_int) -> c_int {
+    // SAFETY: only called from x_shm_lock, on its open file; its `state` borrow has ended.
+    let state = unsafe { state(f) };
+    let wal = state.wal_index();
     // A negative offset or count (never sent by SQLite) becomes a large u32, then SLOTS.
     let lock = ShmLock {
         offset: (offset as u32).min(SLOTS as u32) as usize,
         count: (count as u32).min(SLOTS as u32) as usize,
         exclusive: flags & SQLITE_SHM_EXCLUSIVE != 0,
     };
-    if checkpointing {
-        return shm_lock_in_checkpoint(file, lock, offset, count, flags);
-    }
     if flags & SQLITE_SHM_UNLOCK != 0 {
-        if let Some(recorder) = &mut file.recorder {
-            // The fast path cannot panic (see the recorder's module header).
-            recorder.unlocking(lock);
+        if let Some(recorder) = &mut state.recorder {
+            if recorder.checkpointing() {
+                record(|| recorder.unlocking_in_checkpoint(lock, wal));
+            }
+            recorder.unlocking(lock, wal);
         }
-        return forward!(file, xShmLock(offset, count, flags));
+        return forward!(f, state, xShmLock(offset, count, flags));
     }
-    let wal = file.wal_index();
-    let rc = forward!(file, xShmLock(offset, count, flags));
-    if let Some(recorder) = &mut file.recorder {
+    let timed = state.recorder.as_ref().is_some_and(|r| r.checkpointing());
+    let started = timed.then(Instant::now);
+    let rc = forward!(f, state, xShmLock(offset, count, flags));
+    if let Some(recorder) = &mut state.recorder {
         if rc == SQLITE_OK {
-            // The fast path cannot panic (see the recorder's module header).
+            let took = started.map(|s| s.elapsed());
             if recorder.locked(lock, wal) {
-                record(|| recorder.locked_rare(lock, wal, None));
+                record(|| recorder.locked_rare(lock, wal, took));
             }
         } else if rc == SQLITE_BUSY {
             shm_lock_busy(recorder, lock, wal);
@@ -470,6 +672,7 @@ unsafe fn x_shm_lock(f: *mut sqlite3_file, offset: c_int, count: c_int, flags: c
 
 /// A lock found busy: counted once per busy-handler round.
 #[cold]
+#[inline(never)]
 fn shm_lock_busy(recorder: &mut Recorder, lock: ShmLock, wal: LiveWalIndex) {
     // The busy handler's xSleep takes LAST_BUSY: still set means no sleep since this thread's
     // previous busy lock.
@@ -478,119 +681,10 @@ fn shm_lock_busy(recorder: &mut Recorder, lock: ShmLock, wal: LiveWalIndex) {
     record(|| recorder.busy(lock, wal, slept));
 }
 
-/// `xShmLock` while this connection runs a checkpoint: every lock call is timed (a blocking
-/// lock on a SETLK_TIMEOUT build is waiting), and the recorder follows the checkpoint's steps.
-#[inline(never)]
-fn shm_lock_in_checkpoint(
-    file: &mut ShimFile,
-    lock: ShmLock,
-    offset: c_int,
-    count: c_int,
-    flags: c_int,
-) -> c_int {
-    let wal = file.wal_index();
-    if flags & SQLITE_SHM_UNLOCK != 0 {
-        if let Some(recorder) = &mut file.recorder {
-            record(|| recorder.unlocking_in_checkpoint(lock, wal));
-            recorder.unlocking(lock);
-        }
-        return forward!(file, xShmLock(offset, count, flags));
-    }
-    let started = Instant::now();
-    let rc = forward!(file, xShmLock(offset, count, flags));
-    if let Some(recorder) = &mut file.recorder {
-        if rc == SQLITE_OK {
-            let took = started.elapsed();
-            if recorder.locked(lock, wal) {
-                record(|| recorder.locked_rare(lock, wal, Some(took)));
-            }
-        } else if rc == SQLITE_BUSY {
-            shm_lock_busy(recorder, lock, wal);
-        }
-    }
-    rc
-}
-
-#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
-unsafe fn x_shm_barrier(f: *mut sqlite3_file) {
-    // SAFETY: called by SQLite on an open file of ours.
-    forward!(unsafe { ShimFile::get(f) }, xShmBarrier())
-}
-
 #[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
 unsafe fn x_shm_unmap(f: *mut sqlite3_file, delete: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
-    let file = unsafe { ShimFile::get(f) };
-    file.shm0 = std::ptr::null();
-    forward!(file, xShmUnmap(delete))
+    let state = unsafe { state(f) };
+    state.shm0 = std::ptr::null();
+    forward!(f, state, xShmUnmap(delete))
 }
-
-#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
-unsafe fn x_fetch(f: *mut sqlite3_file, off: i64, amt: c_int, pp: *mut *mut c_void) -> c_int {
-    // SAFETY: called by SQLite on an open file of ours.
-    forward!(unsafe { ShimFile::get(f) }, xFetch(off, amt, pp))
-}
-
-#[inline(always)] // into its `entry` wrapper: no extra call on the I/O path
-unsafe fn x_unfetch(f: *mut sqlite3_file, off: i64, p: *mut c_void) -> c_int {
-    // SAFETY: called by SQLite on an open file of ours.
-    forward!(unsafe { ShimFile::get(f) }, xUnfetch(off, p))
-}
-
-/// Method tables by io-methods version: a file gets the newest one its real file supports, so
-/// SQLite never calls a method the wrapped file lacks.
-const fn methods(version: c_int) -> sqlite3_io_methods {
-    sqlite3_io_methods {
-        iVersion: version,
-        xClose: Some(entry::x_close),
-        xRead: Some(entry::x_read),
-        xWrite: Some(entry::x_write),
-        xTruncate: Some(entry::x_truncate),
-        xSync: Some(entry::x_sync),
-        xFileSize: Some(entry::x_file_size),
-        xLock: Some(entry::x_lock),
-        xUnlock: Some(entry::x_unlock),
-        xCheckReservedLock: Some(entry::x_check_reserved_lock),
-        xFileControl: Some(entry::x_file_control),
-        xSectorSize: Some(entry::x_sector_size),
-        xDeviceCharacteristics: Some(entry::x_device_characteristics),
-        xShmMap: if version >= 2 {
-            Some(entry::x_shm_map)
-        } else {
-            None
-        },
-        xShmLock: if version >= 2 {
-            Some(entry::x_shm_lock)
-        } else {
-            None
-        },
-        xShmBarrier: if version >= 2 {
-            Some(entry::x_shm_barrier)
-        } else {
-            None
-        },
-        xShmUnmap: if version >= 2 {
-            Some(entry::x_shm_unmap)
-        } else {
-            None
-        },
-        xFetch: if version >= 3 {
-            Some(entry::x_fetch)
-        } else {
-            None
-        },
-        xUnfetch: if version >= 3 {
-            Some(entry::x_unfetch)
-        } else {
-            None
-        },
-    }
-}
-
-static METHODS_V1: sqlite3_io_methods = methods(1);
-static METHODS_V2: sqlite3_io_methods = methods(2);
-static METHODS_V3: sqlite3_io_methods = methods(3);
-
-// SAFETY-free marker: the method tables hold only function pointers and are never written.
-// (sqlite3_io_methods contains no raw data pointers, so it is Sync automatically.)
-const _: () = assert!(std::mem::size_of::<ShimFile>() % 8 == 0);

@@ -14,7 +14,7 @@ mod recorder;
 
 use crate::ffi::*;
 use crate::layout::Region;
-use file::{FileKind, ShimFile};
+use file::FileKind;
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::Ordering::Relaxed;
@@ -116,7 +116,7 @@ pub(crate) fn register(host: &crate::Host, make_default: bool) -> Result<(), Reg
     let version = p.iVersion.min(3);
     let vfs = Box::leak(Box::new(sqlite3_vfs {
         iVersion: version,
-        szOsFile: (std::mem::size_of::<ShimFile>() as c_int).saturating_add(p.szOsFile),
+        szOsFile: file::os_file_size(p.szOsFile),
         mxPathname: p.mxPathname,
         pNext: std::ptr::null_mut(),
         zName: VFS_NAME.as_ptr(),
@@ -223,18 +223,15 @@ unsafe fn open(
     } else {
         FileKind::Other
     };
-    // SAFETY: SQLite gives xOpen szOsFile bytes, which we sized as ShimFile + the real file.
-    // From here `f` is a ShimFile with no methods: SQLite will not call xClose on it unless
-    // `opened` installs them below.
-    let real_file = unsafe { ShimFile::init(f, kind) };
     let Some((parent, parent_ptr)) = real() else {
         return failure!(xOpen);
     };
     let Some(real_open) = parent.xOpen else {
         return failure!(xOpen);
     };
-    // SAFETY: forwarding xOpen with SQLite's arguments and the real file's part of the memory.
-    let rc = unsafe { real_open(parent_ptr, name, real_file, flags, out_flags) };
+    // SAFETY: SQLite gives xOpen szOsFile bytes, sized by `file::os_file_size`: the wrapped
+    // VFS's file comes first, at `f` itself, so its open gets SQLite's own arguments.
+    let rc = unsafe { real_open(parent_ptr, name, f, flags, out_flags) };
     let path = if name.is_null() {
         None
     } else {
@@ -246,10 +243,14 @@ unsafe fn open(
         FileKind::Wal if rc == SQLITE_OK => path.and_then(wal_db_path),
         _ => None,
     };
-    // SAFETY: `f` was initialized as a ShimFile above and is not shared yet.
-    let file = unsafe { &mut *(f as *mut ShimFile) };
-    // Bookkeeping apart: a panic in it must not lose the file the real open returned.
-    crate::unwind::guard("xOpen (recording)", (), || file.opened(db_path));
+    if rc == SQLITE_OK {
+        // Bookkeeping apart: a panic in it must not lose the file the real open returned
+        // (the file then keeps the wrapped VFS's methods, unobserved).
+        crate::unwind::guard("xOpen (recording)", (), || {
+            // SAFETY: `f` is the file the wrapped xOpen just opened; SQLite has not seen it.
+            unsafe { file::wrap(f, kind, db_path) }
+        });
+    }
     rc
 }
 

@@ -237,30 +237,26 @@ fn file_memory(vfs: &sqlite3_vfs) -> Vec<u64> {
     vec![0u64; (vfs.szOsFile as usize).div_ceil(8)]
 }
 
-/// Opens a file through the shim (not a main database or WAL: no stats file is involved).
+/// Opens a file through the shim with `flags` and no name (so no stats file is involved).
 fn open(
     vfs: &sqlite3_vfs,
     memory: &mut [u64],
     methods: &'static sqlite3_io_methods,
+    flags: c_int,
 ) -> *mut sqlite3_file {
     let file = memory.as_mut_ptr().cast::<sqlite3_file>();
     NEXT_FILE_METHODS.set(methods);
     let mut out = 0;
     let x_open = vfs.xOpen.expect("xOpen");
     let vfs_ptr = vfs as *const sqlite3_vfs as *mut sqlite3_vfs;
-    // SAFETY: `file` has szOsFile bytes; the name is a NUL-terminated string.
-    let rc = unsafe {
-        x_open(
-            vfs_ptr,
-            c"/walwatch-panic-test/file".as_ptr(),
-            file,
-            2,
-            &mut out,
-        )
-    };
+    // SAFETY: `file` has szOsFile bytes; a null name is allowed (SQLite uses it for temp files).
+    let rc = unsafe { x_open(vfs_ptr, std::ptr::null(), file, flags, &mut out) };
     assert_eq!(rc, SQLITE_OK);
     file
 }
+
+/// A main database: the shim installs its own table.
+const MAIN_DB: c_int = SQLITE_OPEN_MAIN_DB | 2;
 
 #[test]
 fn a_panic_in_any_vfs_method_returns_its_failure_code() {
@@ -417,16 +413,30 @@ fn a_panic_in_any_vfs_method_returns_its_failure_code() {
     );
 }
 
+/// One io method of an open file of the shim, as [`each_io_method`] hands it to a test.
+struct Member<'a> {
+    site: &'static str,
+    /// The shim's member and the wrapped file's, as addresses (0 when absent).
+    shim: usize,
+    wrapped: usize,
+    /// What the shim's method returns when walwatch panics in it.
+    failure: c_int,
+    /// Calls the member as SQLite would (`None` when the table lacks it).
+    call: Option<&'a dyn Fn() -> c_int>,
+}
+
 /// The io methods of an open file of the shim, each called with arguments valid for it.
-/// `expect(site, parent, failure, call)` is asked about each one; the last closes the file.
+/// `visit` is asked about each one; the last, `xClose`, closes the file.
 ///
 /// # Safety
-/// `file` must be a file the shim's xOpen opened, and not closed.
+/// `file` must be a file the shim's xOpen opened with `wrapped` as the wrapped VFS's table, and
+/// not closed.
 unsafe fn each_io_method(
     file: *mut sqlite3_file,
-    mut expect: impl FnMut(&'static str, c_int, c_int, &dyn Fn() -> c_int),
+    wrapped: &sqlite3_io_methods,
+    mut visit: impl FnMut(Member<'_>),
 ) {
-    // SAFETY: the file is open; its methods are the shim's static table.
+    // SAFETY: the file is open; its methods are the shim's table.
     let methods = unsafe { &*(*file).pMethods };
     // Every member: adding one to sqlite3_io_methods breaks this pattern until it is tested.
     let sqlite3_io_methods {
@@ -450,160 +460,152 @@ unsafe fn each_io_method(
         xFetch,
         xUnfetch,
     } = methods;
-    assert_eq!(*iVersion, 3, "the shim installs its version-3 table");
+    assert_eq!(*iVersion, wrapped.iVersion, "the wrapped table's version");
     let mut buf = [0u8; 64];
     let data = buf.as_mut_ptr().cast::<c_void>();
     let mut int = 0;
     let mut size = 0i64;
     let mut ptr: *mut c_void = std::ptr::null_mut();
-    let x = xRead.expect("xRead");
-    // SAFETY: the shim's own method on its open file, with valid arguments (and so below).
-    expect("xRead", PARENT, io_failure!(xRead), &|| unsafe {
-        x(file, data, 64, 0)
-    });
-    let x = xWrite.expect("xWrite");
-    // SAFETY: as above.
-    expect("xWrite", PARENT, io_failure!(xWrite), &|| unsafe {
-        x(file, data, 64, 0)
-    });
-    let x = xTruncate.expect("xTruncate");
-    // SAFETY: as above.
-    expect("xTruncate", PARENT, io_failure!(xTruncate), &|| unsafe {
-        x(file, 0)
-    });
-    let x = xSync.expect("xSync");
-    // SAFETY: as above.
-    expect("xSync", PARENT, io_failure!(xSync), &|| unsafe {
-        x(file, 2)
-    });
-    let x = xFileSize.expect("xFileSize");
-    let size_ptr: *mut i64 = &mut size;
-    // SAFETY: as above.
-    expect("xFileSize", PARENT, io_failure!(xFileSize), &|| unsafe {
-        x(file, size_ptr)
-    });
-    let x = xLock.expect("xLock");
-    // SAFETY: as above.
-    expect("xLock", PARENT, io_failure!(xLock), &|| unsafe {
-        x(file, 1)
-    });
-    let x = xUnlock.expect("xUnlock");
-    // SAFETY: as above.
-    expect("xUnlock", PARENT, io_failure!(xUnlock), &|| unsafe {
-        x(file, 0)
-    });
-    let x = xCheckReservedLock.expect("xCheckReservedLock");
-    let int_ptr: *mut c_int = &mut int;
-    // SAFETY: as above.
-    expect(
-        "xCheckReservedLock",
-        PARENT,
-        io_failure!(xCheckReservedLock),
-        &|| unsafe { x(file, int_ptr) },
-    );
-    let x = xFileControl.expect("xFileControl");
-    // SAFETY: as above (opcode 0 is no opcode SQLite defines).
-    expect(
-        "xFileControl",
-        PARENT,
-        io_failure!(xFileControl),
-        &|| unsafe { x(file, 0, std::ptr::null_mut()) },
-    );
-    let x = xSectorSize.expect("xSectorSize");
-    // SAFETY: as above.
-    expect(
-        "xSectorSize",
-        PARENT,
-        io_failure!(xSectorSize),
-        &|| unsafe { x(file) },
-    );
-    let x = xDeviceCharacteristics.expect("xDeviceCharacteristics");
-    // SAFETY: as above.
-    expect(
-        "xDeviceCharacteristics",
-        PARENT,
-        io_failure!(xDeviceCharacteristics),
-        &|| unsafe { x(file) },
-    );
-    let x = xShmMap.expect("xShmMap");
-    let ptr_ptr: *mut *mut c_void = &mut ptr;
-    // SAFETY: as above.
-    expect("xShmMap", PARENT, io_failure!(xShmMap), &|| unsafe {
-        x(file, 0, 32768, 0, ptr_ptr)
-    });
-    let x = xShmLock.expect("xShmLock");
-    // SAFETY: as above.
-    expect("xShmLock", PARENT, io_failure!(xShmLock), &|| unsafe {
-        x(file, 3, 1, SQLITE_SHM_LOCK | SQLITE_SHM_SHARED)
-    });
-    let x = xShmBarrier.expect("xShmBarrier");
-    // SAFETY: as above. (No result: the call count tells forwarding from failure.)
-    expect("xShmBarrier", 0, 0, &|| unsafe {
+    let (int_ptr, size_ptr, ptr_ptr): (*mut c_int, *mut i64, *mut *mut c_void) =
+        (&mut int, &mut size, &mut ptr);
+    // A method's failure code: the shim's own (`io_failure!`) for the methods it observes,
+    // 0 for the others (never asked: they are the wrapped VFS's functions).
+    macro_rules! member {
+        ($m:ident, $failure:expr, |$x:ident| $call:expr) => {{
+            let addr = |f: Option<_>| f.map_or(0, |f| f as usize);
+            // SAFETY: the shim's member on its open file, with valid arguments.
+            let call = $m.map(|$x| move || unsafe { $call });
+            visit(Member {
+                site: stringify!($m),
+                shim: addr(*$m),
+                wrapped: addr(wrapped.$m),
+                failure: $failure,
+                call: call.as_ref().map(|c| c as &dyn Fn() -> c_int),
+            });
+        }};
+    }
+    member!(xRead, 0, |x| x(file, data, 64, 0));
+    member!(xWrite, io_failure!(xWrite), |x| x(file, data, 64, 0));
+    member!(xTruncate, io_failure!(xTruncate), |x| x(file, 0));
+    member!(xSync, io_failure!(xSync), |x| x(file, 2));
+    member!(xFileSize, 0, |x| x(file, size_ptr));
+    member!(xLock, io_failure!(xLock), |x| x(file, 1));
+    member!(xUnlock, 0, |x| x(file, 0));
+    member!(xCheckReservedLock, 0, |x| x(file, int_ptr));
+    // Opcode 0 is no opcode SQLite defines.
+    member!(xFileControl, io_failure!(xFileControl), |x| x(
+        file,
+        0,
+        std::ptr::null_mut()
+    ));
+    member!(xSectorSize, 0, |x| x(file));
+    member!(xDeviceCharacteristics, 0, |x| x(file));
+    member!(xShmMap, io_failure!(xShmMap), |x| x(
+        file, 0, 32768, 0, ptr_ptr
+    ));
+    member!(xShmLock, io_failure!(xShmLock), |x| x(
+        file,
+        3,
+        1,
+        SQLITE_SHM_LOCK | SQLITE_SHM_SHARED
+    ));
+    // No result: the call count tells forwarding from failure.
+    member!(xShmBarrier, 0, |x| {
         x(file);
         0
     });
-    let x = xShmUnmap.expect("xShmUnmap");
-    // SAFETY: as above.
-    expect("xShmUnmap", PARENT, io_failure!(xShmUnmap), &|| unsafe {
-        x(file, 0)
-    });
-    let x = xFetch.expect("xFetch");
-    // SAFETY: as above.
-    expect("xFetch", PARENT, io_failure!(xFetch), &|| unsafe {
-        x(file, 0, 64, ptr_ptr)
-    });
-    let x = xUnfetch.expect("xUnfetch");
-    // SAFETY: as above.
-    expect("xUnfetch", PARENT, io_failure!(xUnfetch), &|| unsafe {
-        x(file, 0, std::ptr::null_mut())
-    });
+    member!(xShmUnmap, io_failure!(xShmUnmap), |x| x(file, 0));
+    member!(xFetch, 0, |x| x(file, 0, 64, ptr_ptr));
+    member!(xUnfetch, 0, |x| x(file, 0, std::ptr::null_mut()));
     // Last: closes the file.
-    let x = xClose.expect("xClose");
-    // SAFETY: as above.
-    expect("xClose", PARENT, io_failure!(xClose), &|| unsafe {
-        x(file)
-    });
+    member!(xClose, io_failure!(xClose), |x| x(file));
 }
+
+/// What the shim observes on a main database: its own methods; every other member is the
+/// wrapped VFS's own function.
+const OBSERVED_ON_MAIN_DB: [&str; 8] = [
+    "xWrite",
+    "xSync",
+    "xLock",
+    "xFileControl",
+    "xShmMap",
+    "xShmLock",
+    "xShmUnmap",
+    "xClose",
+];
 
 #[test]
 fn a_panic_in_any_io_method_returns_its_failure_code() {
     let vfs = shim_vfs();
     let mut memory = file_memory(vfs);
-    let file = open(vfs, &mut memory, &FULL);
-    let mut seen = Vec::new();
-    // SAFETY: `file` was just opened by the shim.
+    let file = open(vfs, &mut memory, &FULL, MAIN_DB);
+    let mut ours = Vec::new();
+    let mut seen = 0;
+    // SAFETY: `file` was just opened by the shim over FULL.
     unsafe {
-        each_io_method(file, |site, parent, failure, call| {
-            seen.push(site);
-            check(site, parent, failure, call);
-        })
-    };
-    assert_eq!(seen.len(), 18);
-}
-
-#[test]
-fn a_method_the_wrapped_file_lacks_returns_its_failure_code() {
-    let vfs = shim_vfs();
-    let mut memory = file_memory(vfs);
-    let file = open(vfs, &mut memory, &SPARSE);
-    // SAFETY: `file` was just opened by the shim.
-    unsafe {
-        each_io_method(file, |site, parent, failure, call| {
-            CALLS.set(0);
-            let got = call();
-            if site == "xShmMap" {
+        each_io_method(file, &FULL, |m| {
+            seen += 1;
+            let call = m.call.expect("the shim's table has every method FULL has");
+            if OBSERVED_ON_MAIN_DB.contains(&m.site) {
+                assert_ne!(m.shim, m.wrapped, "{}: the shim's own method", m.site);
+                ours.push(m.site);
+                let parent = if m.site == "xShmBarrier" { 0 } else { PARENT };
+                check(m.site, parent, m.failure, call);
+            } else {
+                // No walwatch code runs in it, so none can panic.
+                assert_eq!(m.shim, m.wrapped, "{}: the wrapped VFS's own", m.site);
+                CALLS.set(0);
+                let got = call();
+                let parent = if m.site == "xShmBarrier" { 0 } else { PARENT };
                 assert_eq!(
                     (got, CALLS.get()),
                     (parent, 1),
-                    "{site} is there: forwarded"
-                );
-            } else {
-                assert_eq!(
-                    (got, CALLS.get()),
-                    (failure, 0),
-                    "{site} is missing: its failure code"
+                    "{}: called directly",
+                    m.site
                 );
             }
         })
     };
+    assert_eq!(seen, 18);
+    assert_eq!(ours.len(), OBSERVED_ON_MAIN_DB.len());
+}
+
+#[test]
+fn the_shim_lacks_exactly_what_the_wrapped_file_lacks() {
+    let vfs = shim_vfs();
+    let mut memory = file_memory(vfs);
+    let file = open(vfs, &mut memory, &SPARSE, MAIN_DB);
+    let mut seen = 0;
+    // SAFETY: `file` was just opened by the shim over SPARSE; only xShmMap is called (the
+    // others are absent), and it does not close the file.
+    unsafe {
+        each_io_method(file, &SPARSE, |m| {
+            seen += 1;
+            if m.site == "xShmMap" {
+                assert_ne!(m.shim, m.wrapped, "xShmMap is the shim's");
+                CALLS.set(0);
+                let got = m.call.expect("present")();
+                assert_eq!((got, CALLS.get()), (PARENT, 1), "xShmMap forwards");
+            } else {
+                assert!(
+                    m.call.is_none(),
+                    "{} is absent, as in the wrapped table",
+                    m.site
+                );
+            }
+        })
+    };
+    assert_eq!(seen, 18);
+}
+
+#[test]
+fn a_file_walwatch_does_not_observe_keeps_the_wrapped_methods() {
+    let vfs = shim_vfs();
+    let mut memory = file_memory(vfs);
+    // A temporary or journal file: neither main database nor WAL.
+    let file = open(vfs, &mut memory, &FULL, 2);
+    // SAFETY: the file was just opened.
+    assert!(std::ptr::eq(unsafe { (*file).pMethods }, &FULL));
+    // SAFETY: as above; closing it through its own (the wrapped) method.
+    assert_eq!(unsafe { FULL.xClose.expect("xClose")(file) }, PARENT);
 }

@@ -53,9 +53,13 @@
 //! lock; SQLite may have read it a few microseconds later.
 //!
 //! # What a lock costs (the hot path)
-//! A lock granted or released outside a checkpoint costs a few relaxed atomic adds and plain
-//! stores, no system call, no allocation, no lock, no `catch_unwind` (the fast path has no
-//! panic in it: slots are looked up with `get`):
+//! A lock granted or released on one slot outside a checkpoint (every lock of a read or write
+//! transaction) costs a few relaxed atomic adds and plain stores: no system call, no
+//! allocation, no lock. [`Recorder::locked_one`] and [`Recorder::unlocking_unmarked`] are
+//! straight-line code with no panic in them (slots are reduced modulo `SLOTS`, arithmetic
+//! wraps, nothing is unwrapped), so the guard around them compiles to nothing; the rarer work
+//! (a sampled hold, a checkpoint starting, a lock granted after a busy one) is left to
+//! [`Recorder::locked_follow_up`] and [`Recorder::unlocking_one`], each in a real guard.
 //! - every `xShmLock` is counted (`acquired`, one add per slot);
 //! - hold times are *sampled*: one hold in [`HOLD_SAMPLE`], picked at random (a per-connection
 //!   xorshift, so no periodic workload can alias with it), is timed with the monotonic clock
@@ -65,15 +69,24 @@
 //!   bias; quantiles are those of the sample;
 //! - exclusive holds of WRITE, CKPT and RECOVER (the holds that make other connections wait;
 //!   exclusive READ locks are a reader updating a read mark, or a checkpoint's steps, whose
-//!   duration the checkpoint record has) are also stamped with the coarse clock (`CLOCK_MONOTONIC_COARSE`, vDSO,
-//!   no system call) at grant and release: every exclusive hold of at least `long_hold_ns`
-//!   (eight kernel ticks, and at least 10 ms) is recorded exactly once, with weight 1 (timed
-//!   precisely if it was sampled, else to within one tick, under 1/8 of its length); shorter
-//!   ones are estimated as above. Each hold's expected weight is 1 either way;
-//! - a read transaction stamps its reader-table row with the coarse clock
-//!   (`CLOCK_MONOTONIC_COARSE`, vDSO, resolution one kernel tick: 1–10 ms), turned into Unix
-//!   time by an offset taken once: reader ages are shown in seconds, and a long read transaction
-//!   is found there whether or not its hold was sampled.
+//!   duration the checkpoint record has) are also stamped with the coarse clock
+//!   (`CLOCK_MONOTONIC_COARSE`, vDSO, no system call) at grant and release: every exclusive
+//!   hold of at least `long_hold_ns` (eight kernel ticks, and at least 10 ms) is recorded
+//!   exactly once, with weight 1 (timed precisely if it was sampled, else to within one tick,
+//!   under 1/8 of its length); shorter ones are estimated as above. Each hold's expected weight
+//!   is 1 either way;
+//! - a read transaction stamps its reader-table row with the coarse clock (resolution one
+//!   kernel tick: 1–10 ms), turned into Unix time by an offset taken once: reader ages are
+//!   shown in seconds, and a long read transaction is found there whether or not its hold was
+//!   sampled;
+//! - what a write transaction appended to `-wal` is read from the wal-index header when it
+//!   releases the write lock (frames since it took the lock, and the WAL header if it started
+//!   the WAL afresh): the shim does not wrap `-wal` writes at all. (In `locking_mode=EXCLUSIVE`
+//!   SQLite keeps the wal-index in heap memory and takes no `-shm` locks; such a database's
+//!   `wal_write_bytes` stays 0, and the sidecar still sees the `-wal` file's size.)
+//!
+//! What each part costs, in instructions per transaction, is measured by `bench/callgrind.sh`
+//! (README, "The shim's overhead").
 //!
 //! Checkpoints (rare) keep the precise clock (`Instant`) for their start, duration and waits,
 //! and every lock call made during one is timed, as before.
@@ -89,7 +102,7 @@
 
 use super::clock;
 use crate::layout::*;
-use crate::wal_index::{LiveWalIndex, WalIndex};
+use crate::wal_index::{LiveWalIndex, WalFrames, WalIndex};
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Duration, Instant};
 
@@ -100,11 +113,7 @@ const SLOT_READ1: usize = SLOT_READ0 + 1;
 const BLOCKED_CALL: Duration = Duration::from_millis(1);
 
 /// One in this many lock holds is timed (see the module header).
-pub(crate) const HOLD_SAMPLE: u64 = 16;
-/// [`Recorder::held`] of a slot this connection does not hold.
-const NOT_HELD: u64 = 0;
-/// [`Recorder::held`] of a slot held but not timed; timed holds store a clock reading > 1.
-const HELD: u64 = 1;
+pub(crate) const HOLD_SAMPLE: u64 = 32;
 
 /// An exclusive hold at least this long (by the coarse clock) is always recorded, with weight 1:
 /// eight ticks of the coarse clock (`clock_getres`), and at least 10 ms. Taken once.
@@ -124,18 +133,36 @@ fn unix_offset_ns() -> u64 {
     *OFFSET.get_or_init(|| unix_now_ns().wrapping_sub(clock::precise()))
 }
 
+/// What [`Recorder::locked_one`] leaves to [`Recorder::locked_follow_up`], as bits.
+pub(crate) struct FollowUp;
+
+impl FollowUp {
+    /// This hold is one of the sampled ones.
+    const SAMPLE: u8 = 1;
+    /// A lock was found busy before: a new busy-handler round may follow.
+    const AFTER_BUSY: u8 = 2;
+    /// CKPT taken exclusive: a checkpoint may start.
+    const CHECKPOINT: u8 = 4;
+}
+
 /// Per-connection recording state, kept in the shim's file object of a main database.
 pub(crate) struct Recorder {
     region: &'static Region,
     /// [`unix_offset_ns`], read once.
     unix_offset_ns: u64,
-    /// Per slot: [`NOT_HELD`], [`HELD`] (not sampled), or the monotonic clock (ns) when this
-    /// connection took it, for a sampled hold.
-    held: [u64; SLOTS],
-    /// Per slot held exclusive: the coarse clock when this connection took it; else 0.
+    /// One bit per slot whose release needs more than a count: its hold is sampled (timed in
+    /// `held_since`) or stamped (`held_coarse`).
+    marked: u8,
+    /// Per slot whose hold is sampled: the precise clock (ns) when this connection took it;
+    /// else 0.
+    held_since: [u64; SLOTS],
+    /// Per slot held exclusive (WRITE, CKPT, RECOVER): the coarse clock when this connection
+    /// took it; else 0.
     held_coarse: [u64; SLOTS],
     /// [`long_hold_ns`], read once.
     long_hold_ns: u64,
+    /// The wal-index's frames when this connection took the write lock.
+    write_start: Option<WalFrames>,
     /// Locks to grant before the next sampled one (1 = the next one).
     sample_countdown: u32,
     /// xorshift state that draws the gaps between sampled holds (never 0).
@@ -386,9 +413,11 @@ impl Recorder {
         Self {
             region,
             unix_offset_ns: unix_offset_ns(),
-            held: [NOT_HELD; SLOTS],
+            marked: 0,
+            held_since: [0; SLOTS],
             held_coarse: [0; SLOTS],
             long_hold_ns: long_hold_ns(),
+            write_start: None,
             sample_countdown: 1,
             sample_rng: seed,
             reader_entry,
@@ -417,79 +446,172 @@ impl Recorder {
             .then(|| pragma_mode(arg));
     }
 
-    /// A lock request was granted (fast path, no panic: see the module header). Returns
-    /// whether [`Recorder::locked_rare`] must run too (a checkpoint starts or is under way).
+    /// A lock request on one slot was granted, outside a checkpoint: the fast path of every
+    /// read and write transaction. Straight-line code with no panic in it (see the module
+    /// header); what is rarer is left to [`Recorder::locked_follow_up`], as the returned
+    /// [`FollowUp`] bits say. `slot` is below `SLOTS`.
     #[inline(always)]
-    pub(crate) fn locked(&mut self, lock: ShmLock, wal: LiveWalIndex) -> bool {
-        let held = if self.sampled() {
-            clock::precise().max(HELD + 1)
-        } else {
-            HELD
-        };
-        let mode = lock.exclusive as usize;
-        // WRITE, CKPT and RECOVER holds block others: every long one is recorded, so they are
-        // stamped with the coarse clock.
-        let coarse = if lock.blocks_others() {
-            clock::coarse().max(1)
-        } else {
-            0
-        };
-        if lock.count == 1 {
-            self.take_slot(lock.offset, mode, held, coarse);
-        } else {
-            for slot in lock.slots() {
-                self.take_slot(slot, mode, held, coarse);
-            }
+    pub(crate) fn locked_one(&mut self, slot: usize, exclusive: bool, wal: LiveWalIndex) -> u8 {
+        let slot = slot % SLOTS; // already in range: this only lets the compiler drop the checks
+        self.region.locks[slot].acquired[exclusive as usize].fetch_add(1, Relaxed);
+        let mut follow_up = 0;
+        self.sample_countdown = self.sample_countdown.wrapping_sub(1);
+        if self.sample_countdown == 0 {
+            follow_up |= FollowUp::SAMPLE;
         }
-        if self.last_busy.is_some_and(|b| b.overlaps(lock)) {
-            self.last_busy = None;
+        if exclusive {
+            if slot < SLOT_READ0 {
+                self.stamp(slot);
+                if slot == SLOT_WRITE {
+                    self.write_start = wal.frames();
+                } else if slot == SLOT_CKPT {
+                    follow_up |= FollowUp::CHECKPOINT;
+                }
+            }
+        } else if slot >= SLOT_READ0 {
+            self.read_begins(slot - SLOT_READ0, wal);
+        }
+        if self.last_busy.is_some() {
+            follow_up |= FollowUp::AFTER_BUSY;
+        }
+        follow_up
+    }
+
+    /// What [`Recorder::locked_one`] left to do (`follow_up` is not 0).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn locked_follow_up(
+        &mut self,
+        slot: usize,
+        exclusive: bool,
+        wal: LiveWalIndex,
+        follow_up: u8,
+    ) {
+        let lock = ShmLock {
+            offset: slot,
+            count: 1,
+            exclusive,
+        };
+        if follow_up & FollowUp::SAMPLE != 0 {
+            self.start_sample(slot);
+        }
+        if follow_up & FollowUp::AFTER_BUSY != 0 {
+            self.granted_after_busy(lock);
+        }
+        if follow_up & FollowUp::CHECKPOINT != 0 {
+            self.locked_rare(lock, wal, None);
+        }
+    }
+
+    /// A lock request was granted: any number of slots, or during a checkpoint (no panic).
+    /// Returns whether [`Recorder::locked_rare`] must run too (a checkpoint starts or is under
+    /// way).
+    pub(crate) fn locked(&mut self, lock: ShmLock, wal: LiveWalIndex) -> bool {
+        let sampled = {
+            self.sample_countdown = self.sample_countdown.wrapping_sub(1);
+            self.sample_countdown == 0
+        };
+        for slot in lock.slots() {
+            self.region.locks[slot].acquired[lock.mode()].fetch_add(1, Relaxed);
+            if sampled {
+                self.start_sample(slot);
+            }
+            if lock.blocks_others() {
+                self.stamp(slot);
+                if slot == SLOT_WRITE {
+                    self.write_start = wal.frames();
+                }
+            }
         }
         if !lock.exclusive {
             if let Some(read_index) = lock.read_index() {
-                // A read transaction begins.
-                self.reading = true;
-                if let Some(entry) = self.reader_entry {
-                    let mark = wal.read_mark(read_index).unwrap_or(0);
-                    let since = clock::coarse().wrapping_add(self.unix_offset_ns);
-                    entry.read_mark.store(mark, Relaxed);
-                    entry.since_unix_ns.store(since, Relaxed);
-                    entry.read_slot.store(read_index as u32 + 1, Release);
-                }
+                self.read_begins(read_index, wal);
             }
+        }
+        if self.last_busy.is_some() {
+            self.granted_after_busy(lock);
         }
         self.checkpoint.is_some() || (lock.exclusive && lock.is(SLOT_CKPT, 1))
     }
 
-    /// [`Recorder::locked`] for one slot (`slot` may be out of range: then nothing happens).
+    /// A read transaction begins on READ`read_index`: this connection's reader-table row says
+    /// since when (coarse clock) and at which read mark.
     #[inline(always)]
-    fn take_slot(&mut self, slot: usize, mode: usize, held: u64, coarse: u64) {
-        if let (Some(counters), Some(h), Some(c)) = (
-            self.region.locks.get(slot),
-            self.held.get_mut(slot),
-            self.held_coarse.get_mut(slot),
-        ) {
-            counters.acquired[mode].fetch_add(1, Relaxed);
-            *h = held;
-            *c = coarse;
+    fn read_begins(&mut self, read_index: usize, wal: LiveWalIndex) {
+        self.reading = true;
+        if let Some(entry) = self.reader_entry {
+            let mark = wal.read_mark(read_index).unwrap_or(0);
+            let since = clock::coarse().wrapping_add(self.unix_offset_ns);
+            entry.read_mark.store(mark, Relaxed);
+            entry.since_unix_ns.store(since, Relaxed);
+            entry.read_slot.store(read_index as u32 + 1, Release);
         }
     }
 
-    /// [`Recorder::unlocking`] for one slot: records its hold if it was sampled or long.
-    /// `now` is the monotonic clock, read at most once per unlock (0 until then).
+    /// A lock that overlaps the last busy one was granted: a new busy-handler round may follow.
+    #[cold]
+    #[inline(never)]
+    fn granted_after_busy(&mut self, lock: ShmLock) {
+        if self.last_busy.is_some_and(|b| b.overlaps(lock)) {
+            self.last_busy = None;
+        }
+    }
+
+    /// This hold of `slot` is one of the sampled ones: timed with the precise clock.
+    #[cold]
+    #[inline(never)]
+    fn start_sample(&mut self, slot: usize) {
+        let slot = slot % SLOTS;
+        self.refill_sample_countdown();
+        self.held_since[slot] = clock::precise().max(1);
+        self.marked |= 1 << slot;
+    }
+
+    /// An exclusive hold of WRITE, CKPT or RECOVER: stamped with the coarse clock, so that every
+    /// long one is recorded (see the module header).
     #[inline(always)]
-    fn release_slot(&mut self, slot: usize, coarse_now: u64, now: &mut u64) {
-        let (Some(counters), Some(h), Some(c)) = (
-            self.region.locks.get(slot),
-            self.held.get_mut(slot),
-            self.held_coarse.get_mut(slot),
-        ) else {
-            return;
-        };
-        let since = std::mem::replace(h, NOT_HELD);
-        let coarse_since = std::mem::take(c);
+    fn stamp(&mut self, slot: usize) {
+        let slot = slot % SLOTS;
+        self.held_coarse[slot] = clock::coarse().max(1);
+        self.marked |= 1 << slot;
+    }
+
+    /// Draws the gap to the next sampled hold: uniformly from 1..=2·HOLD_SAMPLE−1 (mean
+    /// HOLD_SAMPLE), so no periodic pattern of locks can alias with the sampling.
+    fn refill_sample_countdown(&mut self) {
+        let mut x = self.sample_rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.sample_rng = x;
+        self.sample_countdown = 1 + (x % (2 * HOLD_SAMPLE - 1)) as u32;
+    }
+
+    /// One slot is released: records its hold if it was sampled or stamped (a marked slot).
+    /// `now` is the precise clock, read at most once per unlock call (0 until then).
+    #[inline(always)]
+    fn release_slot(&mut self, slot: usize, wal: LiveWalIndex, now: &mut u64) {
+        let slot = slot % SLOTS;
+        if self.marked & (1 << slot) != 0 {
+            self.release_marked(slot, wal, now);
+        }
+    }
+
+    /// [`Recorder::release_slot`] of a marked slot: a sampled hold counts with weight
+    /// `HOLD_SAMPLE` (or 1 if long), a stamped long one with weight 1, a stamped short one not
+    /// at all (the sample estimates it).
+    #[inline(never)]
+    fn release_marked(&mut self, slot: usize, wal: LiveWalIndex, now: &mut u64) {
+        let slot = slot % SLOTS;
+        self.marked &= !(1 << slot);
+        let since = std::mem::take(&mut self.held_since[slot]);
+        let coarse_since = std::mem::take(&mut self.held_coarse[slot]);
+        if slot == SLOT_WRITE && coarse_since != 0 {
+            self.write_ends(wal);
+        }
         let long =
-            coarse_since != 0 && coarse_now.saturating_sub(coarse_since) >= self.long_hold_ns;
-        let (ns, weight) = if since > HELD {
+            coarse_since != 0 && clock::coarse().saturating_sub(coarse_since) >= self.long_hold_ns;
+        let (ns, weight) = if since != 0 {
             if *now == 0 {
                 *now = clock::precise();
             }
@@ -497,34 +619,17 @@ impl Recorder {
             let weight = if long { 1 } else { HOLD_SAMPLE };
             (now.saturating_sub(since), weight)
         } else if long {
-            (coarse_now.saturating_sub(coarse_since), 1)
+            (clock::coarse().saturating_sub(coarse_since), 1)
         } else {
             return;
         };
+        let counters = &self.region.locks[slot];
         if let Some(bucket) = counters.hold_buckets.get(bucket_index(ns)) {
             bucket.fetch_add(weight, Relaxed);
         }
         counters
             .hold_sum_ns
             .fetch_add(ns.saturating_mul(weight), Relaxed);
-    }
-
-    /// Whether this hold is one of the sampled ones: one in [`HOLD_SAMPLE`] on average, the
-    /// gaps between them drawn uniformly from 1..=2·HOLD_SAMPLE−1 (mean HOLD_SAMPLE), so no
-    /// periodic pattern of locks can alias with the sampling.
-    #[inline]
-    fn sampled(&mut self) -> bool {
-        self.sample_countdown = self.sample_countdown.wrapping_sub(1);
-        if self.sample_countdown != 0 {
-            return false;
-        }
-        let mut x = self.sample_rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.sample_rng = x;
-        self.sample_countdown = 1 + (x % (2 * HOLD_SAMPLE - 1)) as u32;
-        true
     }
 
     /// [`Recorder::locked`]'s part for a checkpoint's locks; `took` is how long the lock call
@@ -604,31 +709,70 @@ impl Recorder {
         }
     }
 
-    /// Called just before an unlock is forwarded (the lock is still held), after
-    /// [`Recorder::unlocking_in_checkpoint`] when a checkpoint is under way. Fast path, no panic.
-    #[inline(always)]
-    pub(crate) fn unlocking(&mut self, lock: ShmLock) {
-        let mut now = 0;
-        let coarse_now = if lock.blocks_others() {
-            clock::coarse()
-        } else {
-            0
+    /// The write lock is about to be released: what the transaction appended to `-wal`, from
+    /// the wal-index header now and when the lock was taken (SQLite commits, and updates the
+    /// header, before it releases the lock). The shim does not watch `-wal` writes.
+    fn write_ends(&mut self, wal: LiveWalIndex) {
+        let (Some(start), Some(end)) = (self.write_start.take(), wal.frames()) else {
+            return;
         };
-        if lock.count == 1 {
-            self.release_slot(lock.offset, coarse_now, &mut now);
-        } else {
-            for slot in lock.slots() {
-                self.release_slot(slot, coarse_now, &mut now);
+        let io = &self.region.io;
+        let appended = start.appended_bytes(end);
+        if appended > 0 {
+            io.wal_write_bytes.fetch_add(appended, Relaxed);
+            let size = end.file_bytes();
+            if size > io.wal_bytes.load(Relaxed) {
+                io.wal_bytes.fetch_max(size, Relaxed);
             }
         }
+    }
+
+    /// One slot is about to be released, outside a checkpoint (the lock is still held): the
+    /// fast path (no panic). `slot` is below `SLOTS`.
+    #[inline(always)]
+    pub(crate) fn unlocking_one(&mut self, slot: usize, exclusive: bool, wal: LiveWalIndex) {
+        let mut now = 0;
+        self.release_slot(slot, wal, &mut now);
+        if !exclusive && slot >= SLOT_READ0 {
+            self.read_ends();
+        }
+    }
+
+    /// Whether releasing `slot` needs [`Recorder::unlocking_one`] (its hold is sampled or
+    /// stamped), rather than [`Recorder::unlocking_unmarked`].
+    #[inline(always)]
+    pub(crate) fn is_marked(&self, slot: usize) -> bool {
+        self.marked & (1 << (slot % SLOTS)) != 0
+    }
+
+    /// [`Recorder::unlocking_one`] of a slot that is not marked: no clock, no call.
+    #[inline(always)]
+    pub(crate) fn unlocking_unmarked(&mut self, slot: usize, exclusive: bool) {
+        if !exclusive && slot >= SLOT_READ0 {
+            self.read_ends();
+        }
+    }
+
+    /// Called just before an unlock is forwarded (the lock is still held), after
+    /// [`Recorder::unlocking_in_checkpoint`] when a checkpoint is under way (no panic).
+    pub(crate) fn unlocking(&mut self, lock: ShmLock, wal: LiveWalIndex) {
+        let mut now = 0;
+        for slot in lock.slots() {
+            self.release_slot(slot, wal, &mut now);
+        }
         if !lock.exclusive && lock.read_index().is_some() {
-            // The end of a read transaction ends a busy-handler round.
-            self.last_busy = None;
-            self.reading = false;
-            if let Some(entry) = self.reader_entry {
-                entry.read_slot.store(0, Release);
-                entry.since_unix_ns.store(0, Relaxed);
-            }
+            self.read_ends();
+        }
+    }
+
+    /// The end of a read transaction: also the end of a busy-handler round.
+    #[inline(always)]
+    fn read_ends(&mut self) {
+        self.last_busy = None;
+        self.reading = false;
+        if let Some(entry) = self.reader_entry {
+            entry.read_slot.store(0, Release);
+            entry.since_unix_ns.store(0, Relaxed);
         }
     }
 
@@ -855,11 +999,11 @@ mod tests {
         for _ in 0..n {
             r.locked(read(1), LiveWalIndex::NONE);
             assert!(!r.locked(WRITE, LiveWalIndex::NONE), "no checkpoint here");
-            r.unlocking(WRITE);
-            r.unlocking(read(1));
+            r.unlocking(WRITE, LiveWalIndex::NONE);
+            r.unlocking(read(1), LiveWalIndex::NONE);
         }
         // Unlocking what this connection does not hold records no hold.
-        r.unlocking(read(2));
+        r.unlocking(read(2), LiveWalIndex::NONE);
         for (slot, mode) in [(SLOT_READ0 + 1, SHARED), (SLOT_WRITE, EXCLUSIVE)] {
             let c = &region.locks[slot];
             assert_eq!(c.acquired[mode].load(Relaxed), n, "slot {slot}");
@@ -894,7 +1038,7 @@ mod tests {
         for _ in 0..3 {
             r.locked(WRITE, LiveWalIndex::NONE);
             std::thread::sleep(hold);
-            r.unlocking(WRITE);
+            r.unlocking(WRITE, LiveWalIndex::NONE);
         }
         let c = &region.locks[SLOT_WRITE];
         let buckets: Vec<u64> = c.hold_buckets.iter().map(|b| b.load(Relaxed)).collect();
@@ -918,7 +1062,7 @@ mod tests {
             since + 1_000_000_000 > before && since < unix_now_ns() + 1_000_000_000,
             "since {since}, now {before}"
         );
-        r.unlocking(read(3));
+        r.unlocking(read(3), LiveWalIndex::NONE);
         assert_eq!(entry.read_slot.load(Relaxed), 0);
         assert_eq!(entry.since_unix_ns.load(Relaxed), 0);
         r.close();

@@ -515,8 +515,13 @@ mod issue9 {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn is_root() -> bool {
-        walwatch::paths::effective_uid() == 0
+    /// Whether the test must be skipped, not being root: says so, and why it needs root.
+    fn skip_unless_root(needs: &str) -> bool {
+        let root = walwatch::paths::effective_uid() == 0;
+        if !root {
+            eprintln!("NOTICE: not root; skipping (needs {needs})");
+        }
+        !root
     }
 
     fn mkfifo(path: &Path) {
@@ -598,6 +603,13 @@ mod issue9 {
             chown(&db, uid, 0o600);
         }
         db
+    }
+
+    /// Root's database `a.db`, with its stats file in root's `<base>/walwatch-0`.
+    fn roots_database(dir: &TempDir, base: &Path) -> PathBuf {
+        let a = database(dir, "a.db", 0);
+        stats_file_for(&user_dir(base, 0, 0), &a, 1);
+        a
     }
 
     /// The paths of the databases `/status` lists.
@@ -754,8 +766,7 @@ mod issue9 {
     /// database that exists and one that does not; named with `--db`, it is watched.
     #[test]
     fn attack4_forged_stats_file_causes_no_checkpoint_and_names_nothing() {
-        if !is_root() {
-            eprintln!("NOTICE: not root; skipping (needs chown to another uid)");
+        if skip_unless_root("chown to another uid") {
             return;
         }
         let dir = TempDir::new("forged");
@@ -834,14 +845,12 @@ mod issue9 {
     /// user's directory made after the sidecar started is found at a later collection.
     #[test]
     fn per_user_directories_are_found_checked_and_rescanned() {
-        if !is_root() {
-            eprintln!("NOTICE: not root; skipping (needs chown to other uids)");
+        if skip_unless_root("chown to other uids") {
             return;
         }
         let dir = TempDir::new("peruser");
         let base = dir.path("shm");
-        let a = database(&dir, "a.db", 0);
-        stats_file_for(&user_dir(&base, 0, 0), &a, 1);
+        let a = roots_database(&dir, &base);
         // Named for uid 4242, owned by 4243: refused whatever it holds.
         let b = database(&dir, "b.db", 4242);
         users_stats_file(&user_dir(&base, 4242, 4243), &b, 1, 4242);
@@ -955,14 +964,12 @@ mod issue9 {
     /// others (private 0700 directories of other users) quietly, counting them in `/status`.
     #[test]
     fn non_root_sidecar_skips_other_users_directories_quietly() {
-        if !is_root() {
-            eprintln!("NOTICE: not root; skipping (needs another uid)");
+        if skip_unless_root("another uid") {
             return;
         }
         let dir = TempDir::new("nonroot");
         let base = dir.path("shm");
-        let a = database(&dir, "a.db", 0);
-        stats_file_for(&user_dir(&base, 0, 0), &a, 1);
+        roots_database(&dir, &base);
         let c = database(&dir, "c.db", 65534);
         users_stats_file(&user_dir(&base, 65534, 65534), &c, 4, 65534);
 
@@ -988,8 +995,7 @@ mod issue9 {
     /// reach, and a root sidecar checkpoints it (the child checks the owner again).
     #[test]
     fn attack4_owners_own_stats_file_is_acted_on() {
-        if !is_root() {
-            eprintln!("NOTICE: not root; skipping (needs chown to another uid)");
+        if skip_unless_root("chown to another uid") {
             return;
         }
         let dir = TempDir::new("owned");

@@ -30,7 +30,7 @@
 //! hard_limit = "32MiB"
 //! ```
 
-use crate::controller::{self, limits::Limit, policy::Mode};
+use crate::controller::{self, limits::Limit, policy::ControllerMode};
 use crate::discovery::StatsDirs;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -262,7 +262,7 @@ pub const WEB_HEADER_TIMEOUT: Setting<Duration> = Setting {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerConfig {
-    pub mode: Option<Mode>,
+    pub mode: Option<ControllerMode>,
     pub soft_limit: Option<String>,
     pub hard_limit: Option<String>,
     pub truncate_timeout: Option<String>,
@@ -290,7 +290,7 @@ pub struct Overrides {
     pub databases: Vec<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
-    pub controller_mode: Option<Mode>,
+    pub controller_mode: Option<ControllerMode>,
     pub soft_limit: Option<String>,
     pub hard_limit: Option<String>,
     pub truncate_timeout: Option<String>,
@@ -301,7 +301,9 @@ pub struct Overrides {
     pub metrics_detail: Option<crate::metrics::Detail>,
 }
 
-/// Resolved settings.
+/// Everything `walwatch serve` runs with, resolved from defaults, the file and the flags. The
+/// parts that other modules take whole have their own types: [`controller::ControllerSettings`]
+/// and [`crate::web::WebSettings`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub listen: SocketAddr,
@@ -312,7 +314,7 @@ pub struct Settings {
     pub databases: Vec<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: String,
-    pub controller: controller::Settings,
+    pub controller: controller::ControllerSettings,
     pub web: crate::web::WebSettings,
     pub metrics: crate::metrics::Detail,
 }
@@ -600,8 +602,11 @@ pub fn resolve(
         }
         per_db.insert(crate::discovery::normalize(&path), (soft, hard));
     }
-    let controller = controller::Settings {
-        mode: over.controller_mode.or(ctl.mode).unwrap_or(Mode::Act),
+    let controller = controller::ControllerSettings {
+        mode: over
+            .controller_mode
+            .or(ctl.mode)
+            .unwrap_or(ControllerMode::Act),
         soft_limit,
         hard_limit,
         per_db,
@@ -711,7 +716,7 @@ mod tests {
         let text = "[controller]\nmode = \"observe\"\nhard_limit = \"32MiB\"\n\n[controller.databases.\"/srv/q.db\"]\nhard_limit = \"10%\"\n";
         let cfg = parse(text).unwrap();
         let s = resolve(Some((Path::new("w.toml"), text, cfg)), Overrides::default()).unwrap();
-        assert_eq!(s.controller.mode, Mode::Observe);
+        assert_eq!(s.controller.mode, ControllerMode::Observe);
         assert_eq!(s.controller.hard_limit, Limit::Bytes(32 << 20));
         assert_eq!(
             s.controller.per_db.get(Path::new("/srv/q.db")),

@@ -2,8 +2,8 @@
 //! in a database's `-wal` and `-shm` files) as Prometheus metrics, a JSON status and a
 //! one-shot report.
 //!
-//! Map, bottom to top (a module uses only modules on its own layer or below; `tests/layering.rs`
-//! fails on any import circle):
+//! Map, bottom to top (a module uses only modules on its own layer or below;
+//! `tests/tests/sidecar/layering.rs`, in the workspace's test crate, fails on any import circle):
 //! 1. data and parsers: [`text`] (escaping, ages) · [`model`] (the `DbState` every output
 //!    renders, and every plain-data type the layers above share) · [`sys`] (the only unsafe
 //!    code: `fcntl(F_GETLK)`, `F_SETLKW` and `openat`) · [`stats_file`] (reads one stats

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use walwatch_exporter::config::{self, LogFormat, Overrides};
-use walwatch_exporter::controller::policy::Mode;
+use walwatch_exporter::controller::policy::ControllerMode;
 use walwatch_exporter::{collect, discovery, server, status, text};
 
 /// Watch SQLite WAL files, -shm locks and checkpoints; export them to Prometheus.
@@ -84,7 +84,7 @@ struct ServeArgs {
     /// Checkpoint controller: act (checkpoint to keep WALs under their limits), observe (decide
     /// and report only) or off [default: act].
     #[arg(long = "controller", env = "WALWATCH_CONTROLLER", value_enum)]
-    controller_mode: Option<Mode>,
+    controller_mode: Option<ControllerMode>,
     /// WAL size over which the controller runs PASSIVE checkpoints: 64MiB, 1GB, or 10% of
     /// available memory; 4KiB to 16TiB, at most the hard limit [default: 64MiB].
     #[arg(long, env = "WALWATCH_SOFT_LIMIT", value_name = "SIZE")]
@@ -140,7 +140,7 @@ struct ServeArgs {
 #[derive(Args)]
 struct CheckpointArgs {
     #[arg(long, value_enum)]
-    mode: CheckpointMode,
+    mode: walwatch_exporter::controller::policy::Checkpoint,
     /// Bound of each lock wait, in milliseconds.
     #[arg(long, default_value_t = 100)]
     busy_timeout_ms: u64,
@@ -151,12 +151,6 @@ struct CheckpointArgs {
     #[arg(long)]
     passive_pass: bool,
     db: PathBuf,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum CheckpointMode {
-    Passive,
-    Truncate,
 }
 
 #[derive(Args)]
@@ -186,17 +180,13 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Checkpoint(args) => {
-            use walwatch_exporter::controller::{checkpoint, policy::Action};
-            let action = match args.mode {
-                CheckpointMode::Passive => Action::Passive,
-                CheckpointMode::Truncate => Action::Truncate,
-            };
+            use walwatch_exporter::controller::checkpoint;
             let timeout = std::time::Duration::from_millis(args.busy_timeout_ms);
             println!(
                 "{}",
                 checkpoint::run_here(
                     &args.db,
-                    action,
+                    args.mode,
                     timeout,
                     args.passive_pass,
                     args.expect_owner

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 
 use crate::collect::{self, Collection};
 use crate::config::Settings;
-use crate::controller::policy::Mode;
+use crate::controller::policy::ControllerMode;
 use crate::controller::watch::WalWatcher;
 use crate::controller::Controller;
 use crate::discovery::{self, StatsDirs};
@@ -125,7 +125,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .iter()
         .map(|p| discovery::normalize(p))
         .collect();
-    let controller = (settings.controller.mode != Mode::Off)
+    let controller = (settings.controller.mode != ControllerMode::Off)
         .then(|| Arc::new(Controller::new(settings.controller.clone())));
     if let Some(c) = &controller {
         let s = c.settings();
@@ -240,10 +240,7 @@ async fn collect_blocking(
         let mut collection = collect::collect(&stats_dirs, &databases);
         if let Some(c) = controller {
             c.after_collection(&mut collection.dbs);
-            collection.controller_mode = Some(match c.settings().mode {
-                Mode::Observe => "observe",
-                _ => "act",
-            });
+            collection.controller_mode = Some(c.settings().mode.name());
         }
         let series = crate::metrics::count_series(&collection, detail);
         (Arc::new(collection), series)

@@ -1,11 +1,36 @@
-//! What every test binary of this crate shares: where the built artifacts are and the
-//! version matrix's virtualenv. One definition, used by `tests/tests/e2e`, `controller`,
-//! `attacks` and `matrix`.
+//! The one harness of walwatch's integration tests: every test binary of `tests/tests/`
+//! (`e2e`, `sidecar`, `controller`, `attacks`, `matrix`) says `use walwatch_tests::*;` and finds
+//! here what they share:
+//!
+//! - this file: where the built artifacts are ([`built`], [`extension`], [`WALWATCH`]; the
+//!   tests need `cargo build --release` first, as the README's test command does) and the
+//!   version matrix's virtualenv;
+//! - [`scratch`]: scratch directories removed when the test ends;
+//! - [`process`]: child processes that cannot outlive a test, bounded waits, their output;
+//! - [`net`]: free ports, HTTP requests, Prometheus text and `promtool`;
+//! - [`serve`]: a running `walwatch serve`; [`prometheus`]: a real Prometheus;
+//! - [`hosts`]: a scratch directory with its own stats directory, and runners for the `sqlite3`
+//!   shell and the Python worker (`tests/worker.py`).
 #![forbid(unsafe_code)]
 
+pub mod hosts;
+pub mod net;
+pub mod process;
+pub mod prometheus;
+pub mod scratch;
+pub mod serve;
+
+pub use hosts::*;
+pub use net::*;
+pub use process::*;
+pub use prometheus::*;
+pub use scratch::*;
+pub use serve::*;
+
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// Root of the workspace (dashboards/, examples/, target/).
 pub fn workspace_root() -> PathBuf {
@@ -33,9 +58,32 @@ pub fn extension() -> PathBuf {
     built("libwalwatch.so").with_extension("")
 }
 
-/// The built sidecar, `target/<profile>/walwatch`.
-pub fn sidecar_binary() -> PathBuf {
-    built("walwatch")
+/// The built sidecar, `target/<profile>/walwatch` (found by [`built`] on first use). It goes
+/// wherever a program or a path does: `Command::new(WALWATCH)`, `.env("X", WALWATCH)`;
+/// [`SidecarBinary::path`] for the rest.
+pub const WALWATCH: SidecarBinary = SidecarBinary;
+
+/// The type of [`WALWATCH`].
+#[derive(Clone, Copy, Debug)]
+pub struct SidecarBinary;
+
+impl SidecarBinary {
+    pub fn path(self) -> &'static Path {
+        static PATH: OnceLock<PathBuf> = OnceLock::new();
+        PATH.get_or_init(|| built("walwatch"))
+    }
+}
+
+impl AsRef<OsStr> for SidecarBinary {
+    fn as_ref(&self) -> &OsStr {
+        self.path().as_os_str()
+    }
+}
+
+impl AsRef<Path> for SidecarBinary {
+    fn as_ref(&self) -> &Path {
+        self.path()
+    }
 }
 
 /// The PyPI packages of the matrix, pinned (`tests/matrix-requirements.txt`, which `.ci/run`

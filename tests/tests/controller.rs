@@ -7,16 +7,12 @@
 //! end-to-end tests, and measure the controller rather than the machine's load.
 #![forbid(unsafe_code)]
 
-#[path = "e2e/harness.rs"]
-#[allow(dead_code, unused_imports)] // shared with the e2e binary, which uses the rest of it
-mod harness;
-
-use harness::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
+use walwatch_tests::*;
 
 const MIB: u64 = 1 << 20;
 
@@ -30,35 +26,21 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 /// The real sidecar on a free loopback port; killed on drop.
 struct Sidecar {
-    child: Child,
-    port: u16,
+    serve: Serve,
 }
 
 impl Sidecar {
     fn start(s: &Scratch, args: &[&str]) -> Self {
-        let port = free_port();
-        let bin = sidecar_binary();
-        let mut child = Command::new(&bin)
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", "1s"])
-            .arg("--stats-dir")
-            .arg(&s.stats_dir)
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (cargo build first)", bin.display()));
-        // Ready once it logs that it serves.
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        while err.read_line(&mut line).unwrap() > 0 && !line.contains("serving http://") {
-            line.clear();
+        let stats = s.stats_dir.to_str().unwrap();
+        let mut all = vec!["--interval", "1s", "--stats-dir", stats];
+        all.extend_from_slice(args);
+        Self {
+            serve: Serve::start(&s.dir.0, &all),
         }
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        Self { child, port }
     }
 
     fn get(&self, path: &str) -> String {
-        http_get(&format!("http://127.0.0.1:{}{path}", self.port), &[]).unwrap_or_default()
+        http_get(&self.serve.url("http", path), &[]).unwrap_or_default()
     }
 
     fn status_of(&self, db: &Path) -> Value {
@@ -82,13 +64,6 @@ impl Sidecar {
             std::thread::sleep(Duration::from_millis(100));
         }
         start.elapsed()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -37,7 +37,7 @@
 //! owner, `-wal` and `-shm` must be regular files with one link (no hard link to another
 //! user's file; `fs.protected_hardlinks` already forbids making one on most systems).
 
-use super::policy::Action;
+use super::policy::Checkpoint;
 use crate::sys;
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
@@ -171,7 +171,7 @@ impl Outcome {
 pub fn run(
     db: &Path,
     owner: Option<u32>,
-    action: Action,
+    action: Checkpoint,
     busy_timeout: Duration,
     passive_pass: bool,
 ) -> Outcome {
@@ -281,7 +281,7 @@ fn check_siblings(db: &Path, owner: Option<u32>) -> Result<(), String> {
 /// does not own is refused.
 pub fn run_here(
     db: &Path,
-    action: Action,
+    action: Checkpoint,
     busy_timeout: Duration,
     passive_pass: bool,
     owner: Option<u32>,
@@ -311,8 +311,8 @@ pub fn run_here(
     // in WAL mode, so nothing writes, and SQLite takes its locks itself.
     let shm_path = crate::collect::wal_files::sibling(db, "-shm");
     let shm = match action {
-        Action::Passive => None,
-        Action::Truncate => match open_checked(&shm_path, true, None) {
+        Checkpoint::Passive => None,
+        Checkpoint::Truncate => match open_checked(&shm_path, true, None) {
             Ok(f) => Some(f),
             Err(_) if !shm_path.exists() => None,
             Err(e) => return outcome(FAILED, Some(e)),
@@ -331,8 +331,8 @@ pub fn run_here(
     if let Err(e) = conn.busy_handler(Some(bounded_busy_handler)) {
         return outcome(FAILED, Some(e.to_string()));
     }
-    if action == Action::Passive {
-        return match checkpoint(&conn, "PASSIVE") {
+    if action == Checkpoint::Passive {
+        return match checkpoint(&conn, Checkpoint::Passive) {
             Ok(done) => outcome(done, None),
             Err(e) => outcome(FAILED, Some(e)),
         };
@@ -384,7 +384,7 @@ fn passive_pass_on(conn: &Connection) -> Result<(Counts, Option<f64>), String> {
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .map_err(|e| e.to_string())?;
     let start = Instant::now();
-    let (_, log, done) = checkpoint(conn, "PASSIVE")?;
+    let (_, log, done) = checkpoint(conn, Checkpoint::Passive)?;
     // Frames copied earlier count as copied here: the rate is then too high, which only means
     // another pass, and a pass with little left to copy is quick anyway.
     let copied = done.max(0) as u64 * (page_size + WAL_FRAME_HEADER);
@@ -413,7 +413,7 @@ fn truncate(
         last_return: None,
     };
     READER_WAIT.set(wait(busy_timeout));
-    let result = checkpoint(conn, "TRUNCATE");
+    let result = checkpoint(conn, Checkpoint::Truncate);
     READER_WAIT.set(wait(Duration::ZERO));
     match result {
         Ok(done) => outcome(done, None),
@@ -422,8 +422,9 @@ fn truncate(
 }
 
 /// Runs `PRAGMA wal_checkpoint(mode)`: (result, frames in the WAL, frames checkpointed).
-fn checkpoint(conn: &Connection, mode: &str) -> Result<Counts, String> {
-    let row = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+fn checkpoint(conn: &Connection, mode: Checkpoint) -> Result<Counts, String> {
+    let pragma = format!("PRAGMA wal_checkpoint({})", mode.name());
+    let row = conn.query_row(&pragma, [], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,
@@ -464,7 +465,7 @@ mod tests {
         );
         let link = dir.join("link.db");
         std::os::unix::fs::symlink(&db, &link).unwrap();
-        let outcome = run_here(&link, Action::Passive, Duration::ZERO, false, None);
+        let outcome = run_here(&link, Checkpoint::Passive, Duration::ZERO, false, None);
         assert_eq!(outcome.result, ResultKind::Error);
         assert!(outcome.error.unwrap().contains("symbolic link"));
         let fifo = dir.join("fifo.db");
@@ -473,13 +474,13 @@ mod tests {
             .status()
             .unwrap()
             .success());
-        let outcome = run_here(&fifo, Action::Truncate, Duration::ZERO, false, None);
+        let outcome = run_here(&fifo, Checkpoint::Truncate, Duration::ZERO, false, None);
         assert!(outcome.error.unwrap().contains("not a regular file"));
         // A -wal hard-linked to another file (someone else's, where hard links are allowed).
         let other = dir.join("other");
         std::fs::write(&other, b"precious").unwrap();
         std::fs::hard_link(&other, dir.join("a.db-wal")).unwrap();
-        let outcome = run_here(&db, Action::Truncate, Duration::ZERO, false, Some(me));
+        let outcome = run_here(&db, Checkpoint::Truncate, Duration::ZERO, false, Some(me));
         assert!(outcome
             .error
             .unwrap()

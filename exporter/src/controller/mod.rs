@@ -19,7 +19,7 @@ pub mod watch;
 
 use checkpoint::{Outcome, ResultKind};
 use limits::Limit;
-use policy::{Action, AfterTruncate, Decision, Limits, Mode, Observation};
+use policy::{AfterTruncate, Checkpoint, ControllerMode, Decision, Limits, Observation};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,10 +28,11 @@ use std::time::{Duration, Instant};
 use crate::discovery::Trust;
 use crate::model::{Blocker, DbState};
 
-/// Controller settings (from config and flags).
+/// What the controller needs of the configuration: its part of [`crate::config::Settings`],
+/// built from the file and flags in `config::resolve`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
-    pub mode: Mode,
+pub struct ControllerSettings {
+    pub mode: ControllerMode,
     pub soft_limit: Limit,
     pub hard_limit: Limit,
     /// Limits of particular databases (normalized paths).
@@ -84,7 +85,7 @@ struct DbControl {
 }
 
 pub struct Controller {
-    settings: Settings,
+    settings: ControllerSettings,
     /// Set once [`watch`] runs: WAL growth is then seen within milliseconds, so growth is
     /// projected over [`FAST_HORIZON`] instead of a whole collection interval.
     fast_reaction: std::sync::atomic::AtomicBool,
@@ -93,7 +94,7 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(settings: Settings) -> Self {
+    pub fn new(settings: ControllerSettings) -> Self {
         let controller = Self {
             settings,
             fast_reaction: Default::default(),
@@ -104,7 +105,7 @@ impl Controller {
         controller
     }
 
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &ControllerSettings {
         &self.settings
     }
 
@@ -166,7 +167,7 @@ impl Controller {
     /// After a collection: act on each database as the strategy says, then attach the
     /// controller's view to it. Runs on a blocking thread (checkpoints are blocking I/O).
     pub fn after_collection(self: &Arc<Self>, dbs: &mut [DbState]) {
-        if self.settings.mode == Mode::Off {
+        if self.settings.mode == ControllerMode::Off {
             return;
         }
         self.refresh_memory();
@@ -187,7 +188,7 @@ impl Controller {
 
     /// Between collections: `-wal` of `db` is now `wal_bytes` long (from [`watch`]).
     pub fn on_wal_size(self: &Arc<Self>, db: &Path, wal_bytes: u64) {
-        if self.settings.mode != Mode::Off {
+        if self.settings.mode != ControllerMode::Off {
             self.consider(db, wal_bytes, None, None, &[]);
         }
     }
@@ -268,13 +269,13 @@ impl Controller {
         &self,
         db: &Path,
         owner: Option<u32>,
-        action: Action,
+        action: Checkpoint,
         reason: String,
         known_blockers: &[Blocker],
     ) {
         let timeout = match action {
-            Action::Passive => Duration::ZERO,
-            Action::Truncate => self.settings.truncate_timeout,
+            Checkpoint::Passive => Duration::ZERO,
+            Checkpoint::Truncate => self.settings.truncate_timeout,
         };
         let passive_pass = lock(&self.dbs)
             .get(db)
@@ -299,10 +300,10 @@ impl Controller {
         *c.counts
             .entry((action.name(), outcome.result.name()))
             .or_default() += 1;
-        if action == Action::Passive {
+        if action == Checkpoint::Passive {
             c.last_passive = Some(Instant::now());
         }
-        if action == Action::Truncate {
+        if action == Checkpoint::Truncate {
             if let Some(rate) = outcome.passive_pass_rate {
                 c.passive_pass_rate = Some(rate);
             }
@@ -357,7 +358,7 @@ impl Controller {
     fn log(
         &self,
         db: &Path,
-        action: Action,
+        action: Checkpoint,
         reason: &str,
         o: &Outcome,
         blockers: &[Blocker],
@@ -371,9 +372,9 @@ impl Controller {
         let ms = o.duration.as_secs_f64() * 1e3;
         let stall_ms = o.write_lock_held.as_secs_f64() * 1e3;
         let passive_pass = match (action, o.passive_pass_rate) {
-            (Action::Passive, _) => "-".to_owned(),
-            (Action::Truncate, Some(rate)) => format!("{:.0} MiB/s", rate / (1 << 20) as f64),
-            (Action::Truncate, None) => "none".to_owned(),
+            (Checkpoint::Passive, _) => "-".to_owned(),
+            (Checkpoint::Truncate, Some(rate)) => format!("{:.0} MiB/s", rate / (1 << 20) as f64),
+            (Checkpoint::Truncate, None) => "none".to_owned(),
         };
         match o.result {
             ResultKind::Ok => {
@@ -411,11 +412,7 @@ impl Controller {
         let dbs = lock(&self.dbs);
         let c = dbs.get(db);
         ControllerView {
-            mode: match self.settings.mode {
-                Mode::Act => "act",
-                Mode::Observe => "observe",
-                Mode::Off => "off",
-            },
+            mode: self.settings.mode.name(),
             soft_limit_bytes: limits.soft,
             hard_limit_bytes: limits.hard,
             growth_bytes_per_second: c.map_or(0.0, |c| c.growth),

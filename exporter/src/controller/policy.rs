@@ -43,7 +43,7 @@ use crate::model::{Blocker, Blocks};
     Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum, serde::Serialize,
 )]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
+pub enum ControllerMode {
     /// Checkpoint as the strategy says.
     Act,
     /// Decide, log and export, but never checkpoint.
@@ -52,18 +52,40 @@ pub enum Mode {
     Off,
 }
 
-/// A checkpoint the controller runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
+impl ControllerMode {
+    /// Its name in the configuration, on `/status` and in `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Act => "act",
+            Self::Observe => "observe",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// A checkpoint the controller runs: the two of SQLite's checkpoint modes it uses. Its own
+/// type rather than [`walwatch::layout::Mode`], which also holds modes that are only inferred
+/// from locks and that the controller never runs, so that every `match` here covers exactly
+/// what can happen; it converts into that `Mode` ([`From`]) and takes its names from it, so the
+/// controller, the `walwatch checkpoint --mode` flag and the stats files share one vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Checkpoint {
     Passive,
     Truncate,
 }
 
-impl Action {
+impl Checkpoint {
+    /// Its name: the `mode` label, `--mode` value and `PRAGMA wal_checkpoint` argument.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Passive => "passive",
-            Self::Truncate => "truncate",
+        walwatch::layout::Mode::from(self).name()
+    }
+}
+
+impl From<Checkpoint> for walwatch::layout::Mode {
+    fn from(c: Checkpoint) -> Self {
+        match c {
+            Checkpoint::Passive => Self::Passive,
+            Checkpoint::Truncate => Self::Truncate,
         }
     }
 }
@@ -156,9 +178,9 @@ impl std::fmt::Display for Held {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
     Nothing,
-    Run(Action, Why),
+    Run(Checkpoint, Why),
     /// A checkpoint would run but is held back.
-    Hold(Action, Why, Held),
+    Hold(Checkpoint, Why, Held),
 }
 
 /// How far ahead the policy projects growth.
@@ -172,9 +194,14 @@ pub struct Horizons {
 }
 
 /// Applies the strategy above: what the WAL needs ([`wanted`]), unless it is [`held`] back.
-pub fn decide(mode: Mode, limits: Limits, horizons: Horizons, o: &Observation) -> Decision {
+pub fn decide(
+    mode: ControllerMode,
+    limits: Limits,
+    horizons: Horizons,
+    o: &Observation,
+) -> Decision {
     // Priority 1: the controller is off.
-    if mode == Mode::Off {
+    if mode == ControllerMode::Off {
         return Decision::Nothing;
     }
     let Some((action, why)) = wanted(limits, horizons, o) else {
@@ -187,7 +214,7 @@ pub fn decide(mode: Mode, limits: Limits, horizons: Horizons, o: &Observation) -
 }
 
 /// Priorities 2 to 4: the checkpoint the WAL needs now, if any.
-pub fn wanted(limits: Limits, horizons: Horizons, o: &Observation) -> Option<(Action, Why)> {
+pub fn wanted(limits: Limits, horizons: Horizons, o: &Observation) -> Option<(Checkpoint, Why)> {
     let rate = o.growth_bytes_per_second.max(0.0);
     let wal = o.wal_bytes as f64;
     let soon = wal + rate * horizons.reaction.as_secs_f64();
@@ -197,7 +224,7 @@ pub fn wanted(limits: Limits, horizons: Horizons, o: &Observation) -> Option<(Ac
     // Priority 2: at or over the hard limit.
     if wal >= hard {
         return Some((
-            Action::Truncate,
+            Checkpoint::Truncate,
             Why::OverHard {
                 wal: wal_bytes,
                 hard: hard_bytes,
@@ -209,7 +236,7 @@ pub fn wanted(limits: Limits, horizons: Horizons, o: &Observation) -> Option<(Ac
     // writers back), so truncate now rather than after overshooting.
     if soon >= hard || (wal >= soft && within_interval >= hard) {
         return Some((
-            Action::Truncate,
+            Checkpoint::Truncate,
             Why::OnCourse {
                 wal: wal_bytes,
                 rate,
@@ -220,7 +247,7 @@ pub fn wanted(limits: Limits, horizons: Horizons, o: &Observation) -> Option<(Ac
     // Priority 4: over the soft limit, growing slowly, with frames to copy and no PASSIVE moments ago.
     if wal >= soft && o.pending_frames != Some(0) && !o.passive_recent {
         return Some((
-            Action::Passive,
+            Checkpoint::Passive,
             Why::OverSoft {
                 wal: wal_bytes,
                 soft: limits.soft,
@@ -231,17 +258,17 @@ pub fn wanted(limits: Limits, horizons: Horizons, o: &Observation) -> Option<(Ac
 }
 
 /// Priorities 5 to 7: whether a wanted `action` is held back, and why.
-pub fn held(mode: Mode, action: Action, o: &Observation) -> Option<Held> {
+pub fn held(mode: ControllerMode, action: Checkpoint, o: &Observation) -> Option<Held> {
     // Priority 5: one at a time.
     if o.in_progress {
         return Some(Held::InProgress);
     }
     // Priority 6: back-off after a TRUNCATE a reader blocked, unless that reader has gone.
-    if action == Action::Truncate && !o.backoff_remaining.is_zero() && !o.blocker_gone {
+    if action == Checkpoint::Truncate && !o.backoff_remaining.is_zero() && !o.blocker_gone {
         return Some(Held::BackingOff(o.backoff_remaining));
     }
     // Priority 7: observe only.
-    if mode == Mode::Observe {
+    if mode == ControllerMode::Observe {
         return Some(Held::Observe);
     }
     None
@@ -325,6 +352,25 @@ pub fn smooth_growth(previous: f64, delta_bytes: f64, elapsed: Duration, tau: Du
 mod tests {
     use super::*;
 
+    #[test]
+    fn one_vocabulary_for_checkpoint_modes() {
+        use clap::ValueEnum;
+        for c in Checkpoint::value_variants() {
+            // The child is started with `--mode <name>`: clap must read back the same mode.
+            assert_eq!(Checkpoint::from_str(c.name(), false), Ok(*c));
+            // SQLite's SQLITE_CHECKPOINT_* numbers, which layout::Mode's values are.
+            let sqlite = match c {
+                Checkpoint::Passive => 0,
+                Checkpoint::Truncate => 3,
+            };
+            assert_eq!(walwatch::layout::Mode::from(*c) as u32, sqlite);
+        }
+        for m in ControllerMode::value_variants() {
+            let toml = serde_json::to_string(m).unwrap();
+            assert_eq!(toml, format!("\"{}\"", m.name()));
+        }
+    }
+
     const MIB: u64 = 1 << 20;
     const LIMITS: Limits = Limits {
         soft: 16 * MIB,
@@ -343,7 +389,7 @@ mod tests {
         }
     }
 
-    fn action(d: Decision) -> Option<Action> {
+    fn action(d: Decision) -> Option<Checkpoint> {
         match d {
             Decision::Run(a, _) => Some(a),
             _ => None,
@@ -353,16 +399,16 @@ mod tests {
     #[test]
     fn tiers() {
         assert_eq!(
-            decide(Mode::Act, LIMITS, HORIZON, &obs(1)),
+            decide(ControllerMode::Act, LIMITS, HORIZON, &obs(1)),
             Decision::Nothing
         );
         assert_eq!(
-            action(decide(Mode::Act, LIMITS, HORIZON, &obs(20))),
-            Some(Action::Passive)
+            action(decide(ControllerMode::Act, LIMITS, HORIZON, &obs(20))),
+            Some(Checkpoint::Passive)
         );
         assert_eq!(
-            action(decide(Mode::Act, LIMITS, HORIZON, &obs(40))),
-            Some(Action::Truncate)
+            action(decide(ControllerMode::Act, LIMITS, HORIZON, &obs(40))),
+            Some(Checkpoint::Truncate)
         );
     }
 
@@ -372,12 +418,18 @@ mod tests {
             pending_frames: Some(0),
             ..obs(20)
         };
-        assert_eq!(decide(Mode::Act, LIMITS, HORIZON, &o), Decision::Nothing);
+        assert_eq!(
+            decide(ControllerMode::Act, LIMITS, HORIZON, &o),
+            Decision::Nothing
+        );
         let o = Observation {
             passive_recent: true,
             ..obs(20)
         };
-        assert_eq!(decide(Mode::Act, LIMITS, HORIZON, &o), Decision::Nothing);
+        assert_eq!(
+            decide(ControllerMode::Act, LIMITS, HORIZON, &o),
+            Decision::Nothing
+        );
     }
 
     #[test]
@@ -387,28 +439,28 @@ mod tests {
                 growth_bytes_per_second: mib_per_s * MIB as f64,
                 ..obs(wal_mib)
             };
-            decide(Mode::Act, LIMITS, HORIZON, &o)
+            decide(ControllerMode::Act, LIMITS, HORIZON, &o)
         };
         // 10 MiB growing 120 MiB/s reaches 32 MiB before the next reaction (200 ms): TRUNCATE.
-        assert_eq!(action(at(10, 120.0)), Some(Action::Truncate));
+        assert_eq!(action(at(10, 120.0)), Some(Checkpoint::Truncate));
         // 10 MiB growing 40 MiB/s: under the soft limit and the hard one out of reach before
         // the next reaction: nothing yet (a PASSIVE now would only keep the controller busy
         // while the writer outruns it).
         assert_eq!(at(10, 40.0), Decision::Nothing);
         // Over the soft limit and on course for the hard one within the interval: TRUNCATE.
-        assert_eq!(action(at(17, 20.0)), Some(Action::Truncate));
+        assert_eq!(action(at(17, 20.0)), Some(Checkpoint::Truncate));
         // Over the soft limit, growing slowly: PASSIVE.
-        assert_eq!(action(at(17, 2.0)), Some(Action::Passive));
+        assert_eq!(action(at(17, 2.0)), Some(Checkpoint::Passive));
     }
 
     #[test]
     fn holds_back() {
         assert!(matches!(
-            decide(Mode::Observe, LIMITS, HORIZON, &obs(40)),
-            Decision::Hold(Action::Truncate, _, Held::Observe)
+            decide(ControllerMode::Observe, LIMITS, HORIZON, &obs(40)),
+            Decision::Hold(Checkpoint::Truncate, _, Held::Observe)
         ));
         assert_eq!(
-            decide(Mode::Off, LIMITS, HORIZON, &obs(40)),
+            decide(ControllerMode::Off, LIMITS, HORIZON, &obs(40)),
             Decision::Nothing
         );
         let running = Observation {
@@ -416,7 +468,7 @@ mod tests {
             ..obs(40)
         };
         assert!(matches!(
-            decide(Mode::Act, LIMITS, HORIZON, &running),
+            decide(ControllerMode::Act, LIMITS, HORIZON, &running),
             Decision::Hold(_, _, Held::InProgress)
         ));
         let backing_off = Observation {
@@ -424,7 +476,7 @@ mod tests {
             ..obs(40)
         };
         assert!(matches!(
-            decide(Mode::Act, LIMITS, HORIZON, &backing_off),
+            decide(ControllerMode::Act, LIMITS, HORIZON, &backing_off),
             Decision::Hold(_, _, Held::BackingOff(_))
         ));
         let reader_left = Observation {
@@ -432,8 +484,8 @@ mod tests {
             ..backing_off
         };
         assert_eq!(
-            action(decide(Mode::Act, LIMITS, HORIZON, &reader_left)),
-            Some(Action::Truncate)
+            action(decide(ControllerMode::Act, LIMITS, HORIZON, &reader_left)),
+            Some(Checkpoint::Truncate)
         );
     }
 
@@ -471,18 +523,18 @@ mod tests {
     #[test]
     fn priority_1_off_decides_nothing_even_over_the_hard_limit() {
         assert_eq!(
-            decide(Mode::Off, TINY, HORIZON, &bytes(5000)),
+            decide(ControllerMode::Off, TINY, HORIZON, &bytes(5000)),
             Decision::Nothing
         );
     }
 
     #[test]
     fn priority_2_hard_limit_truncates() {
-        let d = decide(Mode::Act, TINY, HORIZON, &bytes(1000));
+        let d = decide(ControllerMode::Act, TINY, HORIZON, &bytes(1000));
         assert_eq!(
             d,
             Decision::Run(
-                Action::Truncate,
+                Checkpoint::Truncate,
                 Why::OverHard {
                     wal: 1000,
                     hard: 1000
@@ -491,7 +543,7 @@ mod tests {
         );
         assert_eq!(
             wanted(TINY, HORIZON, &bytes(999)).map(|w| w.0),
-            Some(Action::Passive)
+            Some(Checkpoint::Passive)
         );
     }
 
@@ -504,7 +556,7 @@ mod tests {
         };
         assert!(matches!(
             wanted(TINY, HORIZON, &o),
-            Some((Action::Truncate, Why::OnCourse { wal: 50, .. }))
+            Some((Checkpoint::Truncate, Why::OnCourse { wal: 50, .. }))
         ));
         // 200 B (over soft) growing 900 B/s: under the hard limit within the reaction, over it
         // within the interval.
@@ -514,7 +566,7 @@ mod tests {
         };
         assert!(matches!(
             wanted(TINY, HORIZON, &o),
-            Some((Action::Truncate, Why::OnCourse { .. }))
+            Some((Checkpoint::Truncate, Why::OnCourse { .. }))
         ));
         // Shrinking counts as no growth.
         let o = Observation {
@@ -529,7 +581,7 @@ mod tests {
         assert_eq!(
             wanted(TINY, HORIZON, &bytes(100)),
             Some((
-                Action::Passive,
+                Checkpoint::Passive,
                 Why::OverSoft {
                     wal: 100,
                     soft: 100
@@ -557,7 +609,7 @@ mod tests {
             ..bytes(1000)
         };
         assert_eq!(
-            held(Mode::Observe, Action::Truncate, &all),
+            held(ControllerMode::Observe, Checkpoint::Truncate, &all),
             Some(Held::InProgress)
         );
         let backing_off = Observation {
@@ -565,16 +617,22 @@ mod tests {
             ..all
         };
         assert_eq!(
-            held(Mode::Observe, Action::Truncate, &backing_off),
+            held(ControllerMode::Observe, Checkpoint::Truncate, &backing_off),
             Some(Held::BackingOff(Duration::from_secs(1)))
         );
         // The back-off holds TRUNCATE only: PASSIVE never waits for a lock.
-        assert_eq!(held(Mode::Act, Action::Passive, &backing_off), None);
         assert_eq!(
-            held(Mode::Observe, Action::Passive, &backing_off),
+            held(ControllerMode::Act, Checkpoint::Passive, &backing_off),
+            None
+        );
+        assert_eq!(
+            held(ControllerMode::Observe, Checkpoint::Passive, &backing_off),
             Some(Held::Observe)
         );
-        assert_eq!(held(Mode::Act, Action::Truncate, &bytes(1000)), None);
+        assert_eq!(
+            held(ControllerMode::Act, Checkpoint::Truncate, &bytes(1000)),
+            None
+        );
     }
 
     #[test]

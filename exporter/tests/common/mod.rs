@@ -1,6 +1,8 @@
-//! What every integration test of the sidecar shares: the built binary, scratch directories,
-//! child processes that cannot outlive a test, free ports and bounded waits. Each test file
-//! says `mod common;` (cargo does not build `tests/common/` as a test of its own).
+//! What `scale.rs` needs: the built binary, scratch directories, child processes that cannot
+//! outlive a test, free ports and bounded waits. Transitional: the sidecar's other integration
+//! tests live in `tests/tests/sidecar/`, and the one harness is `walwatch_tests` (`tests/src/`),
+//! which offers all of this under the same names; moving `scale.rs` there is a `use` change
+//! (`use walwatch_tests::*;` for `mod common; use common::*;`), after which this file goes.
 #![allow(dead_code)] // each test binary uses its own part of it
 
 use std::io::Write;

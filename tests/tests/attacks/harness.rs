@@ -2,8 +2,7 @@
 //! per scenario, commands run as a user with a bound on how long they may take, file contents
 //! to compare before and after, forged stats files, and a root sidecar on a free port.
 
-pub use crate::e2e::{http_get, sidecar_binary};
-pub use walwatch_tests::built;
+pub use walwatch_tests::*;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -550,35 +549,21 @@ pub fn forged_stats_file(db_path: &[u8], reader_pid: Option<u32>) -> Vec<u8> {
     b
 }
 
-/// `walwatch serve` as root on a free loopback port; killed on drop. Its log goes to a file.
+/// `walwatch serve` as root on a free loopback port; killed on drop. Its log goes to a file
+/// in `/srv`.
 pub struct Sidecar {
-    child: Child,
-    port: u16,
-    pub log: PathBuf,
+    serve: Serve,
 }
 
 impl Sidecar {
     /// Starts it with `args` (after `--listen` and a 500 ms interval) and waits, bounded, for
     /// `/healthz` to answer.
     pub fn start(args: &[&str]) -> Self {
-        let port = crate::e2e::free_port();
-        let log = PathBuf::from(format!("/srv/sidecar-{port}.log"));
-        let child = Command::new(sidecar_binary())
-            .arg("serve")
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--interval",
-                "500ms",
-            ])
-            .args(args)
-            .env_remove("WALWATCH_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start walwatch serve (cargo build --release first)");
-        let sidecar = Self { child, port, log };
+        let mut all = vec!["--interval", "500ms"];
+        all.extend_from_slice(args);
+        let sidecar = Self {
+            serve: Serve::start(Path::new("/srv"), &all),
+        };
         sidecar.wait_for("/healthz to answer at startup", |s| {
             s.get("/healthz").is_some()
         });
@@ -587,7 +572,7 @@ impl Sidecar {
 
     /// The body of a 2xx answer to `GET path`, else `None`.
     pub fn get(&self, path: &str) -> Option<String> {
-        http_get(&format!("http://127.0.0.1:{}{path}", self.port), &[])
+        http_get(&self.serve.url("http", path), &[])
     }
 
     pub fn status_json(&self) -> serde_json::Value {
@@ -626,7 +611,7 @@ impl Sidecar {
 
     /// Peak resident memory (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.serve.pid())).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -635,23 +620,14 @@ impl Sidecar {
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.serve.log()
     }
 }
 
 /// `walwatch <args>` as root, bounded.
 pub fn walwatch(args: &[&str]) -> Output {
     bounded(
-        Command::new(sidecar_binary())
-            .args(args)
-            .env_remove("WALWATCH_DIR"),
+        Command::new(WALWATCH).args(args).env_remove("WALWATCH_DIR"),
         &format!("walwatch {args:?}"),
     )
 }

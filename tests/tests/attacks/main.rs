@@ -12,9 +12,6 @@
 //! changed, no checkpoint caused by a forged stats file, no collection stalled.
 #![deny(unsafe_code)]
 
-#[path = "../e2e/harness.rs"]
-#[allow(dead_code, unused_imports)] // shared with the e2e binary, which uses the rest of it
-mod e2e;
 #[allow(unsafe_code)] // libc calls std does not offer
 mod harness;
 

@@ -8,10 +8,10 @@
 //! (`walwatch_tests::venv_python`, made on first use), with `--driver apsw`;
 //! `$WALWATCH_APSW_PYTHON` (space-separated) replaces that virtualenv's python.
 
-use crate::harness::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
+use walwatch_tests::*;
 
 /// The Pythons and drivers to run every scenario with.
 fn drivers() -> Vec<(String, &'static str)> {
@@ -41,7 +41,7 @@ fn scenario(s: &Scratch, python: &str, driver: &str, name: &str, extra: &[&str])
         .args(extra)
         .env("WALWATCH_EXT", extension())
         .env("WALWATCH_DIR", &s.stats_dir)
-        .env("WALWATCH_BIN", sidecar_binary())
+        .env("WALWATCH_BIN", WALWATCH)
         .output()
         .expect("run the scenario");
     assert_ok(&out);

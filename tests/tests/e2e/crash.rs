@@ -1,10 +1,10 @@
 //! Writers killed with SIGKILL in the middle of transactions, again and again: the database
 //! stays intact and every commit a writer acknowledged is still there.
 
-use crate::harness::*;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
+use walwatch_tests::*;
 
 const ROUNDS: u32 = 8;
 

@@ -1,9 +1,9 @@
 //! The README quickstart and the examples run as written (paths to the built extension and
 //! scratch databases aside).
 
-use crate::harness::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use walwatch_tests::*;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

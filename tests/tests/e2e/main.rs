@@ -1,9 +1,8 @@
 //! End-to-end tests of the shim: real `sqlite3` shells and real Python processes, loading the
 //! real `libwalwatch.so`, on real files. Needs `cargo build --release` (or `cargo build`) first
-//! for the extension, `/usr/bin/sqlite3` and Debian's `/usr/bin/python3`.
+//! for the extension, `/usr/bin/sqlite3` and Debian's `/usr/bin/python3`. The harness is the
+//! crate's library (`tests/src/`), shared by every test binary.
 #![deny(unsafe_code)]
-
-mod harness;
 
 mod checkpoint;
 mod crash;

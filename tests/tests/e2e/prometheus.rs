@@ -5,13 +5,13 @@
 //! syntax and for flags the sidecar really has. Needs `prometheus`, `promtool`, `curl`,
 //! `python3-yaml` (and `systemd` for `systemd-analyze verify`, skipped with a notice without it).
 
-use crate::harness::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use walwatch_tests::*;
 
 /// Metrics the checkpoint controller adds. Until `walwatch serve --help` offers `--hard-limit`
 /// (the controller has not landed), expressions on them may return nothing.
@@ -33,26 +33,6 @@ const GRAFANA_VARIABLES: [(&str, &str); 6] = [
     ("$instance", ".*"),
     ("$db", ".*"),
 ];
-
-/// Child processes, killed (and reaped) when the test ends, however it ends.
-#[derive(Default)]
-struct Procs(Vec<Child>);
-
-impl Procs {
-    fn add(&mut self, child: Child) -> &mut Child {
-        self.0.push(child);
-        self.0.last_mut().unwrap()
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn root_file(path: &str) -> PathBuf {
     workspace_root().join(path)
@@ -88,7 +68,7 @@ fn alerts() -> Value {
 }
 
 fn serve_help() -> String {
-    let out = Command::new(sidecar_binary())
+    let out = Command::new(WALWATCH)
         .args(["serve", "--help"])
         .output()
         .expect("walwatch serve --help");
@@ -260,35 +240,22 @@ fn dashboard_and_alerts_against_real_prometheus(detailed: bool) {
         );
     }
     let s = Scratch::on_tmpfs();
-    let mut procs = Procs::default();
     let db = s.db("app.db");
     assert_ok(&s.python("init", &db, &[]));
 
     // The sidecar, with low limits so that the controller acts during the run.
-    let port = free_port();
-    let sidecar_log = s.dir.path().join("walwatch.log");
-    let mut sidecar = Command::new(sidecar_binary());
-    sidecar
-        .arg("serve")
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", "1s"])
-        .arg("--stats-dir")
-        .arg(&s.stats_dir)
-        .arg("--db")
-        .arg(&db);
+    let db_arg = db.to_str().unwrap();
+    let stats = s.stats_dir.to_str().unwrap();
+    let mut args = vec!["--interval", "1s", "--stats-dir", stats, "--db", db_arg];
     if strict {
-        sidecar.args(["--soft-limit", "1MiB", "--hard-limit", "4MiB"]);
+        args.extend(["--soft-limit", "1MiB", "--hard-limit", "4MiB"]);
     }
     if detailed {
-        sidecar.arg("--metrics.detail");
+        args.push("--metrics.detail");
     }
-    procs.add(
-        sidecar
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&sidecar_log).unwrap())
-            .spawn()
-            .expect("start walwatch serve"),
-    );
-    let sidecar_url = format!("http://127.0.0.1:{port}");
+    let sidecar = Serve::start(&s.dir.0, &args);
+    let sidecar_log = sidecar.log.clone();
+    let sidecar_url = sidecar.url("http", "");
     wait_until(
         "the sidecar's /healthz",
         Duration::from_secs(30),
@@ -297,36 +264,19 @@ fn dashboard_and_alerts_against_real_prometheus(detailed: bool) {
     );
 
     // Prometheus scraping it every second, evaluating the alert rules every second.
-    let prom_port = free_port();
-    let prom_dir = s.dir.path().join("prometheus");
-    std::fs::create_dir_all(prom_dir.join("data")).unwrap();
-    let config = prom_dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let prometheus = Prometheus::start(
+        &s.dir.path("prometheus"),
+        &format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: walwatch\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
-            root_file("dashboards/alerts.yml").display()
+             scrape_configs:\n  - job_name: walwatch\n    static_configs:\n      - targets: ['{}']\n",
+            root_file("dashboards/alerts.yml").display(),
+            sidecar.addr
         ),
-    )
-    .unwrap();
-    let prom_log = prom_dir.join("prometheus.log");
-    procs.add(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                prom_dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&prom_log).unwrap())
-            .spawn()
-            .expect("start prometheus (apt-get install prometheus)"),
     );
+    let prom_log = prometheus.log.clone();
     let prom = PromApi {
-        base: format!("http://127.0.0.1:{prom_port}"),
+        base: prometheus.url(""),
     };
 
     // The workload: a writer with auto-checkpoints (PASSIVE every 200 pages) for longer than
@@ -345,7 +295,7 @@ fn dashboard_and_alerts_against_real_prometheus(detailed: bool) {
             "200",
         ],
     );
-    procs.add(
+    let _writer = Proc(
         writer
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -353,9 +303,9 @@ fn dashboard_and_alerts_against_real_prometheus(detailed: bool) {
             .expect("spawn writer"),
     );
     std::thread::sleep(Duration::from_millis(1500));
-    let reader = procs.add(s.spawn_python("hold-read", &db, &[]));
-    let mut reader_out = BufReader::new(reader.stdout.take().unwrap());
-    let mut reader_in = reader.stdin.take().unwrap();
+    let mut reader = Proc(s.spawn_python("hold-read", &db, &[]));
+    let mut reader_out = BufReader::new(reader.0.stdout.take().unwrap());
+    let mut reader_in = reader.0.stdin.take().unwrap();
     let line = read_line(&mut reader_out);
     assert!(line.starts_with("READING"), "reader: {line}");
     let reading_since = Instant::now();
@@ -689,9 +639,9 @@ fn systemd_unit_verifies_and_grants_what_the_sidecar_needs() {
         .is_ok_and(|o| o.status.success())
     {
         // verify checks that ExecStart's binary exists: point it at the one we built.
-        let dir = tempfile::tempdir().unwrap();
-        let unit = dir.path().join("walwatch.service");
-        let bin = sidecar_binary();
+        let dir = TempDir::new("systemd");
+        let unit = dir.path("walwatch.service");
+        let bin = WALWATCH.path();
         std::fs::write(
             &unit,
             text.replace("/usr/local/bin/walwatch", bin.to_str().unwrap()),

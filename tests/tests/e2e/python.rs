@@ -1,6 +1,6 @@
 //! Python's sqlite3 loads the extension and sees the same stats.
 
-use crate::harness::*;
+use walwatch_tests::*;
 
 #[test]
 fn python_loads_extension_and_reports_wal_and_checkpoint() {

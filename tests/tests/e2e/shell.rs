@@ -1,6 +1,6 @@
 //! The sqlite3 shell loads the extension, watches a WAL database and answers walwatch_stats().
 
-use crate::harness::*;
+use walwatch_tests::*;
 
 #[test]
 fn shell_loads_extension_and_reports_wal_and_checkpoint() {

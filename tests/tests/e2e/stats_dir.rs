@@ -3,8 +3,8 @@
 //! (Files and directories it must not trust: `stats_trust.rs`. A short or all-zero file is a
 //! half-made one and is recovered, not refused: also there.)
 
-use crate::harness::*;
 use std::path::Path;
+use walwatch_tests::*;
 
 /// Opens two databases in one shell with SQLite's log on stderr, writes to both, reads back.
 fn run_two_databases(s: &Scratch, stats_dir: &Path) -> (String, String) {

@@ -4,13 +4,13 @@
 //! file whose creator died. In every case the database keeps working and nothing outside the
 //! stats directory is touched. (The two-user versions of these attacks are in the attack suite.)
 
-use crate::harness::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use walwatch::layout::REGION_SIZE;
+use walwatch_tests::*;
 
 /// Far beyond any bounded wait of the shim (under 50 ms per open), far below the 30 s a
 /// lock holder below keeps its lock: reaching it means something blocked.
@@ -424,7 +424,7 @@ fn attack_2_full_tmpfs_is_enospc_not_sigbus() {
         sqlite3 < "$SCRATCH/write.sql" > "$SCRATCH/out2" 2> "$SCRATCH/err2"; echo $? > "$SCRATCH/rc2"
         ls -A "$STATS" > "$SCRATCH/ls2"
     "#;
-    let run = in_mount_namespace(body, &[("STATS", &s.stats_dir), ("SCRATCH", s.dir.path())]);
+    let run = in_mount_namespace(body, &[("STATS", &s.stats_dir), ("SCRATCH", &s.dir.0)]);
     assert!(run.status.success(), "{}: {}", run.status, run.err);
     let read = |name: &str| std::fs::read_to_string(s.db(name)).unwrap_or_default();
     let name = walwatch::paths::stats_file_name(db.to_str().unwrap().as_bytes());
@@ -533,7 +533,7 @@ fn default_directory_is_private_per_user() {
         sqlite3 < "$SCRATCH/write.sql" || exit 98
         stat -c '%a %u' "/dev/shm/walwatch-$(id -u)" "/dev/shm/walwatch-$(id -u)"/*
     "#;
-    let run = in_mount_namespace(body, &[("SCRATCH", s.dir.path())]);
+    let run = in_mount_namespace(body, &[("SCRATCH", &s.dir.0)]);
     assert!(
         run.status.success(),
         "{}: {}\n{}",

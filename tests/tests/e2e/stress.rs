@@ -1,7 +1,7 @@
 //! Several processes write and read through the shim at once; nothing is lost or corrupted.
 
-use crate::harness::*;
 use std::io::BufRead;
+use walwatch_tests::*;
 
 const WRITERS: u32 = 4;
 const ROWS_PER_WRITER: u32 = 400;

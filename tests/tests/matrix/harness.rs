@@ -4,7 +4,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub use walwatch_tests::{built, extension, venv_python, workspace_root};
+pub use walwatch_tests::*;
 
 /// The SQLite version each host must report (`sqlite_version()`), so a test really tests it.
 pub fn expected_version(host: &str) -> &'static str {
@@ -30,29 +30,14 @@ pub fn python_for(host: &str) -> PathBuf {
     }
 }
 
-/// A scratch directory with a private stats directory.
-pub struct Scratch {
-    pub dir: tempfile::TempDir,
-    pub stats_dir: PathBuf,
-}
-
-impl Scratch {
-    pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let stats_dir = dir.path().join("stats");
-        std::fs::create_dir(&stats_dir).expect("stats dir");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&stats_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        Self { dir, stats_dir }
-    }
-
-    /// Environment every walwatch process of a test gets.
-    pub fn env(&self, cmd: &mut Command) {
-        cmd.env("WALWATCH_EXT", extension())
-            .env("WALWATCH_DIR", &self.stats_dir)
-            .env("WALWATCH_SIDECAR", built("walwatch"))
-            .env("WALWATCH_RUSQLITE", built("walwatch-matrix-rusqlite"));
-    }
+/// Gives `cmd` what every walwatch process of a matrix test needs: the shim and the stats
+/// directory (made private beforehand, as an operator does), and the built sidecar and rusqlite
+/// host, which the driver starts itself.
+pub fn host_env(s: &Scratch, cmd: &mut Command) {
+    s.private_stats_dir();
+    s.env(cmd)
+        .env("WALWATCH_SIDECAR", WALWATCH)
+        .env("WALWATCH_RUSQLITE", built("walwatch-matrix-rusqlite"));
 }
 
 /// Runs `scenarios` on `host`; returns each scenario's result object by name. Checks that the
@@ -61,8 +46,8 @@ pub fn run(host: &str, scenarios: &[&str]) -> Vec<Value> {
     let s = Scratch::new();
     let mut cmd = Command::new(python_for(host));
     cmd.arg(driver()).arg("run").arg(host).args(scenarios);
-    cmd.arg("--dir").arg(s.dir.path());
-    s.env(&mut cmd);
+    cmd.arg("--dir").arg(&s.dir.0);
+    host_env(&s, &mut cmd);
     let out = cmd.output().expect("run the matrix driver");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

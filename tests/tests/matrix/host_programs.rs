@@ -71,7 +71,7 @@ fn datasette(s: &Scratch, db: &Path, extra: &[&str]) -> (Server, String) {
     .env("WALWATCH_EXTENSION", extension())
     .stdout(Stdio::null())
     .stderr(Stdio::null());
-    s.env(&mut cmd);
+    host_env(s, &mut cmd);
     let server = Server(cmd.spawn().expect("start datasette"));
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -107,7 +107,7 @@ const PAGES: &[&str] = &[
 #[test]
 fn datasette_serves_every_page_and_its_database_is_watched() {
     let s = Scratch::new();
-    let db = s.dir.path().join("db.db");
+    let db = s.dir.path("db.db");
     make_db(&db);
     let plugins = workspace_root().join("examples/datasette");
     let (_server, base) = datasette(&s, &db, &["--plugins-dir", plugins.to_str().unwrap()]);
@@ -149,8 +149,8 @@ fn datasette_serves_every_page_and_its_database_is_watched() {
 /// Runs a Python program on Debian's /usr/bin/python3 with WALWATCH_EXT set; returns stdout.
 fn python(s: &Scratch, program: &str) -> String {
     let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg("-c").arg(program).current_dir(s.dir.path());
-    s.env(&mut cmd);
+    cmd.arg("-c").arg(program).current_dir(&s.dir.0);
+    host_env(s, &mut cmd);
     let out = cmd.output().expect("run /usr/bin/python3");
     assert!(
         out.status.success(),
@@ -208,7 +208,7 @@ fn shared_cache_opened_before_the_load_is_not_shared_after_it() {
 #[test]
 fn load_after_open_is_told_and_vfs_walwatch_watches() {
     let s = Scratch::new();
-    let db = s.dir.path().join("app.db");
+    let db = s.dir.path("app.db");
     make_db(&db);
     let mut cmd = Command::new(venv_python().with_file_name("sqlite-utils"));
     cmd.arg("query")
@@ -216,7 +216,7 @@ fn load_after_open_is_told_and_vfs_walwatch_watches() {
         .arg("select walwatch_stats()")
         .arg("--load-extension")
         .arg(extension());
-    s.env(&mut cmd);
+    host_env(&s, &mut cmd);
     let out = cmd.output().expect("run sqlite-utils");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{out:?}");

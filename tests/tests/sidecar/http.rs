@@ -7,14 +7,13 @@
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::*;
+use walwatch_tests::*;
 
 /// What curl got: status code (0 when no HTTP response), headers, body, curl's exit status.
 struct Got {
@@ -59,64 +58,21 @@ fn curl(args: &[&str], url: &str) -> Got {
     got
 }
 
-/// A running `walwatch serve`.
-struct Sidecar {
-    addr: SocketAddr,
-    proc: Proc,
-    log: PathBuf,
-}
-
-impl Sidecar {
-    /// Starts `walwatch serve` (through `wrapper`, e.g. `prlimit …`, when given) and waits
-    /// until its port accepts connections.
-    fn start(dir: &TempDir, wrapper: &[&str], args: &[&str]) -> Self {
-        let addr = free_addr();
-        let log = dir.path(&format!("walwatch-{}.log", addr.port()));
-        let mut cmd = match wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(WALWATCH);
-                c
-            }
-            None => Command::new(WALWATCH),
-        };
-        let child = cmd
-            .arg("serve")
-            .args(["--listen", &addr.to_string()])
-            .arg("--stats-dir")
-            .arg(dir.path("stats"))
-            .args(args)
-            .env_remove("WALWATCH_DIR")
-            .env("WALWATCH_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut proc = Proc(child);
-        wait_within("walwatch to listen", Duration::from_secs(20), || {
-            if let Ok(Some(status)) = proc.0.try_wait() {
-                panic!(
-                    "walwatch exited with {status}: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            (log.contains("serving") && TcpStream::connect(addr).is_ok()).then_some(())
-        });
-        Self { addr, proc, log }
-    }
-
-    fn url(&self, scheme: &str, path: &str) -> String {
-        format!("{scheme}://{}{path}", self.addr)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.proc.0.try_wait(), Ok(None))
-    }
+/// Starts `walwatch serve` (through `wrapper`, e.g. `prlimit …`, when given) on
+/// `<dir>/stats`, and waits until its port accepts connections.
+fn start_sidecar(dir: &TempDir, wrapper: &[&str], args: &[&str]) -> Serve {
+    let cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(WALWATCH);
+            c
+        }
+        None => Command::new(WALWATCH),
+    };
+    let stats = dir.path("stats");
+    let mut all = vec!["--stats-dir", stats.to_str().unwrap()];
+    all.extend_from_slice(args);
+    Serve::start_command(cmd, &dir.0, &all)
 }
 
 /// Whether the server has closed `s` (reads EOF or an error) within `wait`.
@@ -179,7 +135,7 @@ mod timeouts {
     #[test]
     fn a_half_sent_request_is_closed_after_the_header_timeout_and_not_before() {
         let dir = TempDir::new("slow");
-        let s = Sidecar::start(&dir, &[], &["--web.header-timeout", "1s"]);
+        let s = start_sidecar(&dir, &[], &["--web.header-timeout", "1s"]);
         let mut slow = TcpStream::connect(s.addr).unwrap();
         slow.write_all(b"GET /metr").unwrap();
         let took = time_to_close(&slow, Duration::from_secs(15));
@@ -220,7 +176,7 @@ mod healthz {
             .output()
             .expect("run mkfifo");
         assert!(out.status.success());
-        let mut s = Sidecar::start(
+        let mut s = start_sidecar(
             &dir,
             &[],
             &["--interval", "1s", "--db", fifo.to_str().unwrap()],
@@ -244,7 +200,7 @@ mod healthz {
             }
         });
         println!("/healthz with a FIFO as --db: {verdict}");
-        let pid = s.proc.0.id().to_string();
+        let pid = s.pid().to_string();
         assert!(Command::new("kill")
             .args(["-TERM", &pid])
             .status()
@@ -266,7 +222,7 @@ mod limits {
     #[test]
     fn idle_connections_beyond_the_cap_give_way_and_metrics_still_answers() {
         let dir = TempDir::new("cap");
-        let s = Sidecar::start(&dir, &[], &["--web.max-connections", "8"]);
+        let s = start_sidecar(&dir, &[], &["--web.max-connections", "8"]);
         let idle: Vec<TcpStream> = (0..28)
             .map(|_| TcpStream::connect(s.addr).unwrap())
             .collect();
@@ -304,8 +260,8 @@ mod limits {
         }
         let dir = TempDir::new("emfile");
         // 40 descriptors: about 30 connections exhaust them (the default cap, 64, is higher).
-        let mut s = Sidecar::start(&dir, &["prlimit", "--nofile=40:40", "--"], &[]);
-        let pid = s.proc.0.id();
+        let mut s = start_sidecar(&dir, &["prlimit", "--nofile=40:40", "--"], &[]);
+        let pid = s.pid();
         let cpu_before = cpu_seconds(pid);
         let start = Instant::now();
         let flood: Vec<TcpStream> = (0..100)
@@ -368,7 +324,7 @@ mod gzip {
         for db in &dbs {
             args.extend(["--db", db.as_str()]);
         }
-        let s = Sidecar::start(&dir, &[], &args);
+        let s = start_sidecar(&dir, &[], &args);
         for path in ["/metrics", "/status"] {
             let plain = curl(&[], &s.url("http", path));
             let gz = curl(&["-H", "Accept-Encoding: gzip"], &s.url("http", path));
@@ -502,7 +458,7 @@ mod tls {
         let dir = TempDir::new("tls");
         let pki = self_signed(&dir, "server");
         let config = web_config(&dir, &pki);
-        let s = Sidecar::start(&dir, &[], &["--web.config.file", config.to_str().unwrap()]);
+        let s = start_sidecar(&dir, &[], &["--web.config.file", config.to_str().unwrap()]);
         let ca = pki.cert.to_str().unwrap();
         let auth = format!("{USER}:{PASSWORD}");
 
@@ -633,7 +589,7 @@ mod tls {
              client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: clients-ca.crt\n  min_version: TLS13\n",
         )
         .unwrap();
-        let s = Sidecar::start(&dir, &[], &["--web.config.file", config.to_str().unwrap()]);
+        let s = start_sidecar(&dir, &[], &["--web.config.file", config.to_str().unwrap()]);
         let ca = server.cert.to_str().unwrap();
         let with_cert = curl(
             &[
@@ -682,7 +638,7 @@ mod tls {
         let dir = TempDir::new("prom");
         let pki = self_signed(&dir, "server");
         let config = web_config(&dir, &pki);
-        let s = Sidecar::start(
+        let s = start_sidecar(
             &dir,
             &[],
             &[
@@ -692,12 +648,9 @@ mod tls {
                 "1s",
             ],
         );
-        let prom_addr = free_addr();
-        std::fs::create_dir_all(dir.path("data")).unwrap();
-        let prom_yml = dir.path("prometheus.yml");
-        std::fs::write(
-            &prom_yml,
-            format!(
+        let prom = Prometheus::start(
+            &dir.0,
+            &format!(
                 "global:\n  scrape_interval: 1s\n\
                  scrape_configs:\n  - job_name: walwatch\n    scheme: https\n    tls_config:\n      ca_file: {}\n    \
                  basic_auth:\n      username: {USER}\n      password: '{PASSWORD}'\n    \
@@ -705,26 +658,11 @@ mod tls {
                 pki.cert.display(),
                 s.addr
             ),
-        )
-        .unwrap();
-        let prom_log = dir.path("prometheus.log");
-        let _prom = Proc(
-            Command::new("prometheus")
-                .arg(format!("--config.file={}", prom_yml.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path("data").display()
-                ))
-                .arg(format!("--web.listen-address={prom_addr}"))
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&prom_log).unwrap())
-                .spawn()
-                .expect("start prometheus"),
         );
         let query = |expr: &str| -> Option<serde_json::Value> {
             let got = curl(
                 &["--get", "--data-urlencode", &format!("query={expr}")],
-                &format!("http://{prom_addr}/api/v1/query"),
+                &prom.url("/api/v1/query"),
             );
             serde_json::from_slice(&got.body).ok()
         };
@@ -745,9 +683,9 @@ mod tls {
         assert!(
             up.is_some(),
             "Prometheus never scraped walwatch (up != 1) within 60 s\nprometheus: {}\nwalwatch: {}\ntargets: {:?}",
-            std::fs::read_to_string(&prom_log).unwrap_or_default(),
+            prom.log(),
             s.log(),
-            curl(&[], &format!("http://{prom_addr}/api/v1/targets")).body.len()
+            curl(&[], &prom.url("/api/v1/targets")).body.len()
         );
         // And it stores what walwatch exports.
         let v = wait_within(

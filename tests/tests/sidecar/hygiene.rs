@@ -11,56 +11,29 @@
 //! No assertion depends on timing: waits are bounded polls for a condition.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use walwatch_exporter::synth;
 
-mod common;
-use common::*;
+use walwatch_tests::*;
 /// The hostile part of a database path: sets the terminal title, clears the screen, then
 /// starts a forged line.
 const HOSTILE: &str = "evil\x1b]0;x\x07\x1b[2J\nfake line";
 /// How `crate::text` shows it.
 const HOSTILE_ESCAPED: &str = "evil\\u{1b}]0;x\\u{7}\\u{1b}[2J\\nfake line";
 
-/// A minimal HTTP/1.0 GET: the body of a 200 response.
-fn get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    head.contains(" 200 ").then(|| body.to_owned())
-}
-
 /// `walwatch ARGS…`, killed if it has not exited within 20 s (a refused setting must stop it
 /// before it serves).
 fn run_bounded(args: &[&str]) -> Output {
-    let mut child = Command::new(WALWATCH)
-        .args(args)
-        .env_remove("WALWATCH_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("walwatch {args:?} did not exit: the setting was accepted");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    output_within(
+        Command::new(WALWATCH).args(args).env_remove("WALWATCH_DIR"),
+        Duration::from_secs(20),
+        &format!("walwatch {args:?} (a refused setting must stop it before it serves)"),
+    )
 }
 
 /// Control characters other than the newlines and tabs of the output's own layout.
@@ -125,15 +98,6 @@ fn python(
     Proc(child)
 }
 
-/// The value of the first sample whose line starts with `prefix`.
-fn sample(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 mod attack7_output {
     //! Attack 7: what other users write reaches the terminal and the log escaped, and values
     //! that cannot be true are marked inconsistent.
@@ -163,30 +127,23 @@ mod attack7_output {
 
         // The log, human and JSON.
         for format in ["human", "json"] {
-            let addr = free_addr();
-            let log = dir.path(&format!("walwatch-{format}.log"));
-            let _sidecar = Proc(
-                Command::new(WALWATCH)
-                    .args([
-                        "serve",
-                        "--listen",
-                        &addr.to_string(),
-                        "--interval",
-                        "100ms",
-                    ])
-                    .args([
-                        "--stats-dir",
-                        stats.to_str().unwrap(),
-                        "--log-format",
-                        format,
-                    ])
-                    .args(["--controller", "off"])
-                    .stderr(std::fs::File::create(&log).unwrap())
-                    .spawn()
-                    .unwrap(),
+            let stats = stats.to_str().unwrap();
+            let sidecar = Serve::start(
+                &dir.0,
+                &[
+                    "--interval",
+                    "100ms",
+                    "--stats-dir",
+                    stats,
+                    "--log-format",
+                    format,
+                    "--controller",
+                    "off",
+                ],
             );
+            let addr = sidecar.addr;
             let logged = wait_for("the database to be logged", || {
-                let l = std::fs::read_to_string(&log).ok()?;
+                let l = sidecar.log();
                 l.contains("watching database").then_some(l)
             });
             assert_eq!(stray_controls(&logged), [] as [char; 0], "{logged:?}");
@@ -203,7 +160,7 @@ mod attack7_output {
                 assert!(logged.contains(HOSTILE_ESCAPED), "{logged}");
             }
             // /status is JSON: the path comes back exact.
-            let status = wait_for("/status", || get(addr, "/status"));
+            let status = wait_for("/status", || get_body(addr, "/status"));
             let v: serde_json::Value = serde_json::from_str(&status).unwrap();
             let paths: Vec<&str> = v["databases"]
                 .as_array()
@@ -255,34 +212,20 @@ mod attack7_output {
         let stdout = text(&out.stdout);
         eprintln!("{stdout}");
         assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-        assert!(
-            stdout.contains("INCONSISTENT: values in stats file")
-                && stdout.contains("remove the file once no process uses it"),
-            "{stdout}"
-        );
-        assert!(
-            stdout.contains("checkpoint_seq: checkpoint #18446744073709551615 recorded, but only"),
-            "{stdout}"
-        );
-        assert!(
-            stdout.contains("reader_duplicate: pid 1 listed 63 times"),
-            "{stdout}"
-        );
-        assert!(stdout.contains("reader_unlocked: pid 1"), "{stdout}");
-        assert!(
-            stdout.contains("wal_backfill: 237493113 frames backfilled"),
-            "{stdout}"
-        );
-        assert!(
-            stdout.contains("the -shm wal-index header is inconsistent"),
-            "{stdout}"
-        );
-        // Not printed as fact: no checkpoint line, no phantom reader, no age of decades.
-        assert!(stdout.contains("readers:     none"), "{stdout}");
-        assert!(
-            stdout.contains("recent checkpoints: none recorded"),
-            "{stdout}"
-        );
+        for said in [
+            "INCONSISTENT: values in stats file",
+            "remove the file once no process uses it",
+            "checkpoint_seq: checkpoint #18446744073709551615 recorded, but only",
+            "reader_duplicate: pid 1 listed 63 times",
+            "reader_unlocked: pid 1",
+            "wal_backfill: 237493113 frames backfilled",
+            "the -shm wal-index header is inconsistent",
+            // Not printed as fact: no checkpoint line, no phantom reader, no age of decades.
+            "readers:     none",
+            "recent checkpoints: none recorded",
+        ] {
+            assert!(stdout.contains(said), "{said:?} missing: {stdout}");
+        }
         assert!(!stdout.contains("498"), "{stdout}");
         assert!(
             !stdout.contains("237493113 of") && !stdout.contains("237493113 backfilled"),
@@ -306,38 +249,30 @@ mod attack7_output {
         ] {
             assert!(whats.contains(&what), "{what} missing from {whats:?}");
         }
-        let addr = free_addr();
-        let log = dir.path("walwatch.log");
-        let _sidecar = Proc(
-            Command::new(WALWATCH)
-                .args([
-                    "serve",
-                    "--listen",
-                    &addr.to_string(),
-                    "--controller",
-                    "off",
-                ])
-                .args([
-                    "--stats-dir",
-                    stats.to_str().unwrap(),
-                    "--interval",
-                    "100ms",
-                ])
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap(),
+        let stats_s = stats.to_str().unwrap();
+        let sidecar = Serve::start(
+            &dir.0,
+            &[
+                "--controller",
+                "off",
+                "--stats-dir",
+                stats_s,
+                "--interval",
+                "100ms",
+            ],
         );
-        let metrics = wait_for("/metrics", || get(addr, "/metrics"));
+        let addr = sidecar.addr;
+        let metrics = wait_for("/metrics", || get_body(addr, "/metrics"));
         // Logged once per change, not at every collection: let five collections pass.
         let collected = || -> Option<f64> {
-            let v: serde_json::Value = serde_json::from_str(&get(addr, "/status")?).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&get_body(addr, "/status")?).ok()?;
             v["collected_unix_seconds"].as_f64()
         };
         let first = wait_for("a collection", collected);
         wait_for("five more collections", || {
             (collected()? > first + 0.45).then_some(())
         });
-        let logged = std::fs::read_to_string(&log).unwrap();
+        let logged = sidecar.log();
         assert_eq!(
             logged.matches("values in stats file").count(),
             1,
@@ -513,41 +448,42 @@ mod attack8_configuration {
         let db = data.join("ro.db");
         // An application keeps the database open with a WAL over the soft limit.
         let _app = python(None, &db, "app", 50, false, &dir.path("stats"));
-        let addr = free_addr();
-        let log = dir.path("walwatch.log");
         let script =
             r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#;
-        let sidecar = Proc(
-            Command::new("unshare")
-                .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
-                .arg(&data)
-                .arg(WALWATCH)
-                .args([
-                    "serve",
-                    "--listen",
-                    &addr.to_string(),
-                    "--interval",
-                    "100ms",
-                ])
-                .args(["--soft-limit", "4KiB", "--hard-limit", "1GiB"])
-                .arg("--db")
-                .arg(&db)
-                .args(["--stats-dir", dir.path("stats").to_str().unwrap()])
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap(),
+        let mut read_only = Command::new("unshare");
+        read_only
+            .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+            .arg(&data)
+            .arg(WALWATCH);
+        let stats = dir.path("stats");
+        let sidecar = Serve::start_command(
+            read_only,
+            &dir.0,
+            &[
+                "--interval",
+                "100ms",
+                "--soft-limit",
+                "4KiB",
+                "--hard-limit",
+                "1GiB",
+                "--db",
+                db.to_str().unwrap(),
+                "--stats-dir",
+                stats.to_str().unwrap(),
+            ],
         );
+        let addr = sidecar.addr;
         let errors = format!(
             "walwatch_controller_actions_total{{db=\"{}\",action=\"passive\",result=\"error\"}}",
             db.display()
         );
         // Every attempt is counted…
         wait_for("10 failed checkpoints", || {
-            let m = get(addr, "/metrics")?;
+            let m = get_body(addr, "/metrics")?;
             (sample(&m, &errors)? >= 10.0).then_some(())
         });
         // …and logged once (a reminder would come after a minute).
-        let logged = std::fs::read_to_string(&log).unwrap();
+        let logged = sidecar.log();
         assert_eq!(logged.matches("checkpoint failed").count(), 1, "{logged}");
         assert!(
             logged.contains("readonly") || logged.contains("read-only"),
@@ -556,7 +492,7 @@ mod attack8_configuration {
         assert!(!logged.contains("still failing"), "{logged}");
 
         // Writable again: one line says so.
-        let pid = sidecar.0.id().to_string();
+        let pid = sidecar.pid().to_string();
         let remount = Command::new("nsenter")
             .args(["-t", &pid, "-m", "mount", "-o", "remount,bind,rw"])
             .arg(&data)
@@ -564,7 +500,7 @@ mod attack8_configuration {
             .unwrap();
         assert!(remount.success());
         let logged = wait_for("the recovery to be logged", || {
-            let l = std::fs::read_to_string(&log).ok()?;
+            let l = sidecar.log();
             l.contains("checkpoints work again after").then_some(l)
         });
         assert_eq!(logged.matches("checkpoint failed").count(), 1, "{logged}");

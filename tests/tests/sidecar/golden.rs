@@ -5,38 +5,24 @@
 //! [`normalize`] (which lists everything that may vary between runs). Any change to a series
 //! name, label, help text or value shows up as a diff to review.
 //!
-//! To accept a change: `UPDATE_GOLDEN=1 cargo test --release -p walwatch-exporter --test golden`
+//! To accept a change: `UPDATE_GOLDEN=1 cargo test --release -p walwatch-tests --test sidecar golden::`
 //! rewrites the two files; review them with `git diff` and commit them.
 //!
 //! The raw output (before normalizing) must also pass `promtool check metrics`.
 #![forbid(unsafe_code)]
 
-use std::io::{Read, Write};
 use std::mem::offset_of;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use walwatch::layout::{Header, MAX_PATH};
 
-mod common;
-use common::*;
+use walwatch_tests::*;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-/// A minimal HTTP/1.0 GET: (status line and headers, body).
-fn get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    Ok((head.to_owned(), body.to_owned()))
+    workspace_root().join("tests/fixtures")
 }
 
 /// The fixtures laid out as an application leaves them: `<dir>/app.db` with its `-wal` and
@@ -79,46 +65,21 @@ fn lay_out(dir: &Path) -> PathBuf {
 /// `/metrics` and `/status` of a `walwatch serve` over `stats`, once it has collected the
 /// database.
 fn scrape(dir: &Path, stats: &Path, extra: &[&str]) -> (String, String) {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let log = dir.join(format!("walwatch-{}.log", addr.port()));
-    let child = Command::new(WALWATCH)
-        .arg("serve")
-        .args(["--listen", &addr.to_string()])
-        .arg("--stats-dir")
-        .arg(stats)
-        // Nothing may change the fixtures while they are read.
-        .args(["--controller", "off"])
-        .args(extra)
-        .env_remove("WALWATCH_DIR")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut proc = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = proc.0.try_wait() {
-            panic!(
-                "walwatch exited with {status}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        if let Ok((head, body)) = get(addr, "/metrics") {
-            if head.contains(" 200 ") && body.contains("app.db") {
-                let (_, status) = get(addr, "/status").unwrap();
-                return (body, status);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "walwatch did not serve the fixture database within 20 s: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let stats = stats.to_str().unwrap();
+    // Nothing may change the fixtures while they are read.
+    let mut args = vec!["--stats-dir", stats, "--controller", "off"];
+    args.extend_from_slice(extra);
+    let mut serve = Serve::start(dir, &args);
+    let body = wait_within(
+        "/metrics with the fixture database",
+        Duration::from_secs(20),
+        || {
+            serve.assert_running();
+            serve.get("/metrics").filter(|body| body.contains("app.db"))
+        },
+    );
+    let (_, status) = raw_get(serve.addr, "/status", None).unwrap();
+    (body, status)
 }
 
 /// Series whose value differs from run to run, by exact name; their lines are kept with the
@@ -177,7 +138,7 @@ fn check_golden(name: &str, actual: &str) {
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e}; create it with UPDATE_GOLDEN=1 cargo test --release -p walwatch-exporter --test golden",
+            "{}: {e}; create it with UPDATE_GOLDEN=1 cargo test --release -p walwatch-tests --test sidecar golden::",
             path.display()
         )
     });
@@ -196,7 +157,7 @@ fn check_golden(name: &str, actual: &str) {
         diff.push_str("(same lines, another order)\n");
     }
     panic!(
-        "/metrics differs from {} (- golden, + now):\n{diff}\nIf the change is intended: UPDATE_GOLDEN=1 cargo test --release -p walwatch-exporter --test golden, then review and commit the file",
+        "/metrics differs from {} (- golden, + now):\n{diff}\nIf the change is intended: UPDATE_GOLDEN=1 cargo test --release -p walwatch-tests --test sidecar golden::, then review and commit the file",
         path.display()
     );
 }

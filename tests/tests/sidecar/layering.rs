@@ -125,7 +125,7 @@ fn uses(code: &str) -> BTreeSet<String> {
 }
 
 fn graph() -> Graph {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = walwatch_tests::workspace_root().join("exporter/src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut graph = Graph::new();

@@ -6,36 +6,24 @@
 //! No assertion depends on timing: waits are bounded polls for a condition.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::time::Duration;
 
 use walwatch_exporter::synth;
 
-mod common;
-use common::*;
+use walwatch_tests::*;
 
-/// A minimal HTTP/1.0 GET (the response is then close-delimited, never chunked).
-fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> std::io::Result<(String, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n")?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    Ok((head.to_owned(), body.to_owned()))
-}
+/// A running `walwatch serve` whose `/healthz` has answered 200.
+struct Sidecar(Serve);
 
-/// A running `walwatch serve`.
-struct Sidecar {
-    addr: SocketAddr,
-    proc: Proc,
-    log: PathBuf,
+impl std::ops::Deref for Sidecar {
+    type Target = Serve;
+    fn deref(&self) -> &Serve {
+        &self.0
+    }
 }
 
 impl Sidecar {
@@ -46,48 +34,23 @@ impl Sidecar {
     /// Starts `walwatch serve` as user `uid` (and group `uid`) when given.
     fn start_as(dir: &TempDir, uid: Option<u32>, args: &[&str]) -> Self {
         use std::os::unix::process::CommandExt;
-        let addr = free_addr();
-        let log = dir.path(&format!("walwatch-{}.log", addr.port()));
         let mut command = Command::new(WALWATCH);
         if let Some(uid) = uid {
             command.uid(uid).gid(uid);
         }
-        let child = command
-            .arg("serve")
-            .args(["--listen", &addr.to_string()])
-            .args(args)
-            .env_remove("WALWATCH_DIR")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut proc = Proc(child);
+        let mut serve = Serve::start_command(command, &dir.0, args);
         wait_for("walwatch to serve /healthz", || {
-            if let Ok(Some(status)) = proc.0.try_wait() {
-                panic!(
-                    "walwatch exited with {status}: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            get(addr, "/healthz", None)
-                .ok()
-                .filter(|(head, _)| head.contains(" 200 "))
+            serve.assert_running();
+            serve.get("/healthz")
         });
-        Self { addr, proc, log }
+        Self(serve)
     }
 
-    fn pid(&self) -> u32 {
-        self.proc.0.id()
-    }
-
+    /// The body of `GET path`, which must answer 200.
     fn get(&self, path: &str) -> String {
-        let (head, body) = get(self.addr, path, None).unwrap();
+        let (head, body) = raw_get(self.addr, path, None).unwrap();
         assert!(head.contains(" 200 "), "GET {path}: {head}");
         body
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -97,19 +60,6 @@ fn run(args: &[&str]) -> Output {
         .env_remove("WALWATCH_DIR")
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The value of the first sample whose line starts with `prefix`.
-fn sample(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 fn no_panic(stderr: &str) {
@@ -312,7 +262,7 @@ mod bad_input {
                 db.to_str().unwrap(),
             ],
         );
-        let (head, body) = get(
+        let (head, body) = raw_get(
             sidecar.addr,
             "/metrics",
             Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
@@ -327,7 +277,7 @@ mod bad_input {
             body.ends_with("# EOF\n") && body.contains("# TYPE walwatch_build info"),
             "{body}"
         );
-        let (head, body) = get(sidecar.addr, "/metrics", None).unwrap();
+        let (head, body) = raw_get(sidecar.addr, "/metrics", None).unwrap();
         assert!(
             head.to_ascii_lowercase()
                 .contains("content-type: text/plain; version=0.0.4"),
@@ -336,7 +286,7 @@ mod bad_input {
         assert!(!body.contains("# EOF"));
         let landing = sidecar.get("/");
         assert!(landing.contains("href=\"metrics\"") && landing.contains("href=\"status\""));
-        let (head, _) = get(sidecar.addr, "/nope", None).unwrap();
+        let (head, _) = raw_get(sidecar.addr, "/nope", None).unwrap();
         assert!(head.contains(" 404 "), "{head}");
     }
 }
@@ -565,8 +515,13 @@ mod issue9 {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn is_root() -> bool {
-        walwatch::paths::effective_uid() == 0
+    /// Whether the test must be skipped, not being root: says so, and why it needs root.
+    fn skip_unless_root(needs: &str) -> bool {
+        let root = walwatch::paths::effective_uid() == 0;
+        if !root {
+            eprintln!("NOTICE: not root; skipping (needs {needs})");
+        }
+        !root
     }
 
     fn mkfifo(path: &Path) {
@@ -581,25 +536,14 @@ mod issue9 {
 
     /// Runs `walwatch ARGS`; fails if it has not finished within 10 s (a hang is for ever).
     fn run_within(args: &[&str]) -> Output {
-        let child = Command::new(WALWATCH)
-            .args(args)
-            .env_remove("WALWATCH_DIR")
-            .env_remove("WALWATCH_STATS_BASE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(child.wait_with_output()));
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(out) => out.unwrap(),
-            Err(_) => {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                panic!("walwatch {args:?} still running after 10 s: it hangs");
-            }
-        }
+        output_within(
+            Command::new(WALWATCH)
+                .args(args)
+                .env_remove("WALWATCH_DIR")
+                .env_remove("WALWATCH_STATS_BASE"),
+            Duration::from_secs(10),
+            &format!("walwatch {args:?}"),
+        )
     }
 
     /// Waits until the sidecar has finished collections for `seconds` more.
@@ -628,11 +572,54 @@ mod issue9 {
             .collect()
     }
 
+    /// A synthetic stats file for `db` in `dir` (counters from `seed`), owned by root.
     fn stats_file_for(dir: &Path, db: &Path, seed: u64) -> PathBuf {
         let bytes = db.as_os_str().as_encoded_bytes();
         let file = dir.join(walwatch::paths::stats_file_name(bytes));
         std::fs::write(&file, synth::stats_file(bytes, seed)).unwrap();
         file
+    }
+
+    /// [`stats_file_for`], owned by `uid` (0600), as the shim of that user leaves it.
+    fn users_stats_file(dir: &Path, db: &Path, seed: u64, uid: u32) -> PathBuf {
+        let file = stats_file_for(dir, db, seed);
+        chown(&file, uid, 0o600);
+        file
+    }
+
+    /// `<base>/walwatch-<uid>`, created, owned by `owner` (0700).
+    fn user_dir(base: &Path, uid: u32, owner: u32) -> PathBuf {
+        let dir = base.join(format!("walwatch-{uid}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        chown(&dir, owner, 0o700);
+        dir
+    }
+
+    /// A synthetic WAL database `<dir>/<name>`, owned by `uid` (0600) unless root.
+    fn database(dir: &TempDir, name: &str, uid: u32) -> PathBuf {
+        let db = dir.path(name);
+        std::fs::write(&db, synth::database(true)).unwrap();
+        if uid != 0 {
+            chown(&db, uid, 0o600);
+        }
+        db
+    }
+
+    /// Root's database `a.db`, with its stats file in root's `<base>/walwatch-0`.
+    fn roots_database(dir: &TempDir, base: &Path) -> PathBuf {
+        let a = database(dir, "a.db", 0);
+        stats_file_for(&user_dir(base, 0, 0), &a, 1);
+        a
+    }
+
+    /// The paths of the databases `/status` lists.
+    fn database_paths(status: &serde_json::Value) -> Vec<&str> {
+        status["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["path"].as_str().unwrap())
+            .collect()
     }
 
     /// Attack 5: a FIFO named `*.walwatch`, a FIFO as a database's `-shm` and a FIFO passed as
@@ -779,21 +766,16 @@ mod issue9 {
     /// database that exists and one that does not; named with `--db`, it is watched.
     #[test]
     fn attack4_forged_stats_file_causes_no_checkpoint_and_names_nothing() {
-        if !is_root() {
-            eprintln!("NOTICE: not root; skipping (needs chown to another uid)");
+        if skip_unless_root("chown to another uid") {
             return;
         }
         let dir = TempDir::new("forged");
         let (db, _writer, wal_before) = root_database_with_a_wal(&dir);
         let base = dir.path("shm");
-        let user_dir = base.join("walwatch-65534");
-        std::fs::create_dir_all(&user_dir).unwrap();
-        chown(&user_dir, 65534, 0o700);
-        let forged = stats_file_for(&user_dir, &db, 3);
-        chown(&forged, 65534, 0o600);
+        let users = user_dir(&base, 65534, 65534);
+        users_stats_file(&users, &db, 3, 65534);
         let missing = dir.path("no-such-dir/missing.db");
-        let forged_missing = stats_file_for(&user_dir, &missing, 3);
-        chown(&forged_missing, 65534, 0o600);
+        users_stats_file(&users, &missing, 3, 65534);
         let wal_len = || std::fs::metadata(dir.path("secret.db-wal")).unwrap().len();
         let base_s = base.to_str().unwrap();
         let low_limits = [
@@ -863,27 +845,15 @@ mod issue9 {
     /// user's directory made after the sidecar started is found at a later collection.
     #[test]
     fn per_user_directories_are_found_checked_and_rescanned() {
-        if !is_root() {
-            eprintln!("NOTICE: not root; skipping (needs chown to other uids)");
+        if skip_unless_root("chown to other uids") {
             return;
         }
         let dir = TempDir::new("peruser");
         let base = dir.path("shm");
-        let root_dir = base.join("walwatch-0");
-        std::fs::create_dir_all(&root_dir).unwrap();
-        chown(&root_dir, 0, 0o700);
-        let a = dir.path("a.db");
-        std::fs::write(&a, synth::database(true)).unwrap();
-        stats_file_for(&root_dir, &a, 1);
+        let a = roots_database(&dir, &base);
         // Named for uid 4242, owned by 4243: refused whatever it holds.
-        let squatted = base.join("walwatch-4242");
-        std::fs::create_dir_all(&squatted).unwrap();
-        let b = dir.path("b.db");
-        std::fs::write(&b, synth::database(true)).unwrap();
-        chown(&b, 4242, 0o600);
-        let fake = stats_file_for(&squatted, &b, 1);
-        chown(&fake, 4242, 0o600);
-        chown(&squatted, 4243, 0o700);
+        let b = database(&dir, "b.db", 4242);
+        users_stats_file(&user_dir(&base, 4242, 4243), &b, 1, 4242);
         let base_s = base.to_str().unwrap();
 
         let sidecar = Sidecar::start(
@@ -899,12 +869,7 @@ mod issue9 {
         );
         let status = status_json(&sidecar);
         assert_eq!(status["stats_dirs"]["kind"], "per_user", "{status}");
-        let paths: Vec<&str> = status["databases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["path"].as_str().unwrap())
-            .collect();
+        let paths = database_paths(&status);
         assert_eq!(paths, vec![a.to_str().unwrap()], "{status}");
         let bad = bad_files(&status);
         assert_eq!(bad.len(), 1, "{bad:?}");
@@ -923,14 +888,8 @@ mod issue9 {
         );
 
         // A new user's directory and database, made while the sidecar runs.
-        let nobody = base.join("walwatch-65534");
-        std::fs::create_dir_all(&nobody).unwrap();
-        chown(&nobody, 65534, 0o700);
-        let c = dir.path("c.db");
-        std::fs::write(&c, synth::database(true)).unwrap();
-        chown(&c, 65534, 0o600);
-        let file = stats_file_for(&nobody, &c, 4);
-        chown(&file, 65534, 0o600);
+        let c = database(&dir, "c.db", 65534);
+        users_stats_file(&user_dir(&base, 65534, 65534), &c, 4, 65534);
         let up = format!("walwatch_up{{db=\"{}\"}}", c.display());
         wait_for("the new user's database", || {
             (sample(&sidecar.get("/metrics"), &up)? == 1.0).then_some(())
@@ -1005,26 +964,14 @@ mod issue9 {
     /// others (private 0700 directories of other users) quietly, counting them in `/status`.
     #[test]
     fn non_root_sidecar_skips_other_users_directories_quietly() {
-        if !is_root() {
-            eprintln!("NOTICE: not root; skipping (needs another uid)");
+        if skip_unless_root("another uid") {
             return;
         }
         let dir = TempDir::new("nonroot");
         let base = dir.path("shm");
-        let root_dir = base.join("walwatch-0");
-        std::fs::create_dir_all(&root_dir).unwrap();
-        chown(&root_dir, 0, 0o700);
-        let a = dir.path("a.db");
-        std::fs::write(&a, synth::database(true)).unwrap();
-        stats_file_for(&root_dir, &a, 1);
-        let mine = base.join("walwatch-65534");
-        std::fs::create_dir_all(&mine).unwrap();
-        chown(&mine, 65534, 0o700);
-        let c = dir.path("c.db");
-        std::fs::write(&c, synth::database(true)).unwrap();
-        chown(&c, 65534, 0o600);
-        let file = stats_file_for(&mine, &c, 4);
-        chown(&file, 65534, 0o600);
+        roots_database(&dir, &base);
+        let c = database(&dir, "c.db", 65534);
+        users_stats_file(&user_dir(&base, 65534, 65534), &c, 4, 65534);
 
         let sidecar = Sidecar::start_as(
             &dir,
@@ -1037,12 +984,7 @@ mod issue9 {
             ],
         );
         let status = status_json(&sidecar);
-        let paths: Vec<&str> = status["databases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["path"].as_str().unwrap())
-            .collect();
+        let paths = database_paths(&status);
         assert_eq!(paths, vec![c.to_str().unwrap()], "{status}");
         assert_eq!(status["unreadable_stats_dirs"], 1, "{status}");
         assert!(bad_files(&status).is_empty(), "{status}");
@@ -1053,8 +995,7 @@ mod issue9 {
     /// reach, and a root sidecar checkpoints it (the child checks the owner again).
     #[test]
     fn attack4_owners_own_stats_file_is_acted_on() {
-        if !is_root() {
-            eprintln!("NOTICE: not root; skipping (needs chown to another uid)");
+        if skip_unless_root("chown to another uid") {
             return;
         }
         let dir = TempDir::new("owned");
@@ -1064,11 +1005,7 @@ mod issue9 {
             std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
         }
         let base = dir.path("shm");
-        let user_dir = base.join("walwatch-65534");
-        std::fs::create_dir_all(&user_dir).unwrap();
-        chown(&user_dir, 65534, 0o700);
-        let file = stats_file_for(&user_dir, &db, 3);
-        chown(&file, 65534, 0o600);
+        users_stats_file(&user_dir(&base, 65534, 65534), &db, 3, 65534);
         let sidecar = Sidecar::start(
             &dir,
             &[

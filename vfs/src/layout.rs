@@ -213,8 +213,24 @@ pub const MODES: usize = 7;
 
 /// Where a record's mode comes from ([`CheckpointRecord::mode_source`]).
 pub const MODE_SOURCE_NAMES: [&str; 2] = ["locks", "pragma"];
-pub const MODE_FROM_LOCKS: u32 = 0;
-pub const MODE_FROM_PRAGMA: u32 = 1;
+
+/// Where a checkpoint record's mode comes from; stored as `u32` in
+/// [`CheckpointRecord::mode_source`], named by [`MODE_SOURCE_NAMES`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ModeSource {
+    /// What the checkpoint's locks prove (no `PRAGMA wal_checkpoint` was heard, or the locks
+    /// disagreed with it).
+    Locks = 0,
+    /// The mode of the `PRAGMA wal_checkpoint(MODE)` that ran it, which the locks agree with.
+    Pragma = 1,
+}
+
+impl ModeSource {
+    pub fn name(self) -> &'static str {
+        MODE_SOURCE_NAMES[self as usize]
+    }
+}
 
 /// Files whose syncs are counted separately.
 pub const FSYNC_FILE_NAMES: [&str; 3] = ["db", "wal", "other"];
@@ -305,7 +321,7 @@ pub struct CheckpointRecord {
     pub pid: AtomicU32,
     /// A [`Mode`].
     pub mode: AtomicU32,
-    /// [`MODE_FROM_LOCKS`] or [`MODE_FROM_PRAGMA`].
+    /// A [`ModeSource`].
     pub mode_source: AtomicU32,
     /// An [`Outcome`].
     pub outcome: AtomicU32,

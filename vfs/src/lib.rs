@@ -1,7 +1,11 @@
 //! # walwatch VFS shim
 //!
-//! A SQLite VFS named `walwatch` that wraps the default VFS (`unix`), forwards every call, and
-//! records what happens to each database's WAL: its size, bytes written, fsyncs, every `-shm`
+//! One crate, four names: the directory `vfs/`, the package `walwatch-vfs`, the Rust library
+//! `walwatch`, built as the loadable extension `libwalwatch.so`.
+//!
+//! A SQLite VFS named `walwatch` that wraps the default VFS (`unix`), sees the calls it needs on
+//! their way through (the others go to the wrapped VFS directly), and records what happens to
+//! each database's WAL: its size, bytes appended, fsyncs, every `-shm`
 //! lock per slot (WRITE, CKPT, RECOVER, READ0..READ4; acquired, busy, hold time), busy-handler
 //! sleeps, every checkpoint (mode, outcome, frames backfilled, duration, what blocked it), and
 //! which process holds which READ slot since when. The records go to a small stats file per

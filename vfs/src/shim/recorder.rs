@@ -375,7 +375,7 @@ impl Seen {
     }
 
     /// The mode to record: the one asked, if the locks agree with it, else the inferred one.
-    pub(crate) fn mode(self, requested: Option<Mode>) -> (Mode, u32) {
+    pub(crate) fn mode(self, requested: Option<Mode>) -> (Mode, ModeSource) {
         let inferred = self.inferred();
         let agrees = |m: Mode| match inferred {
             Mode::Unknown => true,
@@ -386,8 +386,8 @@ impl Seen {
             exact => m == exact,
         };
         match requested {
-            Some(m) if agrees(m) => (m, MODE_FROM_PRAGMA),
-            _ => (inferred, MODE_FROM_LOCKS),
+            Some(m) if agrees(m) => (m, ModeSource::Pragma),
+            _ => (inferred, ModeSource::Locks),
         }
     }
 }
@@ -878,7 +878,7 @@ impl Recorder {
         record.waited_ns.store(ckpt.waited_ns, Relaxed);
         record.pid.store(std::process::id(), Relaxed);
         record.mode.store(mode as u32, Relaxed);
-        record.mode_source.store(mode_source, Relaxed);
+        record.mode_source.store(mode_source as u32, Relaxed);
         record.outcome.store(outcome as u32, Relaxed);
         record.busy.store(triple.busy as u32, Relaxed);
         record.log.store(triple.log as u32, Relaxed);
@@ -1117,24 +1117,24 @@ mod tests {
         // The mode asked is used when the locks agree with it, else the inferred one.
         assert_eq!(
             refused.mode(Some(Mode::Truncate)),
-            (Mode::Truncate, MODE_FROM_PRAGMA)
+            (Mode::Truncate, ModeSource::Pragma)
         );
         assert_eq!(
             write.mode(Some(Mode::Restart)),
-            (Mode::Restart, MODE_FROM_PRAGMA)
+            (Mode::Restart, ModeSource::Pragma)
         );
         // A TRUNCATE prepared, then an auto-checkpoint (PASSIVE) ran first.
         assert_eq!(
             Seen::default().mode(Some(Mode::Truncate)),
-            (Mode::Passive, MODE_FROM_LOCKS)
+            (Mode::Passive, ModeSource::Locks)
         );
         assert_eq!(
             full.mode(Some(Mode::Restart)),
-            (Mode::Full, MODE_FROM_LOCKS)
+            (Mode::Full, ModeSource::Locks)
         );
         assert_eq!(
             ckpt_busy.mode(Some(Mode::Full)),
-            (Mode::Full, MODE_FROM_PRAGMA)
+            (Mode::Full, ModeSource::Pragma)
         );
     }
 }

@@ -232,8 +232,26 @@ impl ModeSource {
     }
 }
 
-/// Files whose syncs are counted separately.
+/// Files whose syncs are counted separately, named by [`FileKind::name`].
 pub const FSYNC_FILE_NAMES: [&str; 3] = ["db", "wal", "other"];
+
+/// What a file is to SQLite, decided once when it is opened; indexes [`IoCounters::fsyncs`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// A main database file.
+    MainDb = 0,
+    /// A `-wal` file.
+    Wal = 1,
+    /// Anything else (journals, temporary files): its syncs are not counted.
+    Other = 2,
+}
+
+impl FileKind {
+    pub fn name(self) -> &'static str {
+        FSYNC_FILE_NAMES[self as usize]
+    }
+}
 
 /// How many connections' read locks the reader table can show at once.
 pub const READERS: usize = 64;
@@ -269,7 +287,7 @@ pub struct IoCounters {
     pub wal_bytes: AtomicU64,
     pub wal_write_bytes: AtomicU64,
     pub db_write_bytes: AtomicU64,
-    /// Indexed like [`FSYNC_FILE_NAMES`].
+    /// Indexed by [`FileKind`].
     pub fsyncs: [AtomicU64; 3],
     /// Busy-handler sleeps (`xSleep` after a busy lock) and their requested total.
     pub busy_sleeps: AtomicU64,

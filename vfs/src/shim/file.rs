@@ -31,7 +31,7 @@ use super::recorder::{Recorder, ShmLock};
 use super::LAST_BUSY;
 use crate::ffi::*;
 use crate::host;
-use crate::layout::{Region, SLOTS};
+use crate::layout::{FileKind, Region, SLOTS};
 use crate::wal_index::{LiveWalIndex, WalIndex};
 use std::ffi::{c_int, c_void, CStr};
 use std::sync::atomic::AtomicUsize;
@@ -41,14 +41,6 @@ use std::time::Instant;
 
 /// `SQLITE_FCNTL_PRAGMA`: sent to the database file when a `PRAGMA` statement is prepared.
 const SQLITE_FCNTL_PRAGMA: c_int = 14;
-
-/// What a file is to SQLite, decided once in `xOpen` from its open flags.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum FileKind {
-    MainDb = 0,
-    Wal = 1,
-    Other = 2,
-}
 
 /// The shim's part of a file object, after the wrapped VFS's file (see the module header).
 pub(crate) struct ShimState {

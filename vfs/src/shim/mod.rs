@@ -13,8 +13,8 @@ mod file;
 mod recorder;
 
 use crate::ffi::*;
+use crate::layout::FileKind;
 use crate::layout::Region;
-use file::FileKind;
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::Ordering::Relaxed;

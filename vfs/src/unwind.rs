@@ -10,7 +10,10 @@
 //!
 //! Cost: `catch_unwind` compiles to an unwind table entry (a landing pad off the normal path); a
 //! call that does not panic runs the same instructions as without it, with no allocation and no
-//! extra call (the closure is inlined).
+//! extra call (the closure is inlined). Around code that cannot panic the compiler drops the
+//! guard altogether: the methods of every transaction (`xShmLock`, `xFileControl`) guard the
+//! shim's own work that way and call the wrapped VFS outside the guard, so an unlock can end in
+//! a tail call to it (`shim/file.rs`, module `hot`).
 //!
 //! Needs unwinding panics: the workspace does not set `panic = "abort"` (with it, a panic in the
 //! shim would abort the host process whatever this module does).

@@ -35,6 +35,7 @@ use walwatch::paths::{self, SUFFIX};
 use walwatch::snapshot::Snapshot;
 use walwatch::trust::{self, Facts, Kind, Refusal};
 
+use crate::model::Counters;
 use crate::stats_file::{self, StatsFileError};
 
 /// Files read from one directory in one collection, at most: a user who fills their own
@@ -106,7 +107,9 @@ pub use crate::model::Trust;
 #[derive(Debug)]
 pub struct Found {
     pub stats_file: PathBuf,
+    /// Path, readers, recent checkpoints; its counters are in `counters`.
     pub snapshot: Snapshot,
+    pub counters: Counters,
     /// The stats file's owner: whom it speaks for.
     pub owner: u32,
 }
@@ -141,12 +144,13 @@ pub struct Scan {
     pub unreadable_dirs: usize,
 }
 
-/// Reads every `*.walwatch` file of the stats directories.
-pub fn scan(dirs: &StatsDirs) -> Scan {
+/// Reads every `*.walwatch` file of the stats directories; `detailed`: keep the per-slot and
+/// per-mode counters (see [`Counters::take`]).
+pub fn scan(dirs: &StatsDirs, detailed: bool) -> Scan {
     let mut scan = Scan::default();
     match dirs {
         StatsDirs::Configured(dir) => match open_checked_dir(dir, None) {
-            Ok(fd) => scan_dir(&fd, dir, None, &mut scan),
+            Ok(fd) => scan_dir(&fd, dir, None, detailed, &mut scan),
             Err(e) => scan.dir_error = Some(e),
         },
         StatsDirs::PerUser { base } => {
@@ -201,7 +205,7 @@ pub fn scan(dirs: &StatsDirs) -> Scan {
                     trust::check_dir(&Facts::of(&m), uid).map_err(StatsFileError::RefusedDir)
                 });
                 match checked {
-                    Ok(()) => scan_dir(&fd, &path, Some(uid), &mut scan),
+                    Ok(()) => scan_dir(&fd, &path, Some(uid), detailed, &mut scan),
                     Err(e) => scan.errors.push((path, e)),
                 }
             }
@@ -234,7 +238,7 @@ fn list(fd: &File, path: &Path) -> std::io::Result<std::fs::ReadDir> {
 }
 
 /// Reads the stats files of one checked directory; `owner`: the uid they must belong to.
-fn scan_dir(fd: &File, dir: &Path, owner: Option<u32>, scan: &mut Scan) {
+fn scan_dir(fd: &File, dir: &Path, owner: Option<u32>, detailed: bool, scan: &mut Scan) {
     let entries = match list(fd, dir) {
         Ok(entries) => entries,
         Err(e) => {
@@ -270,8 +274,10 @@ fn scan_dir(fd: &File, dir: &Path, owner: Option<u32>, scan: &mut Scan) {
             }
         }
         match stats_file::read_in(fd, &name, owner) {
-            Ok((snapshot, owner)) => scan.found.push(Found {
+            Ok((mut snapshot, owner)) => scan.found.push(Found {
                 stats_file: path,
+                // Summed now: the per-slot tables of every file are never all held at once.
+                counters: Counters::take(&mut snapshot, detailed),
                 snapshot,
                 owner,
             }),
@@ -316,11 +322,12 @@ pub fn find_stats_of(dirs: &StatsDirs, db: &Path) -> Option<Found> {
     };
     candidates.into_iter().find_map(|(dir, uid)| {
         let fd = open_checked_dir(&dir, uid).ok()?;
-        let (snapshot, owner) = stats_file::read_in(&fd, name, uid).ok()?;
+        let (mut snapshot, owner) = stats_file::read_in(&fd, name, uid).ok()?;
         let trusted =
             (owner == db_owner || owner == 0) && snapshot.db_path == db.as_os_str().as_bytes();
         trusted.then(|| Found {
             stats_file: dir.join(name),
+            counters: Counters::take(&mut snapshot, false),
             snapshot,
             owner,
         })
@@ -434,6 +441,7 @@ mod tests {
                 created_unix_ns: created,
                 ..Default::default()
             },
+            counters: Counters::default(),
             owner,
         }
     }
@@ -525,14 +533,14 @@ mod tests {
         std::fs::write(dir.join("unrelated.txt"), b"hello").unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.join(format!("zero{SUFFIX}"))).unwrap();
         let dirs = StatsDirs::Configured(dir.clone());
-        let scan = scan(&dirs);
+        let scan = scan(&dirs, false);
         assert!(scan.found.is_empty());
         let mut reasons: Vec<_> = scan.errors.iter().map(|e| e.1.reason()).collect();
         reasons.sort();
         assert_eq!(reasons, ["not_regular", "truncated"]);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(matches!(
-            super::scan(&dirs).dir_error,
+            super::scan(&dirs, false).dir_error,
             Some(DirError::NotFound)
         ));
     }
@@ -547,13 +555,13 @@ mod tests {
         let set = |mode| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
         set(0o1777).unwrap();
         let dirs = StatsDirs::Configured(dir.clone());
-        let refused = scan(&dirs).dir_error;
+        let refused = scan(&dirs, false).dir_error;
         assert!(
             matches!(refused, Some(DirError::Refused(Refusal::Writable { .. }))),
             "{refused:?}"
         );
         set(0o3770).unwrap();
-        assert!(scan(&dirs).dir_error.is_none());
+        assert!(scan(&dirs, false).dir_error.is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -582,7 +590,7 @@ mod tests {
         // A symlink named like a per-user directory: refused, never followed.
         std::os::unix::fs::symlink(&mine, paths::per_user_dir(&base, me + 2)).unwrap();
         std::fs::create_dir_all(base.join("walwatch-x")).unwrap(); // not a uid: ignored
-        let scan = scan(&StatsDirs::PerUser { base: base.clone() });
+        let scan = scan(&StatsDirs::PerUser { base: base.clone() }, false);
         assert_eq!(scan.found.len(), 1, "{scan:?}");
         assert_eq!(scan.found[0].owner, me);
         let errors: Vec<_> = scan

@@ -11,7 +11,8 @@
 //!    time (utime + stime from /proc/<pid>/stat) as a share of one core, without scrapes and
 //!    then with one scrape per second.
 //!
-//! `WALWATCH_BENCH_SIZES=100,1000` chooses the sizes. Figures are printed; nothing is asserted
+//! `WALWATCH_BENCH_SIZES=100,1000` chooses the sizes; `WALWATCH_BENCH_DETAILED=0` leaves out
+//! the detailed row. Figures are printed; nothing is asserted
 //! (timings belong here, not in tests).
 #![forbid(unsafe_code)]
 
@@ -371,8 +372,11 @@ fn main() {
     for &n in &sizes {
         rows.push(scrape_bench(&root, n, false));
     }
+    let detailed = std::env::var("WALWATCH_BENCH_DETAILED").map_or(true, |v| v != "0");
     if let Some(&n) = sizes.iter().find(|&&n| n == 1000).or(sizes.first()) {
-        rows.push(scrape_bench(&root, n, true));
+        if detailed {
+            rows.push(scrape_bench(&root, n, true));
+        }
     }
     print_rows(&rows);
     cpu_bench(&root);

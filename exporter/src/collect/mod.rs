@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::discovery::{self, DirError, StatsDirs, Target};
+use crate::discovery::{self, DirError, Found, StatsDirs, Target};
 use crate::model::{self, CheckpointView, Counters, DbState, WalIndexView};
 use crate::plausible;
 
@@ -62,6 +62,7 @@ pub struct Collector {
     explicit: Vec<PathBuf>,
     /// Keep the per-slot and per-mode counters that only the detailed series set shows.
     detailed: bool,
+    headers: wal_files::HeaderCache,
 }
 
 /// What one collection learns about processes, asked once per pid: a pid holds many databases'
@@ -96,16 +97,23 @@ impl Collector {
             dirs,
             explicit,
             detailed,
+            headers: wal_files::HeaderCache::default(),
         }
     }
 
     /// Runs one collection.
     pub fn collect(&mut self) -> Collection {
-        collect_with(&self.dirs, &self.explicit, self.detailed)
+        self.headers.start();
+        collect_with(&self.dirs, &self.explicit, self.detailed, &mut self.headers)
     }
 }
 
-fn collect_with(dirs: &StatsDirs, explicit: &[PathBuf], detailed: bool) -> Collection {
+fn collect_with(
+    dirs: &StatsDirs,
+    explicit: &[PathBuf],
+    detailed: bool,
+    headers: &mut wal_files::HeaderCache,
+) -> Collection {
     let start = Instant::now();
     let mut timings = Timings::default();
     let scan = discovery::scan(dirs, detailed);
@@ -138,7 +146,7 @@ fn collect_with(dirs: &StatsDirs, explicit: &[PathBuf], detailed: bool) -> Colle
     dbs.extend(
         targets
             .into_iter()
-            .filter_map(|t| collect_db(t, &mut timings, &mut procs)),
+            .filter_map(|t| collect_db(t, &mut timings, &mut procs, headers)),
     );
     dbs.shrink_to_fit();
     let now = SystemTime::now();
@@ -158,19 +166,31 @@ fn collect_with(dirs: &StatsDirs, explicit: &[PathBuf], detailed: bool) -> Colle
 /// collection's): what the controller uses to name the blocker of a checkpoint that just failed
 /// between collections.
 pub fn collect_path(dirs: &StatsDirs, db: &Path) -> Option<DbState> {
-    let stats = discovery::find_stats_of(dirs, db);
+    let stats = discovery::find_stats_of(dirs, db).map(Box::new);
     let target = discovery::Target {
         path: db.to_owned(),
         stats,
         explicit: true,
         trust: discovery::Trust::Untrusted,
     };
-    collect_db(target, &mut Timings::default(), &mut Procs::default())
+    let headers = &mut wal_files::HeaderCache::default();
+    collect_db(
+        target,
+        &mut Timings::default(),
+        &mut Procs::default(),
+        headers,
+    )
 }
 
 /// Collects one database. Returns `None` for a database known only from a stats file whose
 /// database file is gone (a deleted database is dropped, not reported down).
-pub fn collect_db(target: Target, timings: &mut Timings, procs: &mut Procs) -> Option<DbState> {
+/// `headers`: databases whose header need not be read again (see [`wal_files::HeaderCache`]).
+pub fn collect_db(
+    target: Target,
+    timings: &mut Timings,
+    procs: &mut Procs,
+    headers: &mut wal_files::HeaderCache,
+) -> Option<DbState> {
     let mut state = DbState {
         path: target.path.to_string_lossy().into_owned(),
         trust: target.trust,
@@ -186,10 +206,15 @@ pub fn collect_db(target: Target, timings: &mut Timings, procs: &mut Procs) -> O
     let t = Instant::now();
     let (mut snapshot, counters): (_, Option<Counters>) = match target.stats {
         Some(found) => {
-            state.stats_file = Some(found.stats_file.to_string_lossy().into_owned());
-            let mut snapshot = found.snapshot;
+            let Found {
+                stats_file,
+                mut snapshot,
+                counters,
+                ..
+            } = *found;
+            state.stats_file = Some(stats_file.to_string_lossy().into_owned());
             crate::stats_file::drop_dead_readers(&mut snapshot, &mut walwatch::process_alive);
-            (Some(snapshot), Some(found.counters))
+            (Some(snapshot), Some(counters))
         }
         None => (None, None),
     };
@@ -197,7 +222,7 @@ pub fn collect_db(target: Target, timings: &mut Timings, procs: &mut Procs) -> O
     timings.stats_files += t.elapsed();
 
     let t = Instant::now();
-    let files = wal_files::read(&target.path);
+    let files = wal_files::read_with(&target.path, headers);
     timings.wal_files += t.elapsed();
     let files = match files {
         Ok(files) => files,

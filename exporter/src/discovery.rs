@@ -280,12 +280,21 @@ fn scan_dir(fd: &File, dir: &Path, owner: Option<u32>, detailed: bool, scan: &mu
                 stats_file: path,
                 // Summed now: the per-slot tables of every file are never all held at once.
                 counters: Counters::take(&mut snapshot, detailed),
-                snapshot,
+                snapshot: compact(snapshot),
                 owner,
             })),
             Err(e) => scan.errors.push((path, e)),
         }
     }
+}
+
+/// A parsed stats file without the spare room its lists grew (a list of one reader or one
+/// checkpoint has room for four): every stats file is held until its database is collected.
+fn compact(mut snapshot: Snapshot) -> Snapshot {
+    snapshot.recent.shrink_to_fit();
+    snapshot.readers.shrink_to_fit();
+    snapshot.db_path.shrink_to_fit();
+    snapshot
 }
 
 /// What a directory entry or `stat` says a file is.

@@ -668,6 +668,43 @@ mod tests {
     }
 
     #[test]
+    fn counters_are_summed_by_class_and_the_tables_kept_only_when_detailed() {
+        let mut snap = Snapshot {
+            locks: (0..8)
+                .map(|slot| SlotSnapshot {
+                    acquired: [slot as u64, 100],
+                    busy: [1, 2],
+                    hold_sum_ns: 10,
+                    ..Default::default()
+                })
+                .collect(),
+            modes: vec![
+                ModeSnapshot {
+                    outcomes: [1, 2, 3, 4],
+                    duration_sum_ns: 5,
+                    ..Default::default()
+                };
+                7
+            ],
+            ..Default::default()
+        };
+        let summed = Counters::take(&mut snap.clone(), false);
+        // write: WRITE; checkpoint: CKPT and RECOVER; read: shared READ0..4; read_mark: exclusive.
+        assert_eq!(summed.acquired, [100, 1 + 2 + 200, 3 + 4 + 5 + 6 + 7, 500]);
+        assert_eq!(summed.busy, [1 + 2, 2 * 3, 5, 10]);
+        assert_eq!(summed.held_ns, [10, 20, 50]);
+        assert_eq!(
+            (summed.outcomes, summed.checkpoint_ns),
+            ([7, 14, 21, 28], 35)
+        );
+        assert!(summed.locks.is_empty() && summed.modes.is_empty());
+        let detailed = Counters::take(&mut snap, true);
+        assert_eq!((detailed.locks.len(), detailed.modes.len()), (8, 7));
+        assert_eq!(detailed.acquired, summed.acquired);
+        assert!(snap.locks.is_empty(), "the tables are moved, not copied");
+    }
+
+    #[test]
     fn read0_blocks_backfill_only_while_frames_are_pending() {
         let r = Reader {
             slot: "READ0",

@@ -277,6 +277,9 @@ pub fn collect_db(
         .fold(0.0, f64::max);
     // The views are what /status shows; the raw records are not kept.
     state.recent_checkpoints = recent.iter().map(CheckpointView::from).collect();
+    // Held until the next collection replaces it: without the room the lists grew.
+    state.inconsistent.shrink_to_fit();
+    state.blockers.shrink_to_fit();
     Some(state)
 }
 

@@ -189,6 +189,11 @@ pub fn read(db: &Path) -> Result<WalFiles, DbError> {
 
 /// [`read`], skipping the header of a database `headers` knows unchanged.
 pub fn read_with(db: &Path, headers: &mut HeaderCache) -> Result<WalFiles, DbError> {
+    read_at(db, headers, walwatch::unix_now_ns() as i128)
+}
+
+/// [`read_with`] at `now_ns` (Unix time), which tells whether the file is settled.
+fn read_at(db: &Path, headers: &mut HeaderCache, now_ns: i128) -> Result<WalFiles, DbError> {
     let io_error = |e: io::Error| {
         if e.kind() == io::ErrorKind::NotFound {
             DbError::NotFound
@@ -202,11 +207,14 @@ pub fn read_with(db: &Path, headers: &mut HeaderCache) -> Result<WalFiles, DbErr
         found => return Err(DbError::NotRegular { file: "", found }),
     }
     let id = FileId::of(&meta);
-    let db_bytes = if headers.last.get(db) == Some(&id) {
-        headers.next.insert(db.to_owned(), id);
+    let known = headers
+        .last
+        .remove_entry(db)
+        .filter(|(_, known)| *known == id);
+    let db_bytes = if let Some((path, known)) = known {
+        headers.next.insert(path, known);
         meta.len()
     } else {
-        let now = walwatch::unix_now_ns() as i128;
         let file = open_checked(db)
             .map_err(io_error)?
             .map_err(|found| DbError::NotRegular { file: "", found })?;
@@ -218,7 +226,7 @@ pub fn read_with(db: &Path, headers: &mut HeaderCache) -> Result<WalFiles, DbErr
             other => return Err(DbError::NotWal(other)),
         }
         let read = FileId::of(&opened);
-        if read == id && read.settled(now) {
+        if read == id && read.settled(now_ns) {
             headers.next.insert(db.to_owned(), read);
         }
         opened.len()
@@ -326,6 +334,60 @@ mod tests {
             parse_db_header(b"hello world, not a database at all"),
             DbHeader::NotSqlite
         );
+    }
+
+    /// A header is trusted from the cache only while the file keeps its identity and times, and
+    /// only once they are settled.
+    #[test]
+    fn a_header_is_read_again_when_its_file_changed() {
+        let dir = std::env::temp_dir().join(format!("walwatch-hdr-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("a.db");
+        std::fs::write(&db, header(2, 2)).unwrap();
+        let now = walwatch::unix_now_ns() as i128;
+        let later = now + 10 * SETTLED.as_nanos() as i128;
+        let mut headers = HeaderCache::default();
+        // Just written: not settled, not remembered.
+        read_at(&db, &mut headers, now).unwrap();
+        assert!(headers.next.is_empty());
+        // Settled: remembered, and trusted while lstat finds the same file. To show that the
+        // header is not read, the cache is told the file said WAL while it now says rollback
+        // (something no write can do without changing the file's times).
+        read_at(&db, &mut headers, later).unwrap();
+        assert_eq!(headers.next.len(), 1);
+        std::fs::write(&db, header(1, 1)).unwrap();
+        let id = FileId::of(&std::fs::symlink_metadata(&db).unwrap());
+        headers.next.insert(db.clone(), id);
+        headers.start();
+        assert!(read_at(&db, &mut headers, later).is_ok(), "cache not used");
+        // The file is rewritten (same size): its times change, the header is read again.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&db, header(1, 1)).unwrap();
+        headers.start();
+        let e = read_at(&db, &mut headers, later).err();
+        assert!(
+            matches!(e, Some(DbError::NotWal(DbHeader::Rollback))),
+            "{e:?}"
+        );
+        assert!(headers.next.is_empty());
+        // Replaced by a symlink: refused from lstat whatever the cache says.
+        std::fs::remove_file(&db).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &db).unwrap();
+        headers.next.insert(db.clone(), id);
+        headers.start();
+        let e = read_at(&db, &mut headers, later).err();
+        assert!(
+            matches!(
+                e,
+                Some(DbError::NotRegular {
+                    file: "",
+                    found: Kind::Symlink
+                })
+            ),
+            "{e:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

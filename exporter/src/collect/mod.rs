@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::discovery::{self, DirError, Found, StatsDirs, Target};
-use crate::model::{self, CheckpointView, Counters, DbState, WalIndexView};
+use crate::model::{self, Counters, DbState, RecentCheckpoint, WalIndexView};
 use crate::plausible;
 
 /// Time spent in each collector during one collection.
@@ -275,8 +275,7 @@ pub fn collect_db(
         .iter()
         .filter_map(|r| r.age_seconds)
         .fold(0.0, f64::max);
-    // The views are what /status shows; the raw records are not kept.
-    state.recent_checkpoints = recent.iter().map(CheckpointView::from).collect();
+    state.recent_checkpoints = recent.iter().map(RecentCheckpoint::from).collect();
     // Held until the next collection replaces it: without the room the lists grew.
     state.inconsistent.shrink_to_fit();
     state.blockers.shrink_to_fit();

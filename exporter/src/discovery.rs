@@ -35,7 +35,7 @@ use walwatch::paths::{self, SUFFIX};
 use walwatch::snapshot::Snapshot;
 use walwatch::trust::{self, Facts, Kind, Refusal};
 
-use crate::model::Counters;
+use crate::model::{Counters, Inconsistency, RecentCheckpoint};
 use crate::stats_file::{self, StatsFileError};
 
 /// Files read from one directory in one collection, at most: a user who fills their own
@@ -107,9 +107,14 @@ pub use crate::model::Trust;
 #[derive(Debug)]
 pub struct Found {
     pub stats_file: PathBuf,
-    /// Path, readers, recent checkpoints; its counters are in `counters`.
+    /// Path, creation time and readers; its counters are in `counters`, its recent
+    /// checkpoints in `recent`.
     pub snapshot: Snapshot,
     pub counters: Counters,
+    /// The recent checkpoints that can be true, and what was wrong with the others and with
+    /// the creation time ([`plausible::review_recent`]).
+    pub recent: Vec<RecentCheckpoint>,
+    pub inconsistent: Vec<Inconsistency>,
     /// The stats file's owner: whom it speaks for.
     pub owner: u32,
 }
@@ -276,25 +281,37 @@ fn scan_dir(fd: &File, dir: &Path, owner: Option<u32>, detailed: bool, scan: &mu
             }
         }
         match stats_file::read_in(fd, &name, owner) {
-            Ok((mut snapshot, owner)) => scan.found.push(Box::new(Found {
-                stats_file: path,
-                // Summed now: the per-slot tables of every file are never all held at once.
-                counters: Counters::take(&mut snapshot, detailed),
-                snapshot: compact(snapshot),
-                owner,
-            })),
+            Ok((snapshot, owner)) => scan
+                .found
+                .push(Box::new(Found::new(path, snapshot, owner, detailed))),
             Err(e) => scan.errors.push((path, e)),
         }
     }
 }
 
-/// A parsed stats file without the spare room its lists grew (a list of one reader or one
-/// checkpoint has room for four): every stats file is held until its database is collected.
-fn compact(mut snapshot: Snapshot) -> Snapshot {
-    snapshot.recent.shrink_to_fit();
-    snapshot.readers.shrink_to_fit();
-    snapshot.db_path.shrink_to_fit();
-    snapshot
+impl Found {
+    /// Keeps what a collection needs of a parsed stats file, compact: every stats file is held
+    /// until its database is collected. Counters are summed (the per-slot tables kept only when
+    /// `detailed`), recent checkpoints reviewed and kept as [`RecentCheckpoint`]s, and lists
+    /// lose the spare room they grew (a list of one reader has room for four).
+    fn new(stats_file: PathBuf, mut snapshot: Snapshot, owner: u32, detailed: bool) -> Self {
+        let counters = Counters::take(&mut snapshot, detailed);
+        let inconsistent = crate::plausible::review_recent(&mut snapshot, walwatch::unix_now_ns());
+        let recent = std::mem::take(&mut snapshot.recent)
+            .iter()
+            .map(RecentCheckpoint::from)
+            .collect();
+        snapshot.readers.shrink_to_fit();
+        snapshot.db_path.shrink_to_fit();
+        Self {
+            stats_file,
+            snapshot,
+            counters,
+            recent,
+            inconsistent,
+            owner,
+        }
+    }
 }
 
 /// What a directory entry or `stat` says a file is.
@@ -333,15 +350,10 @@ pub fn find_stats_of(dirs: &StatsDirs, db: &Path) -> Option<Found> {
     };
     candidates.into_iter().find_map(|(dir, uid)| {
         let fd = open_checked_dir(&dir, uid).ok()?;
-        let (mut snapshot, owner) = stats_file::read_in(&fd, name, uid).ok()?;
+        let (snapshot, owner) = stats_file::read_in(&fd, name, uid).ok()?;
         let trusted =
             (owner == db_owner || owner == 0) && snapshot.db_path == db.as_os_str().as_bytes();
-        trusted.then(|| Found {
-            stats_file: dir.join(name),
-            counters: Counters::take(&mut snapshot, false),
-            snapshot,
-            owner,
-        })
+        trusted.then(|| Found::new(dir.join(name), snapshot, owner, false))
     })
 }
 
@@ -453,6 +465,8 @@ mod tests {
                 ..Default::default()
             },
             counters: Counters::default(),
+            recent: Vec::new(),
+            inconsistent: Vec::new(),
             owner,
         })
     }

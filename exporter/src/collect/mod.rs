@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::discovery::{self, DirError, Found, StatsDirs, Target};
-use crate::model::{self, Counters, DbState, RecentCheckpoint, WalIndexView};
+use crate::model::{self, DbState, WalIndexView};
 use crate::plausible;
 
 /// Time spent in each collector during one collection.
@@ -204,21 +204,23 @@ pub fn collect_db(
     }
 
     let t = Instant::now();
-    let (mut snapshot, counters): (_, Option<Counters>) = match target.stats {
-        Some(found) => {
-            let Found {
-                stats_file,
-                mut snapshot,
-                counters,
-                ..
-            } = *found;
-            state.stats_file = Some(stats_file.to_string_lossy().into_owned());
-            crate::stats_file::drop_dead_readers(&mut snapshot, &mut walwatch::process_alive);
-            (Some(snapshot), Some(counters))
-        }
-        None => (None, None),
-    };
-    state.counters = counters;
+    let mut snapshot = None;
+    let mut reviewed = (Vec::new(), Vec::new());
+    if let Some(found) = target.stats {
+        let Found {
+            stats_file,
+            snapshot: mut snap,
+            counters,
+            recent,
+            inconsistent,
+            ..
+        } = *found;
+        state.stats_file = Some(stats_file.to_string_lossy().into_owned());
+        crate::stats_file::drop_dead_readers(&mut snap, &mut walwatch::process_alive);
+        state.counters = Some(counters);
+        snapshot = Some(snap);
+        reviewed = (recent, inconsistent);
+    }
     timings.stats_files += t.elapsed();
 
     let t = Instant::now();
@@ -251,9 +253,11 @@ pub fn collect_db(
     let now = unix_ns(SystemTime::now());
     // Values that cannot be true are left out, and listed (see plausible.rs).
     let known_holders = locks_known.then_some(&holders[..]);
+    let (recent, mut inconsistent) = reviewed;
     if let Some(c) = snapshot.as_mut() {
-        state.inconsistent =
-            plausible::review_stats(c, known_holders, &mut |pid| procs.started(pid), now);
+        let started = &mut |pid| procs.started(pid);
+        inconsistent.extend(plausible::review_readers(c, known_holders, started, now));
+        state.inconsistent = inconsistent;
     }
     let wal_index = match files.wal_index.map(plausible::review_wal_index).transpose() {
         Ok(w) => w,
@@ -264,7 +268,7 @@ pub fn collect_db(
         }
     };
     state.inconsistent.extend(files.shm_inconsistent.clone());
-    let (shim_readers, recent) = snapshot.map(|s| (s.readers, s.recent)).unwrap_or_default();
+    let shim_readers = snapshot.map(|s| s.readers).unwrap_or_default();
     let mut name = |pid| procs.name(pid);
     state.readers = model::readers(&shim_readers, &holders, wal_index.as_ref(), now, &mut name);
     state.lock_holders = model::lock_holders(&holders, &mut name);
@@ -275,7 +279,7 @@ pub fn collect_db(
         .iter()
         .filter_map(|r| r.age_seconds)
         .fold(0.0, f64::max);
-    state.recent_checkpoints = recent.iter().map(RecentCheckpoint::from).collect();
+    state.recent_checkpoints = recent;
     // Held until the next collection replaces it: without the room the lists grew.
     state.inconsistent.shrink_to_fit();
     state.blockers.shrink_to_fit();

@@ -11,7 +11,9 @@
 //!    time (utime + stime from /proc/<pid>/stat) as a share of one core, without scrapes and
 //!    then with one scrape per second.
 //!
-//! `WALWATCH_BENCH_SIZES=100,1000` chooses the sizes. Figures are printed; nothing is asserted
+//! `WALWATCH_BENCH_SIZES=100,1000` chooses the sizes; `WALWATCH_BENCH_BIN=PATH` measures
+//! another build of `walwatch` (figures side by side); `WALWATCH_BENCH_DETAILED=0` leaves out
+//! the detailed row. Figures are printed; nothing is asserted
 //! (timings belong here, not in tests).
 #![forbid(unsafe_code)]
 
@@ -23,7 +25,12 @@ use std::time::{Duration, Instant};
 
 use walwatch_exporter::synth;
 
-const WALWATCH: &str = env!("CARGO_BIN_EXE_walwatch");
+/// The sidecar under test: this build's, or `WALWATCH_BENCH_BIN` (another build, for figures
+/// side by side).
+fn walwatch() -> String {
+    std::env::var("WALWATCH_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_walwatch").to_owned())
+}
 const SCRAPES: usize = 30;
 
 struct Sidecar {
@@ -37,7 +44,7 @@ impl Sidecar {
             .unwrap()
             .local_addr()
             .unwrap();
-        let child = Command::new(WALWATCH)
+        let child = Command::new(walwatch())
             .args([
                 "serve",
                 "--listen",
@@ -371,8 +378,11 @@ fn main() {
     for &n in &sizes {
         rows.push(scrape_bench(&root, n, false));
     }
+    let detailed = std::env::var("WALWATCH_BENCH_DETAILED").map_or(true, |v| v != "0");
     if let Some(&n) = sizes.iter().find(|&&n| n == 1000).or(sizes.first()) {
-        rows.push(scrape_bench(&root, n, true));
+        if detailed {
+            rows.push(scrape_bench(&root, n, true));
+        }
     }
     print_rows(&rows);
     cpu_bench(&root);

@@ -35,6 +35,7 @@ use walwatch::paths::{self, SUFFIX};
 use walwatch::snapshot::Snapshot;
 use walwatch::trust::{self, Facts, Kind, Refusal};
 
+use crate::model::{Counters, Inconsistency, RecentCheckpoint};
 use crate::stats_file::{self, StatsFileError};
 
 /// Files read from one directory in one collection, at most: a user who fills their own
@@ -106,7 +107,14 @@ pub use crate::model::Trust;
 #[derive(Debug)]
 pub struct Found {
     pub stats_file: PathBuf,
+    /// Path, creation time and readers; its counters are in `counters`, its recent
+    /// checkpoints in `recent`.
     pub snapshot: Snapshot,
+    pub counters: Counters,
+    /// The recent checkpoints that can be true, and what was wrong with the others and with
+    /// the creation time ([`plausible::review_recent`]).
+    pub recent: Vec<RecentCheckpoint>,
+    pub inconsistent: Vec<Inconsistency>,
     /// The stats file's owner: whom it speaks for.
     pub owner: u32,
 }
@@ -132,7 +140,9 @@ impl std::fmt::Display for DirError {
 /// Result of one scan of the stats directories.
 #[derive(Debug, Default)]
 pub struct Scan {
-    pub found: Vec<Found>,
+    /// Boxed: ten thousand of them are moved into a map and a list of targets, and a box
+    /// moves as 8 bytes, not 600.
+    pub found: Vec<Box<Found>>,
     /// Stats files and per-user directories that could not be used, and why.
     pub errors: Vec<(PathBuf, StatsFileError)>,
     /// The configured directory, or the base of the per-user ones, could not be listed.
@@ -141,12 +151,13 @@ pub struct Scan {
     pub unreadable_dirs: usize,
 }
 
-/// Reads every `*.walwatch` file of the stats directories.
-pub fn scan(dirs: &StatsDirs) -> Scan {
+/// Reads every `*.walwatch` file of the stats directories; `detailed`: keep the per-slot and
+/// per-mode counters (see [`Counters::take`]).
+pub fn scan(dirs: &StatsDirs, detailed: bool) -> Scan {
     let mut scan = Scan::default();
     match dirs {
         StatsDirs::Configured(dir) => match open_checked_dir(dir, None) {
-            Ok(fd) => scan_dir(&fd, dir, None, &mut scan),
+            Ok(fd) => scan_dir(&fd, dir, None, detailed, &mut scan),
             Err(e) => scan.dir_error = Some(e),
         },
         StatsDirs::PerUser { base } => {
@@ -201,7 +212,7 @@ pub fn scan(dirs: &StatsDirs) -> Scan {
                     trust::check_dir(&Facts::of(&m), uid).map_err(StatsFileError::RefusedDir)
                 });
                 match checked {
-                    Ok(()) => scan_dir(&fd, &path, Some(uid), &mut scan),
+                    Ok(()) => scan_dir(&fd, &path, Some(uid), detailed, &mut scan),
                     Err(e) => scan.errors.push((path, e)),
                 }
             }
@@ -234,7 +245,7 @@ fn list(fd: &File, path: &Path) -> std::io::Result<std::fs::ReadDir> {
 }
 
 /// Reads the stats files of one checked directory; `owner`: the uid they must belong to.
-fn scan_dir(fd: &File, dir: &Path, owner: Option<u32>, scan: &mut Scan) {
+fn scan_dir(fd: &File, dir: &Path, owner: Option<u32>, detailed: bool, scan: &mut Scan) {
     let entries = match list(fd, dir) {
         Ok(entries) => entries,
         Err(e) => {
@@ -270,12 +281,35 @@ fn scan_dir(fd: &File, dir: &Path, owner: Option<u32>, scan: &mut Scan) {
             }
         }
         match stats_file::read_in(fd, &name, owner) {
-            Ok((snapshot, owner)) => scan.found.push(Found {
-                stats_file: path,
-                snapshot,
-                owner,
-            }),
+            Ok((snapshot, owner)) => scan
+                .found
+                .push(Box::new(Found::new(path, snapshot, owner, detailed))),
             Err(e) => scan.errors.push((path, e)),
+        }
+    }
+}
+
+impl Found {
+    /// Keeps what a collection needs of a parsed stats file, compact: every stats file is held
+    /// until its database is collected. Counters are summed (the per-slot tables kept only when
+    /// `detailed`), recent checkpoints reviewed and kept as [`RecentCheckpoint`]s, and lists
+    /// lose the spare room they grew (a list of one reader has room for four).
+    fn new(stats_file: PathBuf, mut snapshot: Snapshot, owner: u32, detailed: bool) -> Self {
+        let counters = Counters::take(&mut snapshot, detailed);
+        let inconsistent = crate::plausible::review_recent(&mut snapshot, walwatch::unix_now_ns());
+        let recent = std::mem::take(&mut snapshot.recent)
+            .iter()
+            .map(RecentCheckpoint::from)
+            .collect();
+        snapshot.readers.shrink_to_fit();
+        snapshot.db_path.shrink_to_fit();
+        Self {
+            stats_file,
+            snapshot,
+            counters,
+            recent,
+            inconsistent,
+            owner,
         }
     }
 }
@@ -319,11 +353,7 @@ pub fn find_stats_of(dirs: &StatsDirs, db: &Path) -> Option<Found> {
         let (snapshot, owner) = stats_file::read_in(&fd, name, uid).ok()?;
         let trusted =
             (owner == db_owner || owner == 0) && snapshot.db_path == db.as_os_str().as_bytes();
-        trusted.then(|| Found {
-            stats_file: dir.join(name),
-            snapshot,
-            owner,
-        })
+        trusted.then(|| Found::new(dir.join(name), snapshot, owner, false))
     })
 }
 
@@ -331,7 +361,7 @@ pub fn find_stats_of(dirs: &StatsDirs, db: &Path) -> Option<Found> {
 #[derive(Debug)]
 pub struct Target {
     pub path: PathBuf,
-    pub stats: Option<Found>,
+    pub stats: Option<Box<Found>>,
     /// Named with `--db` (kept and reported even when it does not exist).
     pub explicit: bool,
     pub trust: Trust,
@@ -363,7 +393,7 @@ pub fn owner_of(path: &Path) -> Option<u32> {
 /// (or is root); the others come back as errors (`not_owner`). When several stats files name
 /// one database, the database owner's wins over root's, then the newest.
 pub fn targets(
-    found: Vec<Found>,
+    found: Vec<Box<Found>>,
     explicit: &[PathBuf],
     owner_of: &mut dyn FnMut(&Path) -> Option<u32>,
 ) -> (Vec<Target>, Vec<(PathBuf, StatsFileError)>) {
@@ -426,16 +456,19 @@ pub fn targets(
 mod tests {
     use super::*;
 
-    fn found(db: &str, created: u64, owner: u32) -> Found {
-        Found {
+    fn found(db: &str, created: u64, owner: u32) -> Box<Found> {
+        Box::new(Found {
             stats_file: PathBuf::from(format!("/s/{created}")),
             snapshot: Snapshot {
                 db_path: db.as_bytes().to_vec(),
                 created_unix_ns: created,
                 ..Default::default()
             },
+            counters: Counters::default(),
+            recent: Vec::new(),
+            inconsistent: Vec::new(),
             owner,
-        }
+        })
     }
 
     #[test]
@@ -525,14 +558,14 @@ mod tests {
         std::fs::write(dir.join("unrelated.txt"), b"hello").unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.join(format!("zero{SUFFIX}"))).unwrap();
         let dirs = StatsDirs::Configured(dir.clone());
-        let scan = scan(&dirs);
+        let scan = scan(&dirs, false);
         assert!(scan.found.is_empty());
         let mut reasons: Vec<_> = scan.errors.iter().map(|e| e.1.reason()).collect();
         reasons.sort();
         assert_eq!(reasons, ["not_regular", "truncated"]);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(matches!(
-            super::scan(&dirs).dir_error,
+            super::scan(&dirs, false).dir_error,
             Some(DirError::NotFound)
         ));
     }
@@ -547,13 +580,13 @@ mod tests {
         let set = |mode| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
         set(0o1777).unwrap();
         let dirs = StatsDirs::Configured(dir.clone());
-        let refused = scan(&dirs).dir_error;
+        let refused = scan(&dirs, false).dir_error;
         assert!(
             matches!(refused, Some(DirError::Refused(Refusal::Writable { .. }))),
             "{refused:?}"
         );
         set(0o3770).unwrap();
-        assert!(scan(&dirs).dir_error.is_none());
+        assert!(scan(&dirs, false).dir_error.is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -582,7 +615,7 @@ mod tests {
         // A symlink named like a per-user directory: refused, never followed.
         std::os::unix::fs::symlink(&mine, paths::per_user_dir(&base, me + 2)).unwrap();
         std::fs::create_dir_all(base.join("walwatch-x")).unwrap(); // not a uid: ignored
-        let scan = scan(&StatsDirs::PerUser { base: base.clone() });
+        let scan = scan(&StatsDirs::PerUser { base: base.clone() }, false);
         assert_eq!(scan.found.len(), 1, "{scan:?}");
         assert_eq!(scan.found[0].owner, me);
         let errors: Vec<_> = scan

@@ -324,48 +324,10 @@ macro_rules! family {
     };
 }
 
-/// Lock classes (the `lock` label): what a lock on a -shm slot is for.
-/// `write`: the WRITE slot (a write transaction); `checkpoint`: the CKPT slot and the RECOVER
-/// slot (a checkpoint, or a rebuild of the wal-index, which takes both); `read`: a shared lock on
-/// READ0..4 (a read transaction); `read_mark`: an exclusive lock on READ0..4 (a checkpoint, or a
-/// reader, moving a read mark).
-pub const LOCK_CLASSES: [&str; 4] = ["write", "checkpoint", "read", "read_mark"];
-/// Hold-time classes: the stats file keeps hold times by slot, not by mode, so `read` there is
-/// every lock on READ0..4, shared or exclusive.
-pub const HOLD_CLASSES: [&str; 3] = ["write", "checkpoint", "read"];
+use crate::model::{hold_class, lock_class};
+pub use crate::model::{HOLD_CLASSES, LOCK_CLASSES};
 
-/// Index into [`HOLD_CLASSES`] of a slot's locks.
-fn hold_class(slot: usize) -> usize {
-    match slot {
-        0 => 0,
-        s if s < SLOT_READ0 => 1,
-        _ => 2,
-    }
-}
-
-/// Index into [`LOCK_CLASSES`] of a lock on `slot` in `mode` (index into `LOCK_MODE_NAMES`).
-fn lock_class(slot: usize, mode: usize) -> usize {
-    match (hold_class(slot), mode) {
-        (2, 0) => 2,
-        (2, _) => 3,
-        (c, _) => c,
-    }
-}
-
-/// Acquired (`busy == false`) or busy counts by lock class.
-fn lock_counts(c: &walwatch::snapshot::Snapshot, busy: bool) -> [u64; 4] {
-    let mut out = [0u64; 4];
-    for (slot, lock) in c.locks.iter().enumerate() {
-        let counts = if busy { lock.busy } else { lock.acquired };
-        for (mode, v) in counts.iter().enumerate() {
-            let class = lock_class(slot, mode);
-            out[class] = out[class].saturating_add(*v);
-        }
-    }
-    out
-}
-
-/// Per-slot lock counters: by slot and lock mode in detailed mode, by lock class otherwise.
+/// Lock counters: by slot and lock mode in detailed mode, by lock class otherwise.
 fn lock_counters(s: &mut Samples<'_>, db: &DbState, busy: bool) {
     let Some(c) = &db.counters else { return };
     if s.detailed {
@@ -383,7 +345,8 @@ fn lock_counters(s: &mut Samples<'_>, db: &DbState, busy: bool) {
             }
         }
     } else {
-        for (class, v) in LOCK_CLASSES.iter().zip(lock_counts(c, busy)) {
+        let counts = if busy { c.busy } else { c.acquired };
+        for (class, v) in LOCK_CLASSES.iter().zip(counts) {
             s.counter(&[("lock", class)], v);
         }
     }
@@ -475,12 +438,7 @@ pub static DB_FAMILIES: &[Family] = &[
     family!("walwatch_shm_lock_busy", Counter, None, ["lock"], detailed ["lock", "slot", "lock_mode"], "-shm lock attempts that found the lock busy (SQLITE_BUSY), by lock class; detailed: also by slot and lock_mode", |s, db| lock_counters(s, db, true)),
     family!("walwatch_shm_lock_held_seconds", Counter, Some("seconds"), ["lock"], "Time -shm locks were held, summed, by lock class (write, checkpoint, read: any lock on READ0..4); its rate is the share of time the lock was held. Estimated: one hold in 16 is timed and counted 16 times, and every WRITE/CKPT/RECOVER hold of 10 ms or more is counted once", |s, db| {
         if let Some(c) = &db.counters {
-            let mut held = [0u64; 3];
-            for (slot, lock) in c.locks.iter().enumerate() {
-                let class = hold_class(slot);
-                held[class] = held[class].saturating_add(lock.hold_sum_ns);
-            }
-            for (class, ns) in HOLD_CLASSES.iter().zip(held) {
+            for (class, ns) in HOLD_CLASSES.iter().zip(c.held_ns) {
                 s.counter(&[("lock", class)], Seconds(ns));
             }
         }
@@ -511,8 +469,7 @@ pub static DB_FAMILIES: &[Family] = &[
                     }
                 }
             } else {
-                for (i, outcome) in OUTCOME_NAMES.iter().enumerate() {
-                    let n = c.modes.iter().map(|m| m.outcomes[i]).fold(0u64, u64::saturating_add);
+                for (outcome, n) in OUTCOME_NAMES.iter().zip(c.outcomes) {
                     s.counter(&[("outcome", outcome)], n);
                 }
             }
@@ -520,8 +477,7 @@ pub static DB_FAMILIES: &[Family] = &[
     }),
     family!("walwatch_checkpoint_seconds", Counter, Some("seconds"), [], "Time spent in checkpoints, summed (divided by the rate of walwatch_checkpoints_total: their mean duration)", |s, db| {
         if let Some(c) = &db.counters {
-            let ns = c.modes.iter().map(|m| m.duration_sum_ns).fold(0u64, u64::saturating_add);
-            s.counter(&[], Seconds(ns))
+            s.counter(&[], Seconds(c.checkpoint_ns))
         }
     }),
     family!(detailed only "walwatch_checkpoint_frames_backfilled", Counter, None, ["checkpoint_mode"], "WAL frames copied into the database by checkpoints, by checkpoint mode", |s, db| {
@@ -964,7 +920,7 @@ pub fn catalogue_markdown() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::WalIndexView;
+    use crate::model::{Counters, WalIndexView};
     use walwatch::layout::SLOTS;
     use walwatch::snapshot::{ModeSnapshot, SlotSnapshot, Snapshot};
 
@@ -988,7 +944,7 @@ mod tests {
                 read_marks: [Some(0), Some(3), None, None, None],
                 ..Default::default()
             }),
-            counters: Some(counters),
+            counters: Some(Counters::take(&mut counters, true)),
             ..Default::default()
         };
         let down = DbState {
@@ -1094,7 +1050,7 @@ mod tests {
     /// A database with activity on every slot, lock mode, checkpoint mode and outcome, and
     /// the controller's figures.
     fn busiest() -> DbState {
-        let counters = Snapshot {
+        let mut counters = Snapshot {
             locks: vec![
                 SlotSnapshot {
                     acquired: [5, 6],
@@ -1117,7 +1073,7 @@ mod tests {
             ..Default::default()
         };
         let mut db = collection().dbs[0].clone();
-        db.counters = Some(counters);
+        db.counters = Some(Counters::take(&mut counters, true));
         db.wal_index.as_mut().unwrap().read_marks = [Some(1); READ_MARKS];
         db.controller = Some(crate::controller::ControllerView {
             soft_limit_bytes: 1,

@@ -84,10 +84,16 @@ pub fn review_stats(
     started: &mut dyn FnMut(u32) -> Option<u64>,
     now_unix_ns: u64,
 ) -> Vec<Inconsistency> {
+    let mut out = review_recent(snap, now_unix_ns);
+    out.extend(review_readers(snap, holders, started, now_unix_ns));
+    out
+}
+
+/// The creation time and recent checkpoints of [`review_stats`]: what needs no other file, so a
+/// collection reviews it as soon as the stats file is read, and keeps the records compact.
+pub fn review_recent(snap: &mut Snapshot, now_unix_ns: u64) -> Vec<Inconsistency> {
     let mut out = Vec::new();
-    let created = snap.created_unix_ns;
-    let future = now_unix_ns.saturating_add(CLOCK_SLACK_NS);
-    let created_known = created > 0 && created <= future;
+    let (created, future, before_creation) = times(snap, now_unix_ns);
     if created > future {
         out.push(Inconsistency::stats(
             "created_time",
@@ -97,8 +103,6 @@ pub fn review_stats(
             ),
         ));
     }
-    let before_creation = |t: u64| created_known && t.saturating_add(CLOCK_SLACK_NS) < created;
-
     let counted = snap.checkpoints;
     snap.recent.retain(|c| {
         let problem = if c.seq > counted.saturating_add(1) {
@@ -149,6 +153,28 @@ pub fn review_stats(
         keep
     });
 
+    out
+}
+
+/// The stats file's creation time, the latest plausible time, and whether a time is before the
+/// creation (when the creation time is known).
+fn times(snap: &Snapshot, now_unix_ns: u64) -> (u64, u64, impl Fn(u64) -> bool) {
+    let created = snap.created_unix_ns;
+    let future = now_unix_ns.saturating_add(CLOCK_SLACK_NS);
+    let created_known = created > 0 && created <= future;
+    let before_creation = move |t: u64| created_known && t.saturating_add(CLOCK_SLACK_NS) < created;
+    (created, future, before_creation)
+}
+
+/// The reader table of [`review_stats`], once the `-shm` lock holders are known.
+pub fn review_readers(
+    snap: &mut Snapshot,
+    holders: Option<&[Option<LockHolder>]>,
+    started: &mut dyn FnMut(u32) -> Option<u64>,
+    now_unix_ns: u64,
+) -> Vec<Inconsistency> {
+    let mut out = Vec::new();
+    let (created, future, before_creation) = times(snap, now_unix_ns);
     let mut seen = std::collections::HashSet::new();
     let mut duplicates = std::collections::BTreeMap::<(u32, usize), usize>::new();
     snap.readers.retain(|r| {

@@ -23,7 +23,7 @@ use serde::Serialize;
 use std::convert::Infallible;
 use tokio::net::TcpListener;
 
-use crate::collect::{self, Collection};
+use crate::collect::{Collection, Collector};
 use crate::config::Settings;
 use crate::controller::policy::ControllerMode;
 use crate::controller::watch::WalWatcher;
@@ -231,13 +231,15 @@ async fn shutdown_signal() -> &'static str {
 
 /// One collection, then the controller's turn on it (checkpoints are blocking I/O too).
 async fn collect_blocking(
-    stats_dirs: StatsDirs,
-    databases: Vec<PathBuf>,
+    collector: Arc<Mutex<Collector>>,
     controller: Option<Arc<Controller>>,
     detail: Detail,
 ) -> anyhow::Result<Latest> {
     tokio::task::spawn_blocking(move || {
-        let mut collection = collect::collect(&stats_dirs, &databases);
+        let mut collection = collector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .collect();
         if let Some(c) = controller {
             c.after_collection(&mut collection.dbs);
             collection.controller_mode = Some(c.settings().mode.name());
@@ -258,20 +260,18 @@ async fn collect_loop(
     first_done: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut log = ChangeLog::default();
+    let collector = Arc::new(Mutex::new(Collector::new(
+        settings.stats_dirs.clone(),
+        databases,
+        shared.detail == Detail::Detailed,
+    )));
     let mut first_done = Some(first_done);
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await; // the first tick is immediate
         shared.progress().running_since = Some(Instant::now());
-        match collect_blocking(
-            settings.stats_dirs.clone(),
-            databases.clone(),
-            controller.clone(),
-            shared.detail,
-        )
-        .await
-        {
+        match collect_blocking(collector.clone(), controller.clone(), shared.detail).await {
             Ok((c, series)) => {
                 log.observe(&c);
                 if let Some(w) = &mut watcher {

@@ -154,7 +154,7 @@ pub fn report(db: &DbState, now_unix_seconds: f64) -> String {
     if !db.recent_checkpoints.is_empty() {
         let _ = writeln!(o, "  recent checkpoints (newest first):");
         for c in db.recent_checkpoints.iter().take(8) {
-            let _ = writeln!(o, "{}", checkpoint_line(c, now_unix_seconds));
+            let _ = writeln!(o, "{}", checkpoint_line(&c.view(), now_unix_seconds));
         }
     } else if db.sources.contains(&"shim") {
         let _ = writeln!(o, "  recent checkpoints: none recorded");

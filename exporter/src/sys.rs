@@ -77,7 +77,19 @@ pub use crate::model::LockHolder;
 /// `Ok(None)` when the byte is unlocked. An OFD lock (not SQLite's kind) reports no pid and is
 /// returned with pid 0.
 pub fn lock_holder(file: &std::fs::File, offset: u64) -> io::Result<Option<LockHolder>> {
+    lock_holder_in(file, offset, 1)
+}
+
+/// Like [`lock_holder`], for any byte of `offset..offset + len`: one holder of a lock in that
+/// range (the kernel names the first it finds), or `Ok(None)` when the whole range is unlocked.
+pub fn lock_holder_in(
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+) -> io::Result<Option<LockHolder>> {
     let mut query = byte_lock(offset, libc::F_WRLCK)?;
+    query.l_len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: the fd is open for the lifetime of `file`; F_GETLK reads and writes only the
     // `flock` struct we pass, which lives on our stack for the duration of the call.
     let rc = unsafe {

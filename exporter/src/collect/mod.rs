@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::discovery::{self, DirError, StatsDirs, Target};
-use crate::model::{self, CheckpointView, DbState, WalIndexView};
+use crate::discovery::{self, DirError, Found, StatsDirs, Target};
+use crate::model::{self, DbState, WalIndexView};
 use crate::plausible;
 
 /// Time spent in each collector during one collection.
@@ -50,11 +50,73 @@ pub struct Collection {
 
 use walwatch::unix_ns;
 
-/// Runs one collection over the stats directories and the `--db` list (normalized paths).
+/// Runs one collection over the stats directories and the `--db` list (normalized paths),
+/// keeping every counter (the detailed set's too).
 pub fn collect(dirs: &StatsDirs, explicit: &[PathBuf]) -> Collection {
+    Collector::new(dirs.clone(), explicit.to_vec(), true).collect()
+}
+
+/// Collects the same databases again and again (`walwatch serve`).
+pub struct Collector {
+    dirs: StatsDirs,
+    explicit: Vec<PathBuf>,
+    /// Keep the per-slot and per-mode counters that only the detailed series set shows.
+    detailed: bool,
+    headers: wal_files::HeaderCache,
+}
+
+/// What one collection learns about processes, asked once per pid: a pid holds many databases'
+/// read locks (a pool of connections, a worker serving many tenants).
+#[derive(Default)]
+pub struct Procs {
+    names: HashMap<u32, Option<String>>,
+    started: HashMap<u32, Option<u64>>,
+}
+
+impl Procs {
+    fn name(&mut self, pid: u32) -> Option<String> {
+        self.names
+            .entry(pid)
+            .or_insert_with(|| proc::name(pid))
+            .clone()
+    }
+
+    fn started(&mut self, pid: u32) -> Option<u64> {
+        *self
+            .started
+            .entry(pid)
+            .or_insert_with(|| proc::started_unix_ns(pid))
+    }
+}
+
+impl Collector {
+    /// `explicit`: the `--db` list, normalized; `detailed`: whether the detailed series set is
+    /// served (see [`Counters::take`]).
+    pub fn new(dirs: StatsDirs, explicit: Vec<PathBuf>, detailed: bool) -> Self {
+        Self {
+            dirs,
+            explicit,
+            detailed,
+            headers: wal_files::HeaderCache::default(),
+        }
+    }
+
+    /// Runs one collection.
+    pub fn collect(&mut self) -> Collection {
+        self.headers.start();
+        collect_with(&self.dirs, &self.explicit, self.detailed, &mut self.headers)
+    }
+}
+
+fn collect_with(
+    dirs: &StatsDirs,
+    explicit: &[PathBuf],
+    detailed: bool,
+    headers: &mut wal_files::HeaderCache,
+) -> Collection {
     let start = Instant::now();
     let mut timings = Timings::default();
-    let scan = discovery::scan(dirs);
+    let scan = discovery::scan(dirs, detailed);
     let (targets, refused) = discovery::targets(scan.found, explicit, &mut discovery::owner_of);
     timings.stats_files += start.elapsed();
     let bad_stats_files = scan
@@ -77,14 +139,14 @@ pub fn collect(dirs: &StatsDirs, explicit: &[PathBuf]) -> Collection {
             }
             _ => format!("cannot list stats directory {dirs}: {e}"),
         });
-    let mut names = HashMap::new();
+    let mut procs = Procs::default();
     // Sized once: a Vec grown by doubling would hold up to twice the room (10,000 databases:
     // 6 MB more per collection).
     let mut dbs = Vec::with_capacity(targets.len());
     dbs.extend(
         targets
             .into_iter()
-            .filter_map(|t| collect_db(t, &mut timings, &mut names)),
+            .filter_map(|t| collect_db(t, &mut timings, &mut procs, headers)),
     );
     dbs.shrink_to_fit();
     let now = SystemTime::now();
@@ -104,24 +166,31 @@ pub fn collect(dirs: &StatsDirs, explicit: &[PathBuf]) -> Collection {
 /// collection's): what the controller uses to name the blocker of a checkpoint that just failed
 /// between collections.
 pub fn collect_path(dirs: &StatsDirs, db: &Path) -> Option<DbState> {
-    let stats = discovery::find_stats_of(dirs, db);
+    let stats = discovery::find_stats_of(dirs, db).map(Box::new);
     let target = discovery::Target {
         path: db.to_owned(),
         stats,
         explicit: true,
         trust: discovery::Trust::Untrusted,
     };
-    collect_db(target, &mut Timings::default(), &mut HashMap::new())
+    let headers = &mut wal_files::HeaderCache::default();
+    collect_db(
+        target,
+        &mut Timings::default(),
+        &mut Procs::default(),
+        headers,
+    )
 }
 
 /// Collects one database. Returns `None` for a database known only from a stats file whose
 /// database file is gone (a deleted database is dropped, not reported down).
+/// `headers`: databases whose header need not be read again (see [`wal_files::HeaderCache`]).
 pub fn collect_db(
     target: Target,
     timings: &mut Timings,
-    names: &mut HashMap<u32, Option<String>>,
+    procs: &mut Procs,
+    headers: &mut wal_files::HeaderCache,
 ) -> Option<DbState> {
-    let mut name = |pid: u32| names.entry(pid).or_insert_with(|| proc::name(pid)).clone();
     let mut state = DbState {
         path: target.path.to_string_lossy().into_owned(),
         trust: target.trust,
@@ -135,23 +204,33 @@ pub fn collect_db(
     }
 
     let t = Instant::now();
-    let mut counters = target.stats.map(|found| {
-        state.stats_file = Some(found.stats_file.to_string_lossy().into_owned());
-        let mut snapshot = found.snapshot;
-        crate::stats_file::drop_dead_readers(&mut snapshot, &mut walwatch::process_alive);
-        snapshot
-    });
+    let mut snapshot = None;
+    let mut reviewed = (Vec::new(), Vec::new());
+    if let Some(found) = target.stats {
+        let Found {
+            stats_file,
+            snapshot: mut snap,
+            counters,
+            recent,
+            inconsistent,
+            ..
+        } = *found;
+        state.stats_file = Some(stats_file.to_string_lossy().into_owned());
+        crate::stats_file::drop_dead_readers(&mut snap, &mut walwatch::process_alive);
+        state.counters = Some(counters);
+        snapshot = Some(snap);
+        reviewed = (recent, inconsistent);
+    }
     timings.stats_files += t.elapsed();
 
     let t = Instant::now();
-    let files = wal_files::read(&target.path);
+    let files = wal_files::read_with(&target.path, headers);
     timings.wal_files += t.elapsed();
     let files = match files {
         Ok(files) => files,
         Err(wal_files::DbError::NotFound) if !target.explicit => return None,
         Err(e) => {
             state.error = Some(e.to_string());
-            state.counters = counters;
             return Some(state);
         }
     };
@@ -174,9 +253,11 @@ pub fn collect_db(
     let now = unix_ns(SystemTime::now());
     // Values that cannot be true are left out, and listed (see plausible.rs).
     let known_holders = locks_known.then_some(&holders[..]);
-    if let Some(c) = counters.as_mut() {
-        state.inconsistent =
-            plausible::review_stats(c, known_holders, &mut proc::started_unix_ns, now);
+    let (recent, mut inconsistent) = reviewed;
+    if let Some(c) = snapshot.as_mut() {
+        let started = &mut |pid| procs.started(pid);
+        inconsistent.extend(plausible::review_readers(c, known_holders, started, now));
+        state.inconsistent = inconsistent;
     }
     let wal_index = match files.wal_index.map(plausible::review_wal_index).transpose() {
         Ok(w) => w,
@@ -187,10 +268,8 @@ pub fn collect_db(
         }
     };
     state.inconsistent.extend(files.shm_inconsistent.clone());
-    let shim_readers = counters
-        .as_mut()
-        .map(|c| std::mem::take(&mut c.readers))
-        .unwrap_or_default();
+    let shim_readers = snapshot.map(|s| s.readers).unwrap_or_default();
+    let mut name = |pid| procs.name(pid);
     state.readers = model::readers(&shim_readers, &holders, wal_index.as_ref(), now, &mut name);
     state.lock_holders = model::lock_holders(&holders, &mut name);
     (state.blockers, state.checkpoint_blocked) =
@@ -200,16 +279,10 @@ pub fn collect_db(
         .iter()
         .filter_map(|r| r.age_seconds)
         .fold(0.0, f64::max);
-    if let Some(c) = counters.as_mut() {
-        // The views are what /status shows; the raw records are not kept twice.
-        state.recent_checkpoints = std::mem::take(&mut c.recent)
-            .iter()
-            .map(CheckpointView::from)
-            .collect();
-        c.db_path = Vec::new();
-        c.readers = shim_readers;
-    }
-    state.counters = counters;
+    state.recent_checkpoints = recent;
+    // Held until the next collection replaces it: without the room the lists grew.
+    state.inconsistent.shrink_to_fit();
+    state.blockers.shrink_to_fit();
     Some(state)
 }
 

@@ -24,8 +24,21 @@ pub fn parse_comm(raw: &[u8]) -> Option<String> {
 /// process with the same pid.
 pub fn started_unix_ns(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let boot = std::fs::read_to_string("/proc/stat").ok()?;
-    start_time(&stat, &boot)
+    start_time(&stat, boot_time()?)
+}
+
+/// The `btime` line of `/proc/stat`, read until it is found once: boot time does not change
+/// while the system runs, and `/proc/stat` is kilobytes of per-CPU figures the kernel formats
+/// at every read (it was read once per reader entry, 10,000 times a collection at 10,000
+/// databases).
+fn boot_time() -> Option<&'static str> {
+    static BOOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(line) = BOOT.get() {
+        return Some(line);
+    }
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("btime "))?;
+    Some(BOOT.get_or_init(|| line.to_owned()))
 }
 
 /// `/proc` reports times in `USER_HZ` ticks, 100 a second on every architecture Linux offers

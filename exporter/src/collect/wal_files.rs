@@ -111,6 +111,11 @@ pub fn open_regular(path: &Path) -> io::Result<Result<File, Kind>> {
     if kind != Kind::Regular {
         return Ok(Err(kind));
     }
+    open_checked(path)
+}
+
+/// [`sys::open_read`], then `fstat`: `Err(kind)` when what was opened is not a regular file.
+fn open_checked(path: &Path) -> io::Result<Result<File, Kind>> {
     let file = match sys::open_read(path) {
         Ok(file) => file,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Err(Kind::Symlink)),
@@ -122,8 +127,73 @@ pub fn open_regular(path: &Path) -> io::Result<Result<File, Kind>> {
     }
 }
 
+/// A file's identity and times: while they stay the same, so do its bytes. Every write moves
+/// mtime and ctime, and no one can set ctime back; another file has another `(dev, ino)` or,
+/// when it reuses the inode, a newer ctime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileId {
+    pub fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// Whether both times are at least [`SETTLED`] older than `now_ns`. File times come from a
+    /// coarse clock: a write in the same tick as the last one, just after the header was read,
+    /// would leave them unchanged. Past that delay, a later write has a later time.
+    fn settled(&self, now_ns: i128) -> bool {
+        let limit = now_ns - SETTLED.as_nanos() as i128;
+        self.mtime_ns < limit && self.ctime_ns < limit
+    }
+}
+
+/// See [`FileId::settled`]: far longer than any file system's timestamp granularity (ext4 and
+/// tmpfs: a jiffy, at most 10 ms; FAT's 2 s excepted, where the header is simply read again).
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Databases whose header said WAL mode, by path, with the identity their file had then: while
+/// `lstat` finds the same identity, the header is not opened and read again (at 10,000 idle
+/// databases, 40,000 system calls a collection). Only a settled file is remembered (see
+/// [`FileId::settled`]); a changed one is opened and checked like any other.
+#[derive(Debug, Default)]
+pub struct HeaderCache {
+    last: std::collections::HashMap<PathBuf, FileId>,
+    next: std::collections::HashMap<PathBuf, FileId>,
+}
+
+impl HeaderCache {
+    /// Starts a collection: databases the last one did not see are forgotten.
+    pub fn start(&mut self) {
+        self.last = std::mem::take(&mut self.next);
+    }
+}
+
 /// Reads the database header, stats `-wal` and reads the `-shm` header.
 pub fn read(db: &Path) -> Result<WalFiles, DbError> {
+    read_with(db, &mut HeaderCache::default())
+}
+
+/// [`read`], skipping the header of a database `headers` knows unchanged.
+pub fn read_with(db: &Path, headers: &mut HeaderCache) -> Result<WalFiles, DbError> {
+    read_at(db, headers, walwatch::unix_now_ns() as i128)
+}
+
+/// [`read_with`] at `now_ns` (Unix time), which tells whether the file is settled.
+fn read_at(db: &Path, headers: &mut HeaderCache, now_ns: i128) -> Result<WalFiles, DbError> {
     let io_error = |e: io::Error| {
         if e.kind() == io::ErrorKind::NotFound {
             DbError::NotFound
@@ -131,17 +201,36 @@ pub fn read(db: &Path) -> Result<WalFiles, DbError> {
             DbError::Io(e)
         }
     };
-    let file = open_regular(db)
-        .map_err(io_error)?
-        .map_err(|found| DbError::NotRegular { file: "", found })?;
-    let db_bytes = file.metadata().map_err(DbError::Io)?.len();
-    let mut header = [0u8; 100];
-    let n = read_up_to(&file, &mut header).map_err(DbError::Io)?;
-    match parse_db_header(&header[..n]) {
-        DbHeader::Wal => {}
-        other => return Err(DbError::NotWal(other)),
+    let meta = std::fs::symlink_metadata(db).map_err(io_error)?;
+    match kind_of(&meta) {
+        Kind::Regular => {}
+        found => return Err(DbError::NotRegular { file: "", found }),
     }
-    drop(file);
+    let id = FileId::of(&meta);
+    let known = headers
+        .last
+        .remove_entry(db)
+        .filter(|(_, known)| *known == id);
+    let db_bytes = if let Some((path, known)) = known {
+        headers.next.insert(path, known);
+        meta.len()
+    } else {
+        let file = open_checked(db)
+            .map_err(io_error)?
+            .map_err(|found| DbError::NotRegular { file: "", found })?;
+        let opened = file.metadata().map_err(DbError::Io)?;
+        let mut header = [0u8; 100];
+        let n = read_up_to(&file, &mut header).map_err(DbError::Io)?;
+        match parse_db_header(&header[..n]) {
+            DbHeader::Wal => {}
+            other => return Err(DbError::NotWal(other)),
+        }
+        let read = FileId::of(&opened);
+        if read == id && read.settled(now_ns) {
+            headers.next.insert(db.to_owned(), read);
+        }
+        opened.len()
+    };
     let wal_bytes = match std::fs::symlink_metadata(sibling(db, "-wal")) {
         Ok(m) if m.file_type().is_file() => m.len(),
         Ok(m) => {
@@ -245,6 +334,60 @@ mod tests {
             parse_db_header(b"hello world, not a database at all"),
             DbHeader::NotSqlite
         );
+    }
+
+    /// A header is trusted from the cache only while the file keeps its identity and times, and
+    /// only once they are settled.
+    #[test]
+    fn a_header_is_read_again_when_its_file_changed() {
+        let dir = std::env::temp_dir().join(format!("walwatch-hdr-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("a.db");
+        std::fs::write(&db, header(2, 2)).unwrap();
+        let now = walwatch::unix_now_ns() as i128;
+        let later = now + 10 * SETTLED.as_nanos() as i128;
+        let mut headers = HeaderCache::default();
+        // Just written: not settled, not remembered.
+        read_at(&db, &mut headers, now).unwrap();
+        assert!(headers.next.is_empty());
+        // Settled: remembered, and trusted while lstat finds the same file. To show that the
+        // header is not read, the cache is told the file said WAL while it now says rollback
+        // (something no write can do without changing the file's times).
+        read_at(&db, &mut headers, later).unwrap();
+        assert_eq!(headers.next.len(), 1);
+        std::fs::write(&db, header(1, 1)).unwrap();
+        let id = FileId::of(&std::fs::symlink_metadata(&db).unwrap());
+        headers.next.insert(db.clone(), id);
+        headers.start();
+        assert!(read_at(&db, &mut headers, later).is_ok(), "cache not used");
+        // The file is rewritten (same size): its times change, the header is read again.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&db, header(1, 1)).unwrap();
+        headers.start();
+        let e = read_at(&db, &mut headers, later).err();
+        assert!(
+            matches!(e, Some(DbError::NotWal(DbHeader::Rollback))),
+            "{e:?}"
+        );
+        assert!(headers.next.is_empty());
+        // Replaced by a symlink: refused from lstat whatever the cache says.
+        std::fs::remove_file(&db).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &db).unwrap();
+        headers.next.insert(db.clone(), id);
+        headers.start();
+        let e = read_at(&db, &mut headers, later).err();
+        assert!(
+            matches!(
+                e,
+                Some(DbError::NotRegular {
+                    file: "",
+                    found: Kind::Symlink
+                })
+            ),
+            "{e:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

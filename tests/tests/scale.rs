@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 
 use walwatch_exporter::synth;
 
-mod common;
-use common::*;
+use walwatch_tests::*;
 
 /// Creates `n` databases (database, `-wal`, `-shm`, stats file with every counter non-zero) in
 /// `dir`, their stats files in `dir/stats` (0700, files 0600). Returns the stats directory and
@@ -325,40 +324,21 @@ fn real_prometheus_scrapes_10000_databases_for_a_minute_without_error() {
         t.elapsed().as_secs_f64()
     );
     let sidecar = Sidecar::start(&stats, "5s", &[]);
-    let prom_dir = dir.0.join("prometheus");
-    std::fs::create_dir_all(prom_dir.join("data")).unwrap();
-    let config = prom_dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let prom = Prometheus::start(
+        &dir.0.join("prometheus"),
+        &format!(
             "global:\n  scrape_interval: 10s\n  scrape_timeout: 10s\n\
              scrape_configs:\n  - job_name: walwatch\n    static_configs:\n      - targets: ['{}']\n",
             sidecar.addr
         ),
-    )
-    .unwrap();
-    let prom_addr = free_addr();
-    let log = prom_dir.join("prometheus.log");
-    let _prom = Proc(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                prom_dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start prometheus"),
     );
-    let base = format!("http://{prom_addr}");
+    let base = prom.url("");
     let deadline = Instant::now() + Duration::from_secs(120);
     while prom_query(&base, "up{job=\"walwatch\"}").is_none_or(|r| r.is_empty()) {
         assert!(
             Instant::now() < deadline,
             "Prometheus did not scrape within 120 s:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            prom.log()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -411,7 +391,7 @@ fn real_prometheus_scrapes_10000_databases_for_a_minute_without_error() {
     assert!(
         failed.is_nan() || failed == 0.0,
         "{failed} failed scrapes:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        prom.log()
     );
     assert_eq!(
         q("min_over_time(up{job=\"walwatch\"}[1m])"),

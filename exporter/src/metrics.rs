@@ -536,43 +536,133 @@ pub static DB_FAMILIES: &[Family] = &[
     }),
 ];
 
-/// Exporter families (no `db` label), in the order [`render_self`] writes them.
-pub static SELF_FAMILIES: &[Desc] = &[
-    Desc { name: "walwatch_build", kind: Type::Info, unit: None, help: "walwatch build information", labels: &["version"] },
-    Desc { name: "walwatch_databases", kind: Type::Gauge, unit: None, help: "Databases watched, by source (shim: a stats file; path: --db)", labels: &["source"] },
-    Desc {
+/// The exporter's own families (no `db` label), each named once: [`render_self`] writes them in
+/// the order of [`SELF_FAMILIES`] (the catalogue's).
+mod own {
+    use super::{Desc, Type};
+
+    pub const BUILD: Desc = Desc {
+        name: "walwatch_build",
+        kind: Type::Info,
+        unit: None,
+        help: "walwatch build information",
+        labels: &["version"],
+    };
+    pub const DATABASES: Desc = Desc {
+        name: "walwatch_databases",
+        kind: Type::Gauge,
+        unit: None,
+        help: "Databases watched, by source (shim: a stats file; path: --db)",
+        labels: &["source"],
+    };
+    pub const STATS_FILE_ERRORS: Desc = Desc {
         name: "walwatch_stats_file_errors",
         kind: Type::Gauge,
         unit: None,
         help: "Stats files and per-user stats directories not used, by reason (truncated, bad_magic, wrong_version, wrong_size, bad_path, uninitialized, io, not_regular, owner, writable_by_others, hard_linked, not_owner, dir_refused, too_many_files)",
         labels: &["reason"],
-    },
-    Desc {
+    };
+    pub const COLLECTION_DURATION: Desc = Desc {
         name: "walwatch_collection_duration_seconds",
         kind: Type::Gauge,
         unit: Some("seconds"),
         help: "Duration of the last collection, all collectors and the controller's turn included",
         labels: &[],
-    },
-    Desc {
+    };
+    pub const COLLECT_DURATION: Desc = Desc {
         name: "walwatch_collect_duration_seconds",
         kind: Type::Gauge,
         unit: Some("seconds"),
         help: "Time each collector took in the last collection (their sum is at most walwatch_collection_duration_seconds)",
         labels: &["collector"],
-    },
-    Desc { name: "walwatch_collect_success", kind: Type::Gauge, unit: None, help: "Whether the last collection could list the stats directory", labels: &[] },
-    Desc { name: "walwatch_last_collect_timestamp_seconds", kind: Type::Gauge, unit: Some("seconds"), help: "When the last collection finished (Unix time)", labels: &[] },
-    Desc { name: "walwatch_controller_observe_only", kind: Type::Gauge, unit: None, help: "1 when the checkpoint controller only observes (decides and reports, never checkpoints), 0 when it acts", labels: &[] },
-    Desc { name: "walwatch_metrics_detailed", kind: Type::Gauge, unit: None, help: "1 when /metrics exposes the detailed series set (--metrics.detail), 0 for the default set", labels: &[] },
-    Desc { name: "walwatch_exposed_series", kind: Type::Gauge, unit: None, help: "Series in this /metrics response, this one included", labels: &[] },
-    Desc { name: "walwatch_render_duration_seconds", kind: Type::Gauge, unit: Some("seconds"), help: "Time the previous /metrics response took to render (compression and sending not included)", labels: &[] },
-    Desc { name: "process_cpu_seconds", kind: Type::Counter, unit: Some("seconds"), help: "Total user and system CPU time spent in seconds", labels: &[] },
-    Desc { name: "process_resident_memory_bytes", kind: Type::Gauge, unit: Some("bytes"), help: "Resident memory size in bytes", labels: &[] },
-    Desc { name: "process_virtual_memory_bytes", kind: Type::Gauge, unit: Some("bytes"), help: "Virtual memory size in bytes", labels: &[] },
-    Desc { name: "process_open_fds", kind: Type::Gauge, unit: None, help: "Number of open file descriptors", labels: &[] },
-    Desc { name: "process_max_fds", kind: Type::Gauge, unit: None, help: "Maximum number of open file descriptors", labels: &[] },
-    Desc { name: "process_start_time_seconds", kind: Type::Gauge, unit: Some("seconds"), help: "Start time of the process since unix epoch in seconds", labels: &[] },
+    };
+    pub const COLLECT_SUCCESS: Desc = Desc {
+        name: "walwatch_collect_success",
+        kind: Type::Gauge,
+        unit: None,
+        help: "Whether the last collection could list the stats directory",
+        labels: &[],
+    };
+    pub const LAST_COLLECT: Desc = Desc {
+        name: "walwatch_last_collect_timestamp_seconds",
+        kind: Type::Gauge,
+        unit: Some("seconds"),
+        help: "When the last collection finished (Unix time)",
+        labels: &[],
+    };
+    pub const CONTROLLER_OBSERVE_ONLY: Desc = Desc { name: "walwatch_controller_observe_only", kind: Type::Gauge, unit: None, help: "1 when the checkpoint controller only observes (decides and reports, never checkpoints), 0 when it acts", labels: &[] };
+    pub const METRICS_DETAILED: Desc = Desc { name: "walwatch_metrics_detailed", kind: Type::Gauge, unit: None, help: "1 when /metrics exposes the detailed series set (--metrics.detail), 0 for the default set", labels: &[] };
+    pub const EXPOSED_SERIES: Desc = Desc {
+        name: "walwatch_exposed_series",
+        kind: Type::Gauge,
+        unit: None,
+        help: "Series in this /metrics response, this one included",
+        labels: &[],
+    };
+    pub const RENDER_DURATION: Desc = Desc { name: "walwatch_render_duration_seconds", kind: Type::Gauge, unit: Some("seconds"), help: "Time the previous /metrics response took to render (compression and sending not included)", labels: &[] };
+    pub const PROCESS_CPU: Desc = Desc {
+        name: "process_cpu_seconds",
+        kind: Type::Counter,
+        unit: Some("seconds"),
+        help: "Total user and system CPU time spent in seconds",
+        labels: &[],
+    };
+    pub const PROCESS_RESIDENT: Desc = Desc {
+        name: "process_resident_memory_bytes",
+        kind: Type::Gauge,
+        unit: Some("bytes"),
+        help: "Resident memory size in bytes",
+        labels: &[],
+    };
+    pub const PROCESS_VIRTUAL: Desc = Desc {
+        name: "process_virtual_memory_bytes",
+        kind: Type::Gauge,
+        unit: Some("bytes"),
+        help: "Virtual memory size in bytes",
+        labels: &[],
+    };
+    pub const PROCESS_OPEN_FDS: Desc = Desc {
+        name: "process_open_fds",
+        kind: Type::Gauge,
+        unit: None,
+        help: "Number of open file descriptors",
+        labels: &[],
+    };
+    pub const PROCESS_MAX_FDS: Desc = Desc {
+        name: "process_max_fds",
+        kind: Type::Gauge,
+        unit: None,
+        help: "Maximum number of open file descriptors",
+        labels: &[],
+    };
+    pub const PROCESS_START: Desc = Desc {
+        name: "process_start_time_seconds",
+        kind: Type::Gauge,
+        unit: Some("seconds"),
+        help: "Start time of the process since unix epoch in seconds",
+        labels: &[],
+    };
+}
+
+/// Exporter families (no `db` label), in the order [`render_self`] writes them.
+pub static SELF_FAMILIES: &[Desc] = &[
+    own::BUILD,
+    own::DATABASES,
+    own::STATS_FILE_ERRORS,
+    own::COLLECTION_DURATION,
+    own::COLLECT_DURATION,
+    own::COLLECT_SUCCESS,
+    own::LAST_COLLECT,
+    own::CONTROLLER_OBSERVE_ONLY,
+    own::METRICS_DETAILED,
+    own::EXPOSED_SERIES,
+    own::RENDER_DURATION,
+    own::PROCESS_CPU,
+    own::PROCESS_RESIDENT,
+    own::PROCESS_VIRTUAL,
+    own::PROCESS_OPEN_FDS,
+    own::PROCESS_MAX_FDS,
+    own::PROCESS_START,
 ];
 
 const STATS_FILE_REASONS: [&str; 14] = crate::stats_file::REASONS;
@@ -654,32 +744,38 @@ impl ProcessStats {
 }
 
 fn render_self(w: &mut Writer<'_>, c: &Collection, e: &Exposition) {
-    let f = SELF_FAMILIES;
-    w.header(&f[0]);
+    use own::*;
+    w.header(&BUILD);
     w.sample(
-        "walwatch_build",
+        BUILD.name,
         "_info",
         "",
         &[("version", env!("CARGO_PKG_VERSION"))],
         1,
     );
-    w.header(&f[1]);
+    w.header(&DATABASES);
     for source in ["shim", "path"] {
         let n = c.dbs.iter().filter(|d| d.sources.contains(&source)).count();
-        w.sample(f[1].name, "", "", &[("source", source)], n);
+        w.sample(DATABASES.name, "", "", &[("source", source)], n);
     }
-    w.header(&f[2]);
+    w.header(&STATS_FILE_ERRORS);
     for reason in STATS_FILE_REASONS {
         let n = c
             .bad_stats_files
             .iter()
             .filter(|b| b.reason == reason)
             .count();
-        w.sample(f[2].name, "", "", &[("reason", reason)], n);
+        w.sample(STATS_FILE_ERRORS.name, "", "", &[("reason", reason)], n);
     }
-    w.header(&f[3]);
-    w.sample(f[3].name, "", "", &[], c.duration.as_secs_f64());
-    w.header(&f[4]);
+    w.header(&COLLECTION_DURATION);
+    w.sample(
+        COLLECTION_DURATION.name,
+        "",
+        "",
+        &[],
+        c.duration.as_secs_f64(),
+    );
+    w.header(&COLLECT_DURATION);
     let t = &c.timings;
     for (collector, d) in [
         ("stats_files", t.stats_files),
@@ -687,27 +783,33 @@ fn render_self(w: &mut Writer<'_>, c: &Collection, e: &Exposition) {
         ("locks", t.locks),
     ] {
         w.sample(
-            f[4].name,
+            COLLECT_DURATION.name,
             "",
             "",
             &[("collector", collector)],
             d.as_secs_f64(),
         );
     }
-    w.header(&f[5]);
-    w.sample(f[5].name, "", "", &[], flag(c.stats_dir_error.is_none()));
-    w.header(&f[6]);
-    w.sample(f[6].name, "", "", &[], c.finished_unix_seconds);
+    let gauge = |w: &mut Writer<'_>, d: &Desc, v: f64| {
+        w.header(d);
+        w.sample(d.name, "", "", &[], v);
+    };
+    gauge(
+        w,
+        &COLLECT_SUCCESS,
+        flag(c.stats_dir_error.is_none()) as f64,
+    );
+    gauge(w, &LAST_COLLECT, c.finished_unix_seconds);
     if let Some(mode) = c.controller_mode {
-        w.header(&f[7]);
-        w.sample(f[7].name, "", "", &[], flag(mode == "observe"));
+        gauge(w, &CONTROLLER_OBSERVE_ONLY, flag(mode == "observe") as f64);
     }
-    w.header(&f[8]);
-    w.sample(f[8].name, "", "", &[], flag(e.detail == Detail::Detailed));
-    w.header(&f[9]);
-    w.sample(f[9].name, "", "", &[], e.series);
-    w.header(&f[10]);
-    w.sample(f[10].name, "", "", &[], e.last_render_seconds);
+    gauge(
+        w,
+        &METRICS_DETAILED,
+        flag(e.detail == Detail::Detailed) as f64,
+    );
+    gauge(w, &EXPOSED_SERIES, e.series as f64);
+    gauge(w, &RENDER_DURATION, e.last_render_seconds);
     let p = if w.dry {
         // Counting: which of these exist does not depend on the moment.
         ProcessStats {
@@ -721,23 +823,23 @@ fn render_self(w: &mut Writer<'_>, c: &Collection, e: &Exposition) {
     } else {
         ProcessStats::read()
     };
-    let process: [(usize, Option<f64>); 6] = [
-        (11, p.cpu_seconds),
-        (12, p.resident_bytes.map(|v| v as f64)),
-        (13, p.virtual_bytes.map(|v| v as f64)),
-        (14, p.open_fds.map(|v| v as f64)),
-        (15, p.max_fds.map(|v| v as f64)),
-        (16, p.start_time_seconds),
+    let process: [(&Desc, Option<f64>); 6] = [
+        (&PROCESS_CPU, p.cpu_seconds),
+        (&PROCESS_RESIDENT, p.resident_bytes.map(|v| v as f64)),
+        (&PROCESS_VIRTUAL, p.virtual_bytes.map(|v| v as f64)),
+        (&PROCESS_OPEN_FDS, p.open_fds.map(|v| v as f64)),
+        (&PROCESS_MAX_FDS, p.max_fds.map(|v| v as f64)),
+        (&PROCESS_START, p.start_time_seconds),
     ];
-    for (i, value) in process {
+    for (d, value) in process {
         if let Some(v) = value {
-            w.header(&f[i]);
-            let suffix = if f[i].kind == Type::Counter {
+            w.header(d);
+            let suffix = if d.kind == Type::Counter {
                 "_total"
             } else {
                 ""
             };
-            w.sample(f[i].name, suffix, "", &[], v);
+            w.sample(d.name, suffix, "", &[], v);
         }
     }
 }

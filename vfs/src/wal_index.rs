@@ -373,6 +373,54 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_reads_frames_salt_and_frame_size_from_the_live_header() {
+        let mut b = header(7, 0);
+        b[OFF_SALT..OFF_SALT + 4].copy_from_slice(&0xfeed_u32.to_ne_bytes());
+        // Region 0 as SQLite maps it: 4-byte aligned (u32 storage).
+        let mut region = vec![0u32; HEADER_BYTES / 4];
+        for (word, bytes) in region.iter_mut().zip(b.chunks(4)) {
+            *word = u32::from_ne_bytes(bytes.try_into().unwrap());
+        }
+        // SAFETY: `region` is a live, aligned header for the duration of the calls.
+        let live = unsafe { LiveWalIndex::new(region.as_ptr().cast()) };
+        let frames = live.frames().unwrap();
+        assert_eq!(
+            frames,
+            WalFrames {
+                mx_frame: 7,
+                salt: 0xfeed,
+                frame_bytes: 4096 + 24
+            }
+        );
+        assert_eq!(frames.file_bytes(), 32 + 7 * 4120);
+        assert_eq!(LiveWalIndex::NONE.frames(), None);
+        // szPage 1 is 65,536.
+        region[OFF_IS_INIT / 4] = u32::from_ne_bytes([1, 0, 1, 0]);
+        // SAFETY: as above.
+        let live = unsafe { LiveWalIndex::new(region.as_ptr().cast()) };
+        assert_eq!(live.frames().unwrap().frame_bytes, 65_536 + 24);
+    }
+
+    #[test]
+    fn appended_bytes_count_frames_and_the_header_of_a_restarted_wal() {
+        let at = |mx_frame, salt| WalFrames {
+            mx_frame,
+            salt,
+            frame_bytes: 4120,
+        };
+        // Appended to a WAL: only the new frames.
+        assert_eq!(at(10, 1).appended_bytes(at(13, 1)), 3 * 4120);
+        // The first transaction of an empty WAL also wrote the 32-byte header.
+        assert_eq!(at(0, 1).appended_bytes(at(2, 1)), 32 + 2 * 4120);
+        // The writer restarted the WAL (new salt): its frames count from the first.
+        assert_eq!(at(500, 1).appended_bytes(at(4, 2)), 32 + 4 * 4120);
+        // A write lock that wrote nothing (or a checkpoint that reset the WAL).
+        assert_eq!(at(10, 1).appended_bytes(at(10, 1)), 0);
+        assert_eq!(at(10, 1).appended_bytes(at(0, 2)), 0);
+        assert_eq!(at(0, 1).file_bytes(), 0);
+    }
+
+    #[test]
     fn finds_lock_holders_in_proc_locks() {
         let text = "1: POSIX  ADVISORY  READ  4242 00:2c:77 125 125\n\
                     2: POSIX  ADVISORY  WRITE 99 00:2c:77 120 121\n\

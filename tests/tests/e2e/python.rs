@@ -14,6 +14,19 @@ fn python_loads_extension_and_reports_wal_and_checkpoint() {
         stats["wal_write_bytes"].as_u64().unwrap() > 100 * 300,
         "{stats}"
     );
+    // The `-wal` file holds its header and every frame; what write transactions appended
+    // (read from the wal-index at each write lock's release) counts these and those of the
+    // earlier `init`, whose WAL SQLite deleted when it closed.
+    assert!(
+        stats["wal_write_bytes"].as_u64() >= stats["wal_bytes"].as_u64(),
+        "{stats}"
+    );
+    let frame = stats["page_size"].as_u64().unwrap() + 24;
+    assert_eq!(
+        stats["wal_bytes"].as_u64().unwrap(),
+        32 + stats["wal_frames"].as_u64().unwrap() * frame,
+        "{stats}"
+    );
 
     let (result, stats) = s.python_then_stats(
         "write-checkpoint",

@@ -37,6 +37,18 @@ fn shell_loads_extension_and_reports_wal_and_checkpoint() {
             >= 3
     );
     assert!(stats["fsyncs"]["wal"].as_u64().unwrap() >= 1);
+    // After the complete checkpoint the last INSERT restarted the WAL from its first frame: the
+    // file kept its size (header and the first run of frames), and what write transactions
+    // appended (read from the wal-index at each write lock's release) is that, plus a new header
+    // and the frames since the restart.
+    let n = |key: &str| stats[key].as_u64().unwrap();
+    let frame = n("page_size") + 24;
+    assert_eq!(
+        n("wal_write_bytes"),
+        n("wal_bytes") + 32 + n("wal_frames") * frame,
+        "{stats}"
+    );
+    assert_eq!((n("wal_bytes") - 32) % frame, 0, "{stats}");
 }
 
 #[test]

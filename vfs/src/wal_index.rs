@@ -377,7 +377,7 @@ mod tests {
         let mut b = header(7, 0);
         b[OFF_SALT..OFF_SALT + 4].copy_from_slice(&0xfeed_u32.to_ne_bytes());
         // Region 0 as SQLite maps it: 4-byte aligned (u32 storage).
-        let mut region = vec![0u32; HEADER_BYTES / 4];
+        let mut region = [0u32; HEADER_BYTES / 4];
         for (word, bytes) in region.iter_mut().zip(b.chunks(4)) {
             *word = u32::from_ne_bytes(bytes.try_into().unwrap());
         }

@@ -139,9 +139,7 @@ pub(crate) unsafe fn wrap(file: *mut sqlite3_file, kind: FileKind, db_path: Opti
 
 impl ShimState {
     fn wal_index(&self) -> LiveWalIndex {
-        // SAFETY: shm0 is null or region 0 from the real xShmMap, mapped until xShmUnmap,
-        // which clears it; the value is used only within the current method call.
-        unsafe { LiveWalIndex::new(self.shm0) }
+        live_wal_index(self.shm0)
     }
 
     /// Our own stats for the SQL function: the region, and the live wal-index header.

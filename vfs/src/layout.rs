@@ -52,6 +52,7 @@ pub const SLOT_NAMES: [&str; SLOTS] = [
 pub const SLOTS: usize = 8;
 pub const SLOT_WRITE: usize = 0;
 pub const SLOT_CKPT: usize = 1;
+pub const SLOT_RECOVER: usize = 2;
 pub const SLOT_READ0: usize = 3;
 
 /// Lock modes, indexing [`SlotCounters::acquired`] and [`SlotCounters::busy`].

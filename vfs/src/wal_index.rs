@@ -184,12 +184,10 @@ impl LiveWalIndex {
         } else {
             word12 & 0xffff
         };
-        // szPage 1 means 65,536 (it does not fit in 16 bits); 0 before the first write.
-        let page = if sz_page == 1 { 65_536 } else { sz_page };
         Some(WalFrames {
             mx_frame,
             salt,
-            frame_bytes: if page == 0 { 0 } else { page + 24 },
+            sz_page,
         })
     }
 
@@ -216,8 +214,9 @@ pub struct WalFrames {
     pub mx_frame: u32,
     /// `aSalt[0]`: changes each time the WAL restarts from its first frame.
     pub salt: u32,
-    /// Bytes of one frame: the page size plus the 24-byte frame header (0 if unknown).
-    pub frame_bytes: u32,
+    /// `szPage` as stored: the page size, 1 for 65,536 (it does not fit in 16 bits), 0 before
+    /// the first write.
+    pub sz_page: u32,
 }
 
 impl WalFrames {
@@ -225,6 +224,7 @@ impl WalFrames {
     /// lock (`self`) and when it released it (`end`): its frames, and the 32-byte WAL header
     /// when it started the WAL afresh (a restart changes the salt; the frames then count from
     /// the first).
+    #[inline(always)]
     pub fn appended_bytes(self, end: WalFrames) -> u64 {
         let start = if end.salt == self.salt {
             self.mx_frame
@@ -233,7 +233,19 @@ impl WalFrames {
         };
         let frames = end.mx_frame.saturating_sub(start) as u64;
         let header = if start == 0 && frames > 0 { 32 } else { 0 };
-        frames * end.frame_bytes as u64 + header
+        frames * end.frame_bytes() as u64 + header
+    }
+
+    /// Bytes of one frame: the page size plus the 24-byte frame header (0 if unknown).
+    #[inline(always)]
+    pub fn frame_bytes(self) -> u32 {
+        // Page sizes are powers of two from 512; 65,536 is stored as 1: no branch.
+        let page = (self.sz_page & 0xfffe) | ((self.sz_page & 1) << 16);
+        if page == 0 {
+            0
+        } else {
+            page + 24
+        }
     }
 
     /// The size of `-wal` that holds these frames (its header and every frame).
@@ -241,7 +253,7 @@ impl WalFrames {
         if self.mx_frame == 0 {
             0
         } else {
-            32 + self.mx_frame as u64 * self.frame_bytes as u64
+            32 + self.mx_frame as u64 * self.frame_bytes() as u64
         }
     }
 }
@@ -389,16 +401,17 @@ mod tests {
             WalFrames {
                 mx_frame: 7,
                 salt: 0xfeed,
-                frame_bytes: 4096 + 24
+                sz_page: 4096
             }
         );
+        assert_eq!(frames.frame_bytes(), 4096 + 24);
         assert_eq!(frames.file_bytes(), 32 + 7 * 4120);
         assert_eq!(LiveWalIndex::NONE.frames(), None);
         // szPage 1 is 65,536.
         region[OFF_IS_INIT / 4] = u32::from_ne_bytes([1, 0, 1, 0]);
         // SAFETY: as above.
         let live = unsafe { LiveWalIndex::new(region.as_ptr().cast()) };
-        assert_eq!(live.frames().unwrap().frame_bytes, 65_536 + 24);
+        assert_eq!(live.frames().unwrap().frame_bytes(), 65_536 + 24);
     }
 
     #[test]
@@ -406,7 +419,7 @@ mod tests {
         let at = |mx_frame, salt| WalFrames {
             mx_frame,
             salt,
-            frame_bytes: 4120,
+            sz_page: 4096,
         };
         // Appended to a WAL: only the new frames.
         assert_eq!(at(10, 1).appended_bytes(at(13, 1)), 3 * 4120);

@@ -31,7 +31,7 @@ use super::recorder::{Recorder, ShmLock};
 use super::LAST_BUSY;
 use crate::ffi::*;
 use crate::host;
-use crate::layout::{FileKind, Region, SLOTS};
+use crate::layout::{FileKind, Region, SLOTS, SLOT_CKPT, SLOT_RECOVER};
 use crate::wal_index::{LiveWalIndex, WalIndex};
 use std::ffi::{c_int, c_void, CStr};
 use std::sync::atomic::AtomicUsize;
@@ -46,13 +46,22 @@ const SQLITE_FCNTL_PRAGMA: c_int = 14;
 pub(crate) struct ShimState {
     /// The wrapped VFS's methods for this file (its `pMethods` now points to ours).
     real: &'static sqlite3_io_methods,
+    /// The wrapped `xShmLock`, read once (the method of every transaction): where the wrapped
+    /// table has none, ours has none either, and this is never called.
+    shm_lock: ShmLockFn,
     kind: FileKind,
     region: Option<&'static Region>,
     /// Main database only: what this connection does with the `-shm` locks.
     recorder: Option<Recorder>,
+    /// `recorder` is present and [`Recorder::fast`]: the next one-slot lock or unlock takes
+    /// the fast path. Kept by [`ShimState::refresh_fast`] after everything that can change it
+    /// (the slow path: checkpoints, busy locks); never true without a recorder.
+    fast: bool,
     /// Main database only: `-shm` region 0 (the wal-index header) once mapped.
     shm0: *const u8,
 }
+
+type ShmLockFn = unsafe extern "C" fn(*mut sqlite3_file, c_int, c_int, c_int) -> c_int;
 
 /// Where [`ShimState`] starts in a file object: the wrapped VFS's `szOsFile`, rounded up to 8.
 /// Set once, by [`os_file_size`] at registration, before any file can be opened.
@@ -110,6 +119,7 @@ pub(crate) unsafe fn wrap(file: *mut sqlite3_file, kind: FileKind, db_path: Opti
     let ours = table_for(real, kind);
     let shim = ShimState {
         real,
+        shm_lock: real.xShmLock.unwrap_or(no_shm_lock),
         kind,
         region,
         recorder: match kind {
@@ -117,6 +127,7 @@ pub(crate) unsafe fn wrap(file: *mut sqlite3_file, kind: FileKind, db_path: Opti
             _ => None,
         },
         shm0: std::ptr::null(),
+        fast: false,
     };
     // SAFETY: per the contract the state's place is inside the allocation, 8-aligned, and
     // nobody else uses the file yet.
@@ -126,6 +137,8 @@ pub(crate) unsafe fn wrap(file: *mut sqlite3_file, kind: FileKind, db_path: Opti
             .cast::<ShimState>()
             .write(shim)
     };
+    // SAFETY: written just above; nobody else uses the file yet.
+    unsafe { state(file) }.refresh_fast();
     if let (FileKind::Wal, Some(region), Some(file_size)) = (kind, region, real.xFileSize) {
         let mut size = 0;
         // SAFETY: the file is open; xFileSize writes one i64.
@@ -138,6 +151,23 @@ pub(crate) unsafe fn wrap(file: *mut sqlite3_file, kind: FileKind, db_path: Opti
 }
 
 impl ShimState {
+    /// Sets [`ShimState::fast`] from the recorder.
+    fn refresh_fast(&mut self) {
+        self.fast = self.recorder.as_ref().is_some_and(Recorder::fast);
+    }
+
+    /// The recorder, on the fast path.
+    #[inline(always)]
+    fn fast_recorder(&mut self) -> &mut Recorder {
+        debug_assert!(self.fast && self.recorder.is_some());
+        match &mut self.recorder {
+            Some(recorder) => recorder,
+            // SAFETY: only called where `self.fast` is true, which it never is without a
+            // recorder (refresh_fast), and a file's recorder is never removed.
+            None => unsafe { std::hint::unreachable_unchecked() },
+        }
+    }
+
     fn wal_index(&self) -> LiveWalIndex {
         live_wal_index(self.shm0)
     }
@@ -265,6 +295,11 @@ macro_rules! failure {
     (xShmLock)               => { $crate::ffi::SQLITE_IOERR | (20 << 8) };
     (xShmUnmap)              => { $crate::ffi::SQLITE_IOERR };
 }
+/// [`ShimState::shm_lock`] of a file whose wrapped table has no `xShmLock`.
+unsafe extern "C" fn no_shm_lock(_: *mut sqlite3_file, _: c_int, _: c_int, _: c_int) -> c_int {
+    failure!(xShmLock)
+}
+
 #[cfg(test)]
 pub(crate) use failure;
 
@@ -452,80 +487,147 @@ mod hot {
     ) -> c_int {
         // SAFETY: called by SQLite on an open file of ours.
         let state = unsafe { state(f) };
-        let Some(real) = state.real.xShmLock else {
-            return failure!(xShmLock);
-        };
-        let Some(recorder) = &mut state.recorder else {
-            // No stats: nothing of the shim's runs. The empty guard is where a test build
-            // injects a panic, so every method of ours is tested the same way.
-            if !guard("xShmLock", false, || true) {
+        let real = state.shm_lock;
+        // A negative offset becomes a large slot, and takes the other path.
+        let slot = offset as u32 as usize;
+        // The fast paths: one slot (every lock of a read or write transaction), no checkpoint
+        // under way, no busy lock pending. Everything else is timed and followed step by step.
+        if !(state.fast && count == 1 && slot < SLOTS) {
+            return shm_lock_other(f, offset, count, flags);
+        }
+        let recorder = state.fast_recorder();
+        let exclusive = flags & SQLITE_SHM_EXCLUSIVE != 0;
+        if flags & SQLITE_SHM_UNLOCK != 0 {
+            // An unlock, recorded while the lock is still held. Most need no clock and no
+            // call: they end in a tail call to the wrapped VFS.
+            if recorder.is_marked(slot) {
+                return shm_unlock_marked(f, slot, flags);
+            }
+            if !guard("xShmLock", false, || {
+                recorder.unlocking_unmarked(slot, exclusive);
+                true
+            }) {
                 return failure!(xShmLock);
             }
             // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
             return unsafe { real(f, offset, count, flags) };
-        };
-        // The fast paths: one slot (every lock of a read or write transaction), no checkpoint
-        // under way. Everything else is timed and followed step by step.
-        if count != 1 || offset as u32 >= SLOTS as u32 || recorder.checkpointing() {
-            return shm_lock_slow(f, offset, count, flags);
         }
-        let slot = offset as usize;
-        if flags & SQLITE_SHM_UNLOCK == 0 {
-            return shm_lock_one(f, slot, flags);
+        if FAST_LOCKS & (1 << slot) == 0 {
+            return shm_lock_other(f, offset, count, flags);
         }
-        // An unlock, recorded while the lock is still held. Most need no clock and no call.
-        if recorder.is_marked(slot) {
-            return shm_unlock_marked(f, slot, flags);
+        if !recorder.next_lock_is_plain() {
+            return shm_lock_one_timed(f, slot, flags);
         }
-        let exclusive = flags & SQLITE_SHM_EXCLUSIVE != 0;
-        if !guard("xShmLock", false, || {
-            recorder.unlocking_unmarked(slot, exclusive);
-            true
-        }) {
-            return failure!(xShmLock);
-        }
-        // SAFETY: as above.
-        unsafe { real(f, offset, count, flags) }
+        // A plain lock on WRITE or a READ slot (the most frequent: not sampled, and the tick
+        // clock is inline): forwarded with only the file pointer kept across the call (the
+        // lock itself is remembered in the recorder), then recorded if granted.
+        recorder.locking_one(slot, exclusive);
+        // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
+        let rc = unsafe { real(f, offset, 1, flags) };
+        shm_lock_settled(f, rc, true)
     }
 
-    /// A lock on one slot, outside a checkpoint: forwarded, then recorded.
+    /// The slots whose one-slot locks take the fast path: WRITE and the READ slots (CKPT and
+    /// RECOVER are taken by checkpoints and recovery, which are followed step by step).
+    const FAST_LOCKS: u32 = !(1 << SLOT_CKPT | 1 << SLOT_RECOVER);
+
+    /// A lock on WRITE or one READ slot that is sampled, or whose clock is read by a call.
     #[inline(never)]
-    extern "C" fn shm_lock_one(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
-        // SAFETY: only called from x_shm_lock, on its open file; its `state` borrow has ended.
-        let state = unsafe { state(f) };
-        let Some(real) = state.real.xShmLock else {
+    fn shm_lock_one_timed(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
+        // SAFETY: only called from x_shm_lock, on its open file; its borrows have ended.
+        let state = unsafe { super::state(f) };
+        let real = state.shm_lock;
+        let Some(recorder) = &mut state.recorder else {
             return failure!(xShmLock);
         };
+        recorder.locking_one(slot, flags & SQLITE_SHM_EXCLUSIVE != 0);
         // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
         let rc = unsafe { real(f, slot as c_int, 1, flags) };
+        shm_lock_settled(f, rc, false)
+    }
+
+    /// The wrapped VFS answered `rc` to the lock [`Recorder::locking_one`] remembered; `plain`
+    /// as for [`Recorder::lock_granted`].
+    #[inline(always)]
+    fn shm_lock_settled(f: *mut sqlite3_file, rc: c_int, plain: bool) -> c_int {
+        if rc != SQLITE_OK {
+            return shm_lock_refused(f, rc);
+        }
+        // SAFETY: the file of the lock just forwarded; the borrows before the call have ended.
+        let state = unsafe { super::state(f) };
         let wal = live_wal_index(state.shm0);
-        let exclusive = flags & SQLITE_SHM_EXCLUSIVE != 0;
-        if let Some(recorder) = &mut state.recorder {
-            if rc == SQLITE_OK {
-                let follow_up = guard("recording", 0, || recorder.locked_one(slot, exclusive, wal));
-                if follow_up != 0 {
-                    record(|| recorder.locked_follow_up(slot, exclusive, wal, follow_up));
-                }
-            } else if rc == SQLITE_BUSY {
-                let lock = ShmLock {
-                    offset: slot,
-                    count: 1,
-                    exclusive,
-                };
-                shm_lock_busy(recorder, lock, wal);
-            }
+        // Still fast: forwarding a lock changes nothing the flag depends on.
+        let recorder = state.fast_recorder();
+        // Straight-line code with no panic in it: no guard (one would only keep the compiler
+        // from inlining it).
+        if recorder.lock_granted(wal, plain) {
+            return shm_lock_sampled(f);
         }
         rc
     }
 
-    /// The unlock of a sampled or stamped hold: its time is recorded, then it is forwarded.
+    /// The lock just granted is one of the sampled holds: its start is timed (in a guard). A
+    /// tail call of [`shm_lock_settled`], so that nothing lives across it there.
+    #[cold]
+    #[inline(never)]
+    fn shm_lock_sampled(f: *mut sqlite3_file) -> c_int {
+        // SAFETY: only called from shm_lock_settled, on its open file; its borrows have ended.
+        let recorder = unsafe { super::state(f) }.fast_recorder();
+        let slot = recorder.lock_refused().offset;
+        record(|| recorder.start_sample(slot));
+        // Opaque, or the compiler sees the constant and keeps it live in the caller across the
+        // call instead of making it a tail call.
+        std::hint::black_box(SQLITE_OK)
+    }
+
+    /// A lock [`Recorder::locking_one`] remembered was not granted (`rc`): a busy lock is
+    /// counted.
+    #[cold]
+    #[inline(never)]
+    fn shm_lock_refused(f: *mut sqlite3_file, rc: c_int) -> c_int {
+        // SAFETY: only called after the wrapped xShmLock of one of our files; the borrows
+        // before that call have ended.
+        let state = unsafe { state(f) };
+        let wal = state.wal_index();
+        if let Some(recorder) = &mut state.recorder {
+            if rc == SQLITE_BUSY {
+                let lock = recorder.lock_refused();
+                shm_lock_busy(recorder, lock, wal);
+            }
+        }
+        state.refresh_fast();
+        // Opaque: see shm_lock_sampled.
+        std::hint::black_box(rc)
+    }
+
+    /// The unlock of a stamped or sampled hold: recorded, then forwarded. A plain one (a short
+    /// write transaction, the most frequent) calls nothing but the wrapped VFS, in a tail call.
     #[inline(never)]
     extern "C" fn shm_unlock_marked(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
         // SAFETY: only called from x_shm_lock, on its open file; its `state` borrow has ended.
         let state = unsafe { state(f) };
-        let Some(real) = state.real.xShmLock else {
+        let real = state.shm_lock;
+        let wal = live_wal_index(state.shm0);
+        let recorder = state.fast_recorder();
+        if !recorder.unlock_is_plain(slot) {
+            return shm_unlock_timed(f, slot, flags);
+        }
+        if !guard("xShmLock", false, || {
+            recorder.unlocking_plain(slot, wal);
+            true
+        }) {
             return failure!(xShmLock);
-        };
+        }
+        // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
+        unsafe { real(f, slot as c_int, 1, flags) }
+    }
+
+    /// The unlock of a sampled or long hold, or one whose clock is read by a call.
+    #[inline(never)]
+    fn shm_unlock_timed(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
+        // SAFETY: only called from shm_unlock_marked, on its open file; its borrows have ended.
+        let state = unsafe { super::state(f) };
+        let real = state.shm_lock;
         let wal = live_wal_index(state.shm0);
         if let Some(recorder) = &mut state.recorder {
             let exclusive = flags & SQLITE_SHM_EXCLUSIVE != 0;
@@ -540,12 +642,26 @@ mod hot {
         unsafe { real(f, slot as c_int, 1, flags) }
     }
 
-    /// [`shm_lock_any`] in its guard: off the fast path, a panic returns the failure code.
+    /// Every `xShmLock` off the fast path: with no stats, forwarded untouched; else
+    /// [`shm_lock_any`] in its guard (a panic returns the failure code).
     #[inline(never)]
-    fn shm_lock_slow(f: *mut sqlite3_file, offset: c_int, count: c_int, flags: c_int) -> c_int {
-        guard("xShmLock", failure!(xShmLock), || {
+    fn shm_lock_other(f: *mut sqlite3_file, offset: c_int, count: c_int, flags: c_int) -> c_int {
+        // SAFETY: only called from x_shm_lock, on its open file; its `state` borrow has ended.
+        let state = unsafe { state(f) };
+        if state.recorder.is_none() {
+            // No stats: nothing of the shim's runs. The empty guard is where a test build
+            // injects a panic, so every method of ours is tested the same way.
+            if !guard("xShmLock", false, || true) {
+                return failure!(xShmLock);
+            }
+            return forward!(f, state, xShmLock(offset, count, flags));
+        }
+        let rc = guard("xShmLock", failure!(xShmLock), || {
             shm_lock_any(f, offset, count, flags)
-        })
+        });
+        // SAFETY: as above; shm_lock_any's borrow has ended.
+        unsafe { super::state(f) }.refresh_fast();
+        rc
     }
 
     pub(in super::super) unsafe extern "C" fn x_file_control(

@@ -100,7 +100,7 @@
 //! in between, is the same round and is not counted again. A busy handler that sleeps without the
 //! VFS's `xSleep` (a host-language callback) makes such repeats look like one round.
 
-use super::clock;
+use super::clock::{self, Ticks};
 use crate::layout::*;
 use crate::wal_index::{LiveWalIndex, WalFrames, WalIndex};
 use std::sync::atomic::Ordering::{Relaxed, Release};
@@ -133,34 +133,30 @@ fn unix_offset_ns() -> u64 {
     *OFFSET.get_or_init(|| unix_now_ns().wrapping_sub(clock::precise()))
 }
 
-/// What [`Recorder::locked_one`] leaves to [`Recorder::locked_follow_up`], as bits.
-pub(crate) struct FollowUp;
-
-impl FollowUp {
-    /// This hold is one of the sampled ones.
-    const SAMPLE: u8 = 1;
-    /// A lock was found busy before: a new busy-handler round may follow.
-    const AFTER_BUSY: u8 = 2;
-    /// CKPT taken exclusive: a checkpoint may start.
-    const CHECKPOINT: u8 = 4;
+/// The lock a connection is forwarding on the fast path, recorded as if granted
+/// ([`Recorder::locking_one`]) until the wrapped VFS answers.
+#[derive(Clone, Copy, Default)]
+struct Pending {
+    slot: usize,
+    exclusive: bool,
 }
 
 /// Per-connection recording state, kept in the shim's file object of a main database.
 pub(crate) struct Recorder {
     region: &'static Region,
-    /// [`unix_offset_ns`], read once.
-    unix_offset_ns: u64,
+    /// The hot path's clock (ticks; see `clock.rs`).
+    ticks: Ticks,
+    /// The one-slot lock being forwarded on the fast path.
+    pending: Pending,
     /// One bit per slot whose release needs more than a count: its hold is sampled (timed in
     /// `held_since`) or stamped (`held_coarse`).
     marked: u8,
     /// Per slot whose hold is sampled: the precise clock (ns) when this connection took it;
     /// else 0.
     held_since: [u64; SLOTS],
-    /// Per slot held exclusive (WRITE, CKPT, RECOVER): the coarse clock when this connection
+    /// Per slot held exclusive (WRITE, CKPT, RECOVER): the tick clock when this connection
     /// took it; else 0.
-    held_coarse: [u64; SLOTS],
-    /// [`long_hold_ns`], read once.
-    long_hold_ns: u64,
+    held_ticks: [u64; SLOTS],
     /// The wal-index's frames when this connection took the write lock.
     write_start: Option<WalFrames>,
     /// Locks to grant before the next sampled one (1 = the next one).
@@ -412,11 +408,11 @@ impl Recorder {
         let seed = (region as *const Region as u64) ^ clock::precise().rotate_left(32) | 1;
         Self {
             region,
-            unix_offset_ns: unix_offset_ns(),
+            ticks: Ticks::new(unix_offset_ns(), long_hold_ns()),
+            pending: Pending::default(),
             marked: 0,
             held_since: [0; SLOTS],
-            held_coarse: [0; SLOTS],
-            long_hold_ns: long_hold_ns(),
+            held_ticks: [0; SLOTS],
             write_start: None,
             sample_countdown: 1,
             sample_rng: seed,
@@ -446,60 +442,69 @@ impl Recorder {
             .then(|| pragma_mode(arg));
     }
 
-    /// A lock request on one slot was granted, outside a checkpoint: the fast path of every
-    /// read and write transaction. Straight-line code with no panic in it (see the module
-    /// header); what is rarer is left to [`Recorder::locked_follow_up`], as the returned
-    /// [`FollowUp`] bits say. `slot` is below `SLOTS`.
+    /// Whether this connection's next lock or unlock of one slot can take the fast path: no
+    /// checkpoint under way, no busy lock that a grant may follow.
     #[inline(always)]
-    pub(crate) fn locked_one(&mut self, slot: usize, exclusive: bool, wal: LiveWalIndex) -> u8 {
-        let slot = slot % SLOTS; // already in range: this only lets the compiler drop the checks
-        self.region.locks[slot].acquired[exclusive as usize].fetch_add(1, Relaxed);
-        let mut follow_up = 0;
-        self.sample_countdown = self.sample_countdown.wrapping_sub(1);
-        if self.sample_countdown == 0 {
-            follow_up |= FollowUp::SAMPLE;
-        }
-        if exclusive {
-            if slot < SLOT_READ0 {
-                self.stamp(slot);
-                if slot == SLOT_WRITE {
-                    self.write_start = wal.frames();
-                } else if slot == SLOT_CKPT {
-                    follow_up |= FollowUp::CHECKPOINT;
-                }
-            }
-        } else if slot >= SLOT_READ0 {
-            self.read_begins(slot - SLOT_READ0, wal);
-        }
-        if self.last_busy.is_some() {
-            follow_up |= FollowUp::AFTER_BUSY;
-        }
-        follow_up
+    pub(crate) fn fast(&self) -> bool {
+        self.checkpoint.is_none() && self.last_busy.is_none()
     }
 
-    /// What [`Recorder::locked_one`] left to do (`follow_up` is not 0).
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn locked_follow_up(
-        &mut self,
-        slot: usize,
-        exclusive: bool,
-        wal: LiveWalIndex,
-        follow_up: u8,
-    ) {
-        let lock = ShmLock {
-            offset: slot,
+    /// Whether the next lock on the fast path is a plain one: the tick clock is the TSC with
+    /// its rate known, so that recording it (sampled or not) calls nothing.
+    #[inline(always)]
+    pub(crate) fn next_lock_is_plain(&self) -> bool {
+        self.ticks.is_inline()
+    }
+
+    /// Before a lock on WRITE (exclusive) or on one READ slot is forwarded, on the fast path:
+    /// remembers it, so that only the file pointer needs to live across the wrapped call (the
+    /// smallest frame); [`Recorder::lock_granted`] or [`Recorder::lock_refused`] follows.
+    #[inline(always)]
+    pub(crate) fn locking_one(&mut self, slot: usize, exclusive: bool) {
+        self.pending = Pending { slot, exclusive };
+    }
+
+    /// The lock [`Recorder::locking_one`] remembered was granted: counted, and the hold
+    /// stamped (WRITE: with the tick clock, and the wal-index's frames, which no other writer
+    /// can change now; a READ slot: the reader-table row). Straight-line code with no panic in
+    /// it (see the module header). `plain` (a constant at each call) says
+    /// [`Recorder::next_lock_is_plain`] held: then no clock is called. Returns whether this
+    /// hold is one of the sampled ones: the caller then runs [`Recorder::start_sample`].
+    #[inline(always)]
+    pub(crate) fn lock_granted(&mut self, wal: LiveWalIndex, plain: bool) -> bool {
+        let Pending { slot, exclusive } = self.pending;
+        let slot = slot % SLOTS; // already in range: this only lets the compiler drop the checks
+        self.region.locks[slot].acquired[exclusive as usize].fetch_add(1, Relaxed);
+        if exclusive {
+            if slot == SLOT_WRITE {
+                let now = if plain {
+                    self.ticks.now_inline()
+                } else {
+                    self.ticks.now()
+                };
+                self.stamp_at(slot, now);
+                self.write_start = wal.frames();
+            }
+        } else if slot >= SLOT_READ0 {
+            let since = if plain {
+                self.ticks.unix_now_inline()
+            } else {
+                self.ticks.unix_now()
+            };
+            self.read_begins_at(slot - SLOT_READ0, wal, since);
+        }
+        self.sample_countdown = self.sample_countdown.wrapping_sub(1);
+        self.sample_countdown == 0
+    }
+
+    /// The lock [`Recorder::locking_one`] remembered was not granted: nothing was recorded of
+    /// it; returns it.
+    #[inline(always)]
+    pub(crate) fn lock_refused(&self) -> ShmLock {
+        ShmLock {
+            offset: self.pending.slot,
             count: 1,
-            exclusive,
-        };
-        if follow_up & FollowUp::SAMPLE != 0 {
-            self.start_sample(slot);
-        }
-        if follow_up & FollowUp::AFTER_BUSY != 0 {
-            self.granted_after_busy(lock);
-        }
-        if follow_up & FollowUp::CHECKPOINT != 0 {
-            self.locked_rare(lock, wal, None);
+            exclusive: self.pending.exclusive,
         }
     }
 
@@ -535,13 +540,19 @@ impl Recorder {
     }
 
     /// A read transaction begins on READ`read_index`: this connection's reader-table row says
-    /// since when (coarse clock) and at which read mark.
+    /// since when (tick clock, as Unix time) and at which read mark.
     #[inline(always)]
     fn read_begins(&mut self, read_index: usize, wal: LiveWalIndex) {
+        let since = self.ticks.unix_now();
+        self.read_begins_at(read_index, wal, since);
+    }
+
+    /// [`Recorder::read_begins`] at Unix time `since` (ns).
+    #[inline(always)]
+    fn read_begins_at(&mut self, read_index: usize, wal: LiveWalIndex, since: u64) {
         self.reading = true;
         if let Some(entry) = self.reader_entry {
             let mark = wal.read_mark(read_index).unwrap_or(0);
-            let since = clock::coarse().wrapping_add(self.unix_offset_ns);
             entry.read_mark.store(mark, Relaxed);
             entry.since_unix_ns.store(since, Relaxed);
             entry.read_slot.store(read_index as u32 + 1, Release);
@@ -557,22 +568,38 @@ impl Recorder {
         }
     }
 
-    /// This hold of `slot` is one of the sampled ones: timed with the precise clock.
+    /// This hold of `slot` is one of the sampled ones: timed with the monotonic clock (from
+    /// the TSC where it is inline; else, or when its anchor is stale, read, and the TSC
+    /// re-anchored on the reading).
     #[cold]
     #[inline(never)]
-    fn start_sample(&mut self, slot: usize) {
+    pub(crate) fn start_sample(&mut self, slot: usize) {
         let slot = slot % SLOTS;
         self.refill_sample_countdown();
-        self.held_since[slot] = clock::precise().max(1);
+        let now = if self.ticks.is_inline() && !self.ticks.anchor_is_stale() {
+            self.ticks.mono_now_inline()
+        } else {
+            let now = clock::precise();
+            self.ticks.refresh(now);
+            now
+        };
+        self.held_since[slot] = now.max(1);
         self.marked |= 1 << slot;
     }
 
-    /// An exclusive hold of WRITE, CKPT or RECOVER: stamped with the coarse clock, so that every
+    /// An exclusive hold of WRITE, CKPT or RECOVER: stamped with the tick clock, so that every
     /// long one is recorded (see the module header).
     #[inline(always)]
     fn stamp(&mut self, slot: usize) {
+        let now = self.ticks.now();
+        self.stamp_at(slot, now);
+    }
+
+    /// [`Recorder::stamp`] at tick `now`.
+    #[inline(always)]
+    fn stamp_at(&mut self, slot: usize, now: u64) {
         let slot = slot % SLOTS;
-        self.held_coarse[slot] = clock::coarse().max(1);
+        self.held_ticks[slot] = now.max(1);
         self.marked |= 1 << slot;
     }
 
@@ -605,31 +632,28 @@ impl Recorder {
         let slot = slot % SLOTS;
         self.marked &= !(1 << slot);
         let since = std::mem::take(&mut self.held_since[slot]);
-        let coarse_since = std::mem::take(&mut self.held_coarse[slot]);
-        if slot == SLOT_WRITE && coarse_since != 0 {
+        let stamped = std::mem::take(&mut self.held_ticks[slot]);
+        if slot == SLOT_WRITE && stamped != 0 {
             self.write_ends(wal);
         }
-        let long =
-            coarse_since != 0 && clock::coarse().saturating_sub(coarse_since) >= self.long_hold_ns;
+        let long = if stamped != 0 {
+            self.ticks.long_hold(stamped)
+        } else {
+            None
+        };
         let (ns, weight) = if since != 0 {
             if *now == 0 {
-                *now = clock::precise();
+                *now = self.ticks.mono_now();
             }
             // A long hold counts once whether sampled or not; a short one is estimated.
-            let weight = if long { 1 } else { HOLD_SAMPLE };
+            let weight = if long.is_some() { 1 } else { HOLD_SAMPLE };
             (now.saturating_sub(since), weight)
-        } else if long {
-            (clock::coarse().saturating_sub(coarse_since), 1)
+        } else if let Some(long_ns) = long {
+            (long_ns, 1)
         } else {
             return;
         };
-        let counters = &self.region.locks[slot];
-        if let Some(bucket) = counters.hold_buckets.get(bucket_index(ns)) {
-            bucket.fetch_add(weight, Relaxed);
-        }
-        counters
-            .hold_sum_ns
-            .fetch_add(ns.saturating_mul(weight), Relaxed);
+        self.record_hold(slot, ns, weight);
     }
 
     /// [`Recorder::locked`]'s part for a checkpoint's locks; `took` is how long the lock call
@@ -712,18 +736,21 @@ impl Recorder {
     /// The write lock is about to be released: what the transaction appended to `-wal`, from
     /// the wal-index header now and when the lock was taken (SQLite commits, and updates the
     /// header, before it releases the lock). The shim does not watch `-wal` writes.
+    #[inline(always)]
     fn write_ends(&mut self, wal: LiveWalIndex) {
         let (Some(start), Some(end)) = (self.write_start.take(), wal.frames()) else {
             return;
         };
-        let io = &self.region.io;
         let appended = start.appended_bytes(end);
-        if appended > 0 {
-            io.wal_write_bytes.fetch_add(appended, Relaxed);
-            let size = end.file_bytes();
-            if size > io.wal_bytes.load(Relaxed) {
-                io.wal_bytes.fetch_max(size, Relaxed);
-            }
+        if appended == 0 {
+            return;
+        }
+        let io = &self.region.io;
+        io.wal_write_bytes.fetch_add(appended, Relaxed);
+        // Frames were appended, so the WAL holds end.mx_frame > 0 of them (= end.file_bytes()).
+        let size = 32 + end.mx_frame as u64 * end.frame_bytes() as u64;
+        if size > io.wal_bytes.load(Relaxed) {
+            io.wal_bytes.fetch_max(size, Relaxed);
         }
     }
 
@@ -738,6 +765,47 @@ impl Recorder {
         }
     }
 
+    /// Whether releasing the marked `slot` is plain: not sampled, the tick clock inline, and
+    /// the (stamped) hold short. Then [`Recorder::unlocking_plain`] records it with no call.
+    #[inline(always)]
+    pub(crate) fn unlock_is_plain(&self, slot: usize) -> bool {
+        let slot = slot % SLOTS;
+        self.held_since[slot] == 0
+            && self.ticks.is_inline()
+            && self
+                .ticks
+                .now_inline()
+                .saturating_sub(self.held_ticks[slot])
+                < self.ticks.long_ticks()
+    }
+
+    /// [`Recorder::unlocking_one`] of a hold [`Recorder::unlock_is_plain`] says is plain: a
+    /// short stamped hold, left to the sample; only a write transaction's bytes are recorded.
+    /// Straight-line code with no panic in it.
+    #[inline(always)]
+    pub(crate) fn unlocking_plain(&mut self, slot: usize, wal: LiveWalIndex) {
+        // Only exclusive WRITE, CKPT and RECOVER holds are stamped: no read transaction ends.
+        debug_assert!(slot < SLOT_READ0);
+        let slot = slot % SLOTS;
+        self.marked &= !(1 << slot);
+        let stamped = std::mem::take(&mut self.held_ticks[slot]);
+        if slot == SLOT_WRITE && stamped != 0 {
+            self.write_ends(wal);
+        }
+    }
+
+    /// One hold of `slot`, `ns` long, counted `weight` times.
+    #[inline(always)]
+    fn record_hold(&self, slot: usize, ns: u64, weight: u64) {
+        let counters = &self.region.locks[slot % SLOTS];
+        if let Some(bucket) = counters.hold_buckets.get(bucket_index(ns)) {
+            bucket.fetch_add(weight, Relaxed);
+        }
+        counters
+            .hold_sum_ns
+            .fetch_add(ns.saturating_mul(weight), Relaxed);
+    }
+
     /// Whether releasing `slot` needs [`Recorder::unlocking_one`] (its hold is sampled or
     /// stamped), rather than [`Recorder::unlocking_unmarked`].
     #[inline(always)]
@@ -745,11 +813,13 @@ impl Recorder {
         self.marked & (1 << (slot % SLOTS)) != 0
     }
 
-    /// [`Recorder::unlocking_one`] of a slot that is not marked: no clock, no call.
+    /// [`Recorder::unlocking_one`] of a slot that is not marked, on the fast path (no busy
+    /// lock pending): no clock, no call.
     #[inline(always)]
     pub(crate) fn unlocking_unmarked(&mut self, slot: usize, exclusive: bool) {
         if !exclusive && slot >= SLOT_READ0 {
-            self.read_ends();
+            self.reading = false;
+            self.clear_reader_entry();
         }
     }
 
@@ -770,6 +840,12 @@ impl Recorder {
     fn read_ends(&mut self) {
         self.last_busy = None;
         self.reading = false;
+        self.clear_reader_entry();
+    }
+
+    /// This connection's reader-table row says it reads nothing.
+    #[inline(always)]
+    fn clear_reader_entry(&self) {
         if let Some(entry) = self.reader_entry {
             entry.read_slot.store(0, Release);
             entry.since_unix_ns.store(0, Relaxed);

@@ -10,6 +10,7 @@ import os
 import random
 import sqlite3
 import sys
+import time
 
 
 def connect(args):
@@ -46,6 +47,36 @@ def cmd_hold_read(conn, args):
     sys.stdin.readline()
     conn.execute("COMMIT")
     say("DONE")
+
+
+def warm_up(conn, args):
+    """Runs autocommit reads for --warmup-ms (and at least 500): long enough for the shim to
+    have measured the CPU counter's rate, so that the transaction after it is timed the way a
+    long-running application's are."""
+    if args.warmup_ms <= 0:
+        return
+    deadline = time.monotonic() + args.warmup_ms / 1000
+    n = 0
+    while n < 500 or time.monotonic() < deadline:
+        conn.execute("SELECT count(*) FROM t WHERE id = ?", (n,)).fetchone()
+        n += 1
+
+
+def cmd_hold_read_warm(conn, args):
+    """warm_up, then hold-read."""
+    warm_up(conn, args)
+    cmd_hold_read(conn, args)
+
+
+def cmd_long_write(conn, args):
+    """warm_up, then one write transaction that holds the write lock for --hold-ms."""
+    warm_up(conn, args)
+    conn.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    conn.execute("INSERT INTO t(writer, seq, payload) VALUES (0, 0, randomblob(100))")
+    time.sleep(args.hold_ms / 1000)
+    conn.execute("COMMIT")
+    say(time.monotonic() - started)
 
 
 def cmd_checkpoint(conn, args):
@@ -158,6 +189,8 @@ def main():
     parser.add_argument("--pause-ms", type=float, default=0)
     parser.add_argument("--autocheckpoint", type=int, default=0)
     parser.add_argument("--own-checkpoint-every", type=int, default=0)
+    parser.add_argument("--warmup-ms", type=float, default=0)
+    parser.add_argument("--hold-ms", type=float, default=300)
     parser.add_argument(
         "--stats",
         action="store_true",

@@ -436,14 +436,14 @@ pub static DB_FAMILIES: &[Family] = &[
     }),
     family!("walwatch_shm_lock_acquired", Counter, None, ["lock"], detailed ["lock", "slot", "lock_mode"], "-shm lock acquisitions by lock class (write, checkpoint: CKPT and RECOVER slots, read: shared on READ0..4, read_mark: exclusive on READ0..4); detailed: also by slot and lock_mode (shared, exclusive)", |s, db| lock_counters(s, db, false)),
     family!("walwatch_shm_lock_busy", Counter, None, ["lock"], detailed ["lock", "slot", "lock_mode"], "-shm lock attempts that found the lock busy (SQLITE_BUSY), by lock class; detailed: also by slot and lock_mode", |s, db| lock_counters(s, db, true)),
-    family!("walwatch_shm_lock_held_seconds", Counter, Some("seconds"), ["lock"], "Time -shm locks were held, summed, by lock class (write, checkpoint, read: any lock on READ0..4); its rate is the share of time the lock was held. Estimated: one hold in 32 is timed and counted 32 times, and every WRITE/CKPT/RECOVER hold of 10 ms or more is counted once", |s, db| {
+    family!("walwatch_shm_lock_held_seconds", Counter, Some("seconds"), ["lock"], "Time -shm locks were held, summed, by lock class (write, checkpoint, read: any lock on READ0..4); its rate is the share of time the lock was held. Estimated: one hold in 64 is timed and counted 64 times, and every WRITE/CKPT/RECOVER hold of 10 ms or more is counted once", |s, db| {
         if let Some(c) = &db.counters {
             for (class, ns) in HOLD_CLASSES.iter().zip(c.held_ns) {
                 s.counter(&[("lock", class)], Seconds(ns));
             }
         }
     }),
-    family!(detailed only "walwatch_shm_lock_hold_seconds", Histogram, Some("seconds"), ["lock", "slot"], "How long -shm locks were held, by slot. Estimated: one hold in 32 is timed and counted 32 times, and every WRITE/CKPT/RECOVER hold of 10 ms or more is counted once", |s, db| {
+    family!(detailed only "walwatch_shm_lock_hold_seconds", Histogram, Some("seconds"), ["lock", "slot"], "How long -shm locks were held, by slot. Estimated: one hold in 64 is timed and counted 64 times, and every WRITE/CKPT/RECOVER hold of 10 ms or more is counted once", |s, db| {
         if let Some(c) = &db.counters {
             for (slot, lock) in c.locks.iter().enumerate() {
                 s.histogram(&[("lock", HOLD_CLASSES[hold_class(slot)]), ("slot", SLOT_NAMES[slot])], &lock.hold_buckets, lock.hold_sum_ns);

@@ -18,10 +18,19 @@ pub fn stats_json(
     let w = &mut out;
     let wal = wal.copied().unwrap_or_default();
     let _ = write!(w, "{{\"db\":{}", quote(&snap.db_path_lossy()));
+    // `snap.wal_bytes` is the file's size (`stats_json_for_file` stats it); if it could not,
+    // the size when a shim last opened or truncated it, and at least what the header holds.
+    let appended = if wal.mx_frame > 0 && wal.page_size > 0 {
+        32 + wal.mx_frame as u64 * (wal.page_size as u64 + 24)
+    } else {
+        0
+    };
     let _ = write!(
         w,
         ",\"wal_bytes\":{},\"wal_frames\":{},\"wal_backfilled_frames\":{}",
-        snap.wal_bytes, wal.mx_frame, wal.n_backfill
+        snap.wal_bytes.max(appended),
+        wal.mx_frame,
+        wal.n_backfill
     );
     let _ = write!(
         w,

@@ -284,7 +284,8 @@ pub struct Header {
 /// I/O, sleep and WAL-size counters of one database.
 #[repr(C)]
 pub struct IoCounters {
-    /// Gauge: size of `-wal` in bytes, as the shims last saw it.
+    /// Gauge: size of `-wal` in bytes when a shim last opened or truncated it (what writers
+    /// appended since is in the wal-index header: `walwatch_stats()` reports the larger).
     pub wal_bytes: AtomicU64,
     pub wal_write_bytes: AtomicU64,
     pub db_write_bytes: AtomicU64,
@@ -378,7 +379,7 @@ pub struct ReaderEntry {
     /// `aReadMark[i]` when the lock was taken: the last WAL frame this reader can see.
     pub read_mark: AtomicU32,
     pub _reserved: AtomicU32,
-    /// When the read lock was taken (0 when none).
+    /// When the read lock was taken; meaningful only while `read_slot` is not 0.
     pub since_unix_ns: AtomicU64,
 }
 

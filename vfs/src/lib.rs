@@ -109,7 +109,15 @@ pub unsafe fn stats_json_for_file(file: *mut ffi::sqlite3_file) -> Option<String
     // SAFETY: the caller guarantees `file` is null or a live, open sqlite3_file.
     let shim_file = unsafe { shim::as_shim_file(file) }?;
     let (region, wal) = shim_file.stats_view()?;
-    let snap = region::snapshot(region);
+    use std::os::unix::ffi::OsStrExt;
+    let mut snap = region::snapshot(region);
+    // The shims record the WAL's size only when they open or truncate it (its writers' hot
+    // path does not): the file system has it exactly (not followed if a link).
+    let mut wal_path = snap.db_path.clone();
+    wal_path.extend_from_slice(b"-wal");
+    if let Ok(meta) = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&wal_path)) {
+        snap.wal_bytes = meta.len();
+    }
     Some(stats_json(
         &snap,
         wal.as_ref(),

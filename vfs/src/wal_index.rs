@@ -136,37 +136,44 @@ impl WalIndex {
     }
 }
 
-/// The live wal-index of a connection: `-shm` region 0 as mapped by SQLite, or nothing yet.
+/// The live wal-index of a connection: `-shm` region 0 as mapped by SQLite, or, before SQLite
+/// maps it, [`LiveWalIndex::NONE`]: a header of zeros (not initialized), so that reading it
+/// needs no null check on the hot path.
 #[derive(Clone, Copy, Debug)]
 pub struct LiveWalIndex(*const u8);
 
+/// The header [`LiveWalIndex::NONE`] reads: zeros, never written.
+static UNMAPPED: [AtomicU32; HEADER_BYTES / 4] = [const { AtomicU32::new(0) }; HEADER_BYTES / 4];
+
 impl LiveWalIndex {
-    /// No wal-index mapped (yet).
-    pub const NONE: Self = Self(std::ptr::null());
+    /// No wal-index mapped (yet): reads as a header of zeros (`header()` is `None`, no frames,
+    /// read marks 0).
+    pub const NONE: Self = Self(UNMAPPED.as_ptr().cast());
 
     /// # Safety
-    /// `shm0` must be null or region 0 as returned by a successful `xShmMap` (at least 32 KiB,
-    /// page aligned), and must stay mapped while this value is used.
+    /// `shm0` must be [`LiveWalIndex::as_ptr`] of [`LiveWalIndex::NONE`], or region 0 as
+    /// returned by a successful `xShmMap` (at least 32 KiB, page aligned) that stays mapped
+    /// while this value is used.
     pub unsafe fn new(shm0: *const u8) -> Self {
         Self(shm0)
     }
 
-    /// The header, read as SQLite reads it ([`WalIndex::read_live`]).
+    /// The pointer this reads (for [`LiveWalIndex::new`]).
+    pub fn as_ptr(self) -> *const u8 {
+        self.0
+    }
+
+    /// The header, read as SQLite reads it ([`WalIndex::read_live`]); `None` if not mapped or
+    /// not initialized.
     pub fn header(self) -> Option<WalIndex> {
-        if self.0.is_null() {
-            return None;
-        }
-        // SAFETY: per `new`'s contract, a non-null pointer is a live, aligned region 0.
+        // SAFETY: per `new`'s contract, a live, aligned header of at least HEADER_BYTES.
         unsafe { WalIndex::read_live(self.0) }.ok()
     }
 
     /// The header's frame count, salt and page size: three loads, for a writer holding the
-    /// write lock (see [`WalFrames`]).
-    pub fn frames(self) -> Option<WalFrames> {
-        if self.0.is_null() {
-            return None;
-        }
-        // SAFETY: per `new`'s contract; offsets 12, 16 and 32 are inside region 0 and 4-byte
+    /// write lock (see [`WalFrames`]); zeros if not mapped.
+    pub fn frames(self) -> WalFrames {
+        // SAFETY: per `new`'s contract; offsets 12, 16 and 32 are inside the header and 4-byte
         // aligned; shared memory is read through atomics. SQLite writes the header in native
         // byte order; `szPage` (bytes 14..16) is the upper half of the word at 12 on a
         // little-endian machine, the lower half on a big-endian one.
@@ -184,24 +191,25 @@ impl LiveWalIndex {
         } else {
             word12 & 0xffff
         };
-        Some(WalFrames {
+        WalFrames {
             mx_frame,
             salt,
             sz_page,
-        })
+        }
     }
 
     /// `aReadMark[index]` alone: one load, for the start of every read transaction, when the
-    /// caller holds READ(index) so the mark cannot change under it.
-    pub fn read_mark(self, index: usize) -> Option<u32> {
-        if self.0.is_null() || index >= READ_MARKS {
-            return None;
+    /// caller holds READ(index) so the mark cannot change under it; 0 if not mapped (or no
+    /// such slot).
+    pub fn read_mark(self, index: usize) -> u32 {
+        if index >= READ_MARKS {
+            return 0;
         }
-        // SAFETY: per `new`'s contract; offset 100 + 4*index < 120 is inside region 0 and
+        // SAFETY: per `new`'s contract; offset 100 + 4*index < 120 is inside the header and
         // 4-byte aligned; shared memory is read through an atomic.
         let mark =
             unsafe { AtomicU32::from_ptr(self.0.add(OFF_READ_MARKS + 4 * index) as *mut u32) };
-        Some(mark.load(Ordering::Relaxed))
+        mark.load(Ordering::Relaxed)
     }
 }
 
@@ -226,13 +234,14 @@ impl WalFrames {
     /// the first).
     #[inline(always)]
     pub fn appended_bytes(self, end: WalFrames) -> u64 {
-        let start = if end.salt == self.salt {
-            self.mx_frame
-        } else {
-            0
-        };
-        let frames = end.mx_frame.saturating_sub(start) as u64;
-        let header = if start == 0 && frames > 0 { 32 } else { 0 };
+        // Appended to the same WAL, which already had frames: only the new frames.
+        let appended_to = end.salt == self.salt && self.mx_frame != 0;
+        let from = if appended_to { self.mx_frame } else { 0 };
+        let frames = end.mx_frame.saturating_sub(from) as u64;
+        if frames == 0 {
+            return 0;
+        }
+        let header = if appended_to { 0 } else { 32 };
         frames * end.frame_bytes() as u64 + header
     }
 
@@ -395,7 +404,7 @@ mod tests {
         }
         // SAFETY: `region` is a live, aligned header for the duration of the calls.
         let live = unsafe { LiveWalIndex::new(region.as_ptr().cast()) };
-        let frames = live.frames().unwrap();
+        let frames = live.frames();
         assert_eq!(
             frames,
             WalFrames {
@@ -406,12 +415,14 @@ mod tests {
         );
         assert_eq!(frames.frame_bytes(), 4096 + 24);
         assert_eq!(frames.file_bytes(), 32 + 7 * 4120);
-        assert_eq!(LiveWalIndex::NONE.frames(), None);
+        assert_eq!(LiveWalIndex::NONE.frames(), WalFrames::default());
+        assert_eq!(LiveWalIndex::NONE.header(), None);
+        assert_eq!(LiveWalIndex::NONE.read_mark(2), 0);
         // szPage 1 is 65,536.
         region[OFF_IS_INIT / 4] = u32::from_ne_bytes([1, 0, 1, 0]);
         // SAFETY: as above.
         let live = unsafe { LiveWalIndex::new(region.as_ptr().cast()) };
-        assert_eq!(live.frames().unwrap().frame_bytes(), 65_536 + 24);
+        assert_eq!(live.frames().frame_bytes(), 65_536 + 24);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod checkpoint;
 mod crash;
 mod examples;
+mod holds;
 mod prometheus;
 mod python;
 mod shell;

@@ -130,7 +130,8 @@ pub(crate) const MIN_SPAN_NS: u64 = 10_000_000;
 const MIN_RATE: u128 = (1 << 32) / 100;
 const MAX_RATE: u128 = 10 << 32;
 
-/// `ticks` TSC counts in ns at `rate` (32.32 ns per count). Exact below 2^64 ns (585 years).
+/// `ticks` TSC counts in ns at `rate` (32.32 ns per count): exact below 2^64 ns (585 years),
+/// which a TSC reading (counts since the machine started) is.
 #[inline(always)]
 pub(crate) fn tsc_ns(ticks: u64, rate: u64) -> u64 {
     ((ticks as u128 * rate as u128) >> 32) as u64
@@ -150,9 +151,12 @@ pub(crate) struct Ticks {
     tsc: bool,
     /// The TSC's rate (32.32 ns per count); 0 while unknown, and when ticks are not TSC counts.
     rate: u64,
-    /// A TSC reading, and its monotonic time in ns.
+    /// The TSC reading of the last refresh.
     anchor_tsc: u64,
-    anchor_mono_ns: u64,
+    /// The monotonic and the Unix time of TSC count 0 by the anchor and the rate: a TSC
+    /// reading in ns plus these is the time now (one multiplication, one addition).
+    mono_base_ns: u64,
+    unix_base_ns: u64,
     /// Unix time minus monotonic time, in ns.
     unix_offset_ns: u64,
     /// What counts as a long hold, in ns, and in ticks (a lower bound while the rate is unknown).
@@ -166,7 +170,8 @@ impl Ticks {
             tsc: tsc_ticks(),
             rate: 0,
             anchor_tsc: 0,
-            anchor_mono_ns: 0,
+            mono_base_ns: 0,
+            unix_base_ns: 0,
             unix_offset_ns,
             long_ns,
             long_ticks: long_ns,
@@ -187,11 +192,13 @@ impl Ticks {
         let now = tsc();
         let rate = calibrate(now, mono_ns);
         self.anchor_tsc = now;
-        self.anchor_mono_ns = mono_ns;
         if rate != self.rate && rate != 0 {
             self.rate = rate;
             self.long_ticks = (((self.long_ns as u128) << 32) / rate as u128) as u64;
         }
+        // Wrapping: the base may be "before" 0; adding a later reading wraps back.
+        self.mono_base_ns = mono_ns.wrapping_sub(tsc_ns(now, self.rate));
+        self.unix_base_ns = self.mono_base_ns.wrapping_add(self.unix_offset_ns);
     }
 
     /// What counts as a long hold, in ticks (a lower bound while the TSC's rate is unknown).
@@ -226,33 +233,17 @@ impl Ticks {
     /// [`Ticks::unix_now`] when [`Ticks::is_inline`]: no branch, no call.
     #[inline(always)]
     pub(crate) fn unix_now_inline(&self) -> u64 {
-        self.mono_now_inline().wrapping_add(self.unix_offset_ns)
+        self.unix_base_ns.wrapping_add(tsc_ns(tsc(), self.rate))
     }
 
-    /// The precise monotonic clock ([`precise`]) when [`Ticks::is_inline`], from the TSC: no
-    /// branch, no call. Off from it by the rate's error over the span since the anchor, which
-    /// [`Ticks::anchor_is_stale`] keeps short.
+    /// The precise monotonic clock from the TSC (one read), if it is inline and its anchor is
+    /// under 2^30 counts old (a quarter to one second at today's rates); else `None`, and the
+    /// caller reads [`precise`] and re-anchors.
     #[inline(always)]
-    pub(crate) fn mono_now_inline(&self) -> u64 {
-        let since_anchor = tsc_ns(tsc().saturating_sub(self.anchor_tsc), self.rate);
-        self.anchor_mono_ns.wrapping_add(since_anchor)
-    }
-
-    /// The precise monotonic clock: from the TSC where inline and its anchor fresh, else
-    /// read ([`precise`]).
-    pub(crate) fn mono_now(&self) -> u64 {
-        if self.is_inline() && !self.anchor_is_stale() {
-            self.mono_now_inline()
-        } else {
-            precise()
-        }
-    }
-
-    /// Whether the anchor is over 2^30 TSC counts old (a quarter to one second at today's
-    /// rates): then the next sampled hold reads the precise clock and re-anchors.
-    #[inline(always)]
-    pub(crate) fn anchor_is_stale(&self) -> bool {
-        tsc().wrapping_sub(self.anchor_tsc) >> 30 != 0
+    pub(crate) fn mono_now_fresh(&self) -> Option<u64> {
+        let now = tsc();
+        (self.is_inline() && now.wrapping_sub(self.anchor_tsc) >> 30 == 0)
+            .then(|| self.mono_base_ns.wrapping_add(tsc_ns(now, self.rate)))
     }
 
     /// Now, as Unix time in ns: from the TSC once its rate is known, else from the coarse

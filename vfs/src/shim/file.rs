@@ -31,7 +31,7 @@ use super::recorder::{Recorder, ShmLock};
 use super::LAST_BUSY;
 use crate::ffi::*;
 use crate::host;
-use crate::layout::{FileKind, Region, SLOTS, SLOT_CKPT, SLOT_RECOVER};
+use crate::layout::{FileKind, Region, SLOTS};
 use crate::wal_index::{LiveWalIndex, WalIndex};
 use std::ffi::{c_int, c_void, CStr};
 use std::sync::atomic::AtomicUsize;
@@ -57,7 +57,8 @@ pub(crate) struct ShimState {
     /// the fast path. Kept by [`ShimState::refresh_fast`] after everything that can change it
     /// (the slow path: checkpoints, busy locks); never true without a recorder.
     fast: bool,
-    /// Main database only: `-shm` region 0 (the wal-index header) once mapped.
+    /// Main database only: `-shm` region 0 (the wal-index header) once mapped; before, and
+    /// after xShmUnmap, [`LiveWalIndex::NONE`]'s (never null).
     shm0: *const u8,
 }
 
@@ -126,7 +127,7 @@ pub(crate) unsafe fn wrap(file: *mut sqlite3_file, kind: FileKind, db_path: Opti
             FileKind::MainDb => region.map(Recorder::new),
             _ => None,
         },
-        shm0: std::ptr::null(),
+        shm0: LiveWalIndex::NONE.as_ptr(),
         fast: false,
     };
     // SAFETY: per the contract the state's place is inside the allocation, 8-aligned, and
@@ -455,16 +456,21 @@ unsafe fn x_shm_map(
     let state = unsafe { state(f) };
     let rc = forward!(f, state, xShmMap(region, size, extend, pp));
     if rc == SQLITE_OK && region == 0 && !pp.is_null() && state.recorder.is_some() {
-        // SAFETY: on success the real xShmMap stored the region's address in *pp.
-        state.shm0 = unsafe { *pp } as *const u8;
+        // SAFETY: on success the real xShmMap stored the region's address in *pp (null when
+        // asked not to create a region that does not exist yet).
+        let mapped = unsafe { *pp } as *const u8;
+        if !mapped.is_null() {
+            state.shm0 = mapped;
+        }
     }
     rc
 }
 
 /// The live wal-index of region 0 as mapped.
 fn live_wal_index(shm0: *const u8) -> LiveWalIndex {
-    // SAFETY: `shm0` is a file's `shm0`: null or region 0 from the real xShmMap, mapped until
-    // xShmUnmap, which clears it; the value is used only within the current method call.
+    // SAFETY: `shm0` is a file's `shm0`: LiveWalIndex::NONE's pointer, or region 0 from the
+    // real xShmMap, mapped until xShmUnmap, which sets it back to NONE's; the value is used only
+    // within the current method call.
     unsafe { LiveWalIndex::new(shm0) }
 }
 
@@ -496,13 +502,15 @@ mod hot {
             return shm_lock_other(f, offset, count, flags);
         }
         let recorder = state.fast_recorder();
-        let exclusive = flags & SQLITE_SHM_EXCLUSIVE != 0;
         if flags & SQLITE_SHM_UNLOCK != 0 {
             // An unlock, recorded while the lock is still held. Most need no clock and no
             // call: they end in a tail call to the wrapped VFS.
             if recorder.is_marked(slot) {
                 return shm_unlock_marked(f, slot, flags);
             }
+            // SQLite sets exactly one of SHARED and EXCLUSIVE; testing SHARED here (EXCLUSIVE
+            // on the lock path) keeps the compiler from computing it before the branch.
+            let exclusive = flags & SQLITE_SHM_SHARED == 0;
             if !guard("xShmLock", false, || {
                 recorder.unlocking_unmarked(slot, exclusive);
                 true
@@ -512,69 +520,61 @@ mod hot {
             // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
             return unsafe { real(f, offset, count, flags) };
         }
-        if FAST_LOCKS & (1 << slot) == 0 {
-            return shm_lock_other(f, offset, count, flags);
-        }
         if !recorder.next_lock_is_plain() {
             return shm_lock_one_timed(f, slot, flags);
         }
-        // A plain lock on WRITE or a READ slot (the most frequent: not sampled, and the tick
-        // clock is inline): forwarded with only the file pointer kept across the call (the
-        // lock itself is remembered in the recorder), then recorded if granted.
-        recorder.locking_one(slot, exclusive);
+        // A plain lock (the most frequent: the tick clock is inline): forwarded with only the
+        // state pointer kept across the call (the lock itself is remembered in the recorder),
+        // then recorded if granted.
+        recorder.locking_one(slot, flags & SQLITE_SHM_EXCLUSIVE != 0);
         // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
         let rc = unsafe { real(f, offset, 1, flags) };
-        shm_lock_settled(f, rc, true)
+        shm_lock_settled(state, rc, true)
     }
 
-    /// The slots whose one-slot locks take the fast path: WRITE and the READ slots (CKPT and
-    /// RECOVER are taken by checkpoints and recovery, which are followed step by step).
-    const FAST_LOCKS: u32 = !(1 << SLOT_CKPT | 1 << SLOT_RECOVER);
-
-    /// A lock on WRITE or one READ slot that is sampled, or whose clock is read by a call.
+    /// A lock on one slot whose clock is read by a call (the TSC is not the tick clock, or its
+    /// rate is not known yet).
     #[inline(never)]
     fn shm_lock_one_timed(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
         // SAFETY: only called from x_shm_lock, on its open file; its borrows have ended.
         let state = unsafe { super::state(f) };
         let real = state.shm_lock;
-        let Some(recorder) = &mut state.recorder else {
-            return failure!(xShmLock);
-        };
-        recorder.locking_one(slot, flags & SQLITE_SHM_EXCLUSIVE != 0);
+        state
+            .fast_recorder()
+            .locking_one(slot, flags & SQLITE_SHM_EXCLUSIVE != 0);
         // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
         let rc = unsafe { real(f, slot as c_int, 1, flags) };
-        shm_lock_settled(f, rc, false)
+        shm_lock_settled(state, rc, false)
     }
 
     /// The wrapped VFS answered `rc` to the lock [`Recorder::locking_one`] remembered; `plain`
     /// as for [`Recorder::lock_granted`].
     #[inline(always)]
-    fn shm_lock_settled(f: *mut sqlite3_file, rc: c_int, plain: bool) -> c_int {
+    fn shm_lock_settled(state: &mut ShimState, rc: c_int, plain: bool) -> c_int {
         if rc != SQLITE_OK {
-            return shm_lock_refused(f, rc);
+            return shm_lock_refused(state, rc);
         }
-        // SAFETY: the file of the lock just forwarded; the borrows before the call have ended.
-        let state = unsafe { super::state(f) };
         let wal = live_wal_index(state.shm0);
-        // Still fast: forwarding a lock changes nothing the flag depends on.
-        let recorder = state.fast_recorder();
-        // Straight-line code with no panic in it: no guard (one would only keep the compiler
-        // from inlining it).
-        if recorder.lock_granted(wal, plain) {
-            return shm_lock_sampled(f);
+        // Still fast: forwarding a lock changes nothing the flag depends on. Straight-line
+        // code with no panic in it: no guard (one would only keep the compiler from inlining
+        // it).
+        let follow_up = state.fast_recorder().lock_granted(wal, plain);
+        if follow_up != 0 {
+            return shm_lock_follow_up(state, follow_up);
         }
         rc
     }
 
-    /// The lock just granted is one of the sampled holds: its start is timed (in a guard). A
-    /// tail call of [`shm_lock_settled`], so that nothing lives across it there.
+    /// What [`Recorder::lock_granted`] left to do for the lock just granted: a sampled hold's
+    /// start, a checkpoint's start. A tail call of [`shm_lock_settled`], so that nothing lives
+    /// across it there.
     #[cold]
     #[inline(never)]
-    fn shm_lock_sampled(f: *mut sqlite3_file) -> c_int {
-        // SAFETY: only called from shm_lock_settled, on its open file; its borrows have ended.
-        let recorder = unsafe { super::state(f) }.fast_recorder();
-        let slot = recorder.lock_refused().offset;
-        record(|| recorder.start_sample(slot));
+    fn shm_lock_follow_up(state: &mut ShimState, follow_up: u8) -> c_int {
+        let wal = live_wal_index(state.shm0);
+        let recorder = state.fast_recorder();
+        record(|| recorder.lock_follow_up(follow_up, wal));
+        state.refresh_fast();
         // Opaque, or the compiler sees the constant and keeps it live in the caller across the
         // call instead of making it a tail call.
         std::hint::black_box(SQLITE_OK)
@@ -584,10 +584,7 @@ mod hot {
     /// counted.
     #[cold]
     #[inline(never)]
-    fn shm_lock_refused(f: *mut sqlite3_file, rc: c_int) -> c_int {
-        // SAFETY: only called after the wrapped xShmLock of one of our files; the borrows
-        // before that call have ended.
-        let state = unsafe { state(f) };
+    fn shm_lock_refused(state: &mut ShimState, rc: c_int) -> c_int {
         let wal = state.wal_index();
         if let Some(recorder) = &mut state.recorder {
             if rc == SQLITE_BUSY {
@@ -609,20 +606,16 @@ mod hot {
         let real = state.shm_lock;
         let wal = live_wal_index(state.shm0);
         let recorder = state.fast_recorder();
-        if !recorder.unlock_is_plain(slot) {
+        // Straight-line code with no panic in it: no guard (see shm_lock_settled).
+        if !recorder.unlocking_plain(slot, wal) {
             return shm_unlock_timed(f, slot, flags);
-        }
-        if !guard("xShmLock", false, || {
-            recorder.unlocking_plain(slot, wal);
-            true
-        }) {
-            return failure!(xShmLock);
         }
         // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
         unsafe { real(f, slot as c_int, 1, flags) }
     }
 
-    /// The unlock of a sampled or long hold, or one whose clock is read by a call.
+    /// The unlock of a sampled or long hold, the end of a write transaction that restarted the
+    /// WAL, or an unlock whose clock is read by a call.
     #[inline(never)]
     fn shm_unlock_timed(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
         // SAFETY: only called from shm_unlock_marked, on its open file; its borrows have ended.
@@ -687,7 +680,11 @@ mod hot {
 
     /// The two file controls the shim looks at: forwarded, then observed.
     #[inline(never)]
-    fn file_control_observed(f: *mut sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
+    extern "C" fn file_control_observed(
+        f: *mut sqlite3_file,
+        op: c_int,
+        arg: *mut c_void,
+    ) -> c_int {
         // SAFETY: only called from x_file_control, on its open file; its borrow has ended.
         let state = unsafe { state(f) };
         let Some(real) = state.real.xFileControl else {
@@ -794,6 +791,6 @@ fn shm_lock_busy(recorder: &mut Recorder, lock: ShmLock, wal: LiveWalIndex) {
 unsafe fn x_shm_unmap(f: *mut sqlite3_file, delete: c_int) -> c_int {
     // SAFETY: called by SQLite on an open file of ours.
     let state = unsafe { state(f) };
-    state.shm0 = std::ptr::null();
+    state.shm0 = LiveWalIndex::NONE.as_ptr();
     forward!(f, state, xShmUnmap(delete))
 }

@@ -113,7 +113,7 @@ const SLOT_READ1: usize = SLOT_READ0 + 1;
 const BLOCKED_CALL: Duration = Duration::from_millis(1);
 
 /// One in this many lock holds is timed (see the module header).
-pub(crate) const HOLD_SAMPLE: u64 = 32;
+pub(crate) const HOLD_SAMPLE: u64 = 64;
 
 /// An exclusive hold at least this long (by the coarse clock) is always recorded, with weight 1:
 /// eight ticks of the coarse clock (`clock_getres`), and at least 10 ms. Taken once.
@@ -131,6 +131,16 @@ fn long_hold_ns() -> u64 {
 fn unix_offset_ns() -> u64 {
     static OFFSET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *OFFSET.get_or_init(|| unix_now_ns().wrapping_sub(clock::precise()))
+}
+
+/// What [`Recorder::lock_granted`] leaves to [`Recorder::lock_follow_up`], as bits.
+pub(crate) struct FollowUp;
+
+impl FollowUp {
+    /// This hold is one of the sampled ones.
+    pub(crate) const SAMPLE: u8 = 1;
+    /// CKPT taken exclusive: a checkpoint may start.
+    pub(crate) const CHECKPOINT: u8 = 2;
 }
 
 /// The lock a connection is forwarding on the fast path, recorded as if granted
@@ -158,7 +168,8 @@ pub(crate) struct Recorder {
     /// took it; else 0.
     held_ticks: [u64; SLOTS],
     /// The wal-index's frames when this connection took the write lock.
-    write_start: Option<WalFrames>,
+    /// (All zero when unknown.)
+    write_start: WalFrames,
     /// Locks to grant before the next sampled one (1 = the next one).
     sample_countdown: u32,
     /// xorshift state that draws the gaps between sampled holds (never 0).
@@ -171,9 +182,6 @@ pub(crate) struct Recorder {
     requested: Option<Mode>,
     /// The last busy lock counted, while it may still be the same busy-handler round.
     last_busy: Option<ShmLock>,
-    /// This connection holds a READ slot shared (is in a read transaction). Checkpoints never
-    /// run inside one; `sqlite3_snapshot_recover` takes CKPT inside one and is no checkpoint.
-    reading: bool,
 }
 
 /// A lock found busy and not (yet) granted.
@@ -413,14 +421,13 @@ impl Recorder {
             marked: 0,
             held_since: [0; SLOTS],
             held_ticks: [0; SLOTS],
-            write_start: None,
+            write_start: WalFrames::default(),
             sample_countdown: 1,
             sample_rng: seed,
             reader_entry,
             checkpoint: None,
             requested: None,
             last_busy: None,
-            reading: false,
         }
     }
 
@@ -456,7 +463,7 @@ impl Recorder {
         self.ticks.is_inline()
     }
 
-    /// Before a lock on WRITE (exclusive) or on one READ slot is forwarded, on the fast path:
+    /// Before a lock on one slot is forwarded, on the fast path:
     /// remembers it, so that only the file pointer needs to live across the wrapped call (the
     /// smallest frame); [`Recorder::lock_granted`] or [`Recorder::lock_refused`] follows.
     #[inline(always)]
@@ -465,25 +472,31 @@ impl Recorder {
     }
 
     /// The lock [`Recorder::locking_one`] remembered was granted: counted, and the hold
-    /// stamped (WRITE: with the tick clock, and the wal-index's frames, which no other writer
-    /// can change now; a READ slot: the reader-table row). Straight-line code with no panic in
-    /// it (see the module header). `plain` (a constant at each call) says
-    /// [`Recorder::next_lock_is_plain`] held: then no clock is called. Returns whether this
-    /// hold is one of the sampled ones: the caller then runs [`Recorder::start_sample`].
+    /// stamped (WRITE, CKPT, RECOVER exclusive: with the tick clock, and for WRITE the
+    /// wal-index's frames, which no other writer can change now; a READ slot shared: the
+    /// reader-table row). Straight-line code with no panic in it (see the module header).
+    /// `plain` (a constant at each call) says [`Recorder::next_lock_is_plain`] held: then no
+    /// clock is called. Returns the [`FollowUp`] bits for [`Recorder::lock_follow_up`] (0:
+    /// nothing left to do).
     #[inline(always)]
-    pub(crate) fn lock_granted(&mut self, wal: LiveWalIndex, plain: bool) -> bool {
+    pub(crate) fn lock_granted(&mut self, wal: LiveWalIndex, plain: bool) -> u8 {
         let Pending { slot, exclusive } = self.pending;
         let slot = slot % SLOTS; // already in range: this only lets the compiler drop the checks
         self.region.locks[slot].acquired[exclusive as usize].fetch_add(1, Relaxed);
+        let mut follow_up = 0;
         if exclusive {
-            if slot == SLOT_WRITE {
+            if slot < SLOT_READ0 {
                 let now = if plain {
                     self.ticks.now_inline()
                 } else {
                     self.ticks.now()
                 };
                 self.stamp_at(slot, now);
-                self.write_start = wal.frames();
+                if slot == SLOT_WRITE {
+                    self.write_start = wal.frames();
+                } else if slot == SLOT_CKPT {
+                    follow_up = FollowUp::CHECKPOINT;
+                }
             }
         } else if slot >= SLOT_READ0 {
             let since = if plain {
@@ -494,11 +507,27 @@ impl Recorder {
             self.read_begins_at(slot - SLOT_READ0, wal, since);
         }
         self.sample_countdown = self.sample_countdown.wrapping_sub(1);
-        self.sample_countdown == 0
+        if self.sample_countdown == 0 {
+            follow_up |= FollowUp::SAMPLE;
+        }
+        follow_up
     }
 
-    /// The lock [`Recorder::locking_one`] remembered was not granted: nothing was recorded of
-    /// it; returns it.
+    /// What [`Recorder::lock_granted`] left to do (`follow_up` is not 0): off the hot path.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn lock_follow_up(&mut self, follow_up: u8, wal: LiveWalIndex) {
+        let lock = self.lock_refused();
+        if follow_up & FollowUp::SAMPLE != 0 {
+            self.start_sample(lock.offset);
+        }
+        if follow_up & FollowUp::CHECKPOINT != 0 {
+            self.locked_rare(lock, wal, None);
+        }
+    }
+
+    /// The lock [`Recorder::locking_one`] remembered (not granted: nothing was recorded of it;
+    /// or just granted).
     #[inline(always)]
     pub(crate) fn lock_refused(&self) -> ShmLock {
         ShmLock {
@@ -550,9 +579,8 @@ impl Recorder {
     /// [`Recorder::read_begins`] at Unix time `since` (ns).
     #[inline(always)]
     fn read_begins_at(&mut self, read_index: usize, wal: LiveWalIndex, since: u64) {
-        self.reading = true;
         if let Some(entry) = self.reader_entry {
-            let mark = wal.read_mark(read_index).unwrap_or(0);
+            let mark = wal.read_mark(read_index);
             entry.read_mark.store(mark, Relaxed);
             entry.since_unix_ns.store(since, Relaxed);
             entry.read_slot.store(read_index as u32 + 1, Release);
@@ -576,12 +604,13 @@ impl Recorder {
     pub(crate) fn start_sample(&mut self, slot: usize) {
         let slot = slot % SLOTS;
         self.refill_sample_countdown();
-        let now = if self.ticks.is_inline() && !self.ticks.anchor_is_stale() {
-            self.ticks.mono_now_inline()
-        } else {
-            let now = clock::precise();
-            self.ticks.refresh(now);
-            now
+        let now = match self.ticks.mono_now_fresh() {
+            Some(now) => now,
+            None => {
+                let now = clock::precise();
+                self.ticks.refresh(now);
+                now
+            }
         };
         self.held_since[slot] = now.max(1);
         self.marked |= 1 << slot;
@@ -643,7 +672,7 @@ impl Recorder {
         };
         let (ns, weight) = if since != 0 {
             if *now == 0 {
-                *now = self.ticks.mono_now();
+                *now = self.ticks.mono_now_fresh().unwrap_or_else(clock::precise);
             }
             // A long hold counts once whether sampled or not; a short one is estimated.
             let weight = if long.is_some() { 1 } else { HOLD_SAMPLE };
@@ -661,7 +690,7 @@ impl Recorder {
     #[inline(never)]
     pub(crate) fn locked_rare(&mut self, lock: ShmLock, wal: LiveWalIndex, took: Option<Duration>) {
         let now = Instant::now();
-        if lock.exclusive && lock.is(SLOT_CKPT, 1) && !self.reading {
+        if lock.exclusive && lock.is(SLOT_CKPT, 1) && !self.in_read_transaction() {
             let start = wal.header();
             if let Some(h) = start {
                 self.region.io.page_size.store(h.page_size, Relaxed);
@@ -700,7 +729,7 @@ impl Recorder {
             return;
         }
         let now = Instant::now();
-        if lock.is(SLOT_CKPT, 1) && self.checkpoint.is_none() && !self.reading {
+        if lock.is(SLOT_CKPT, 1) && self.checkpoint.is_none() && !self.in_read_transaction() {
             // Another checkpoint holds CKPT: this one returns (1, -1, -1) at once.
             let mut ckpt = Checkpoint::new(now, self.requested.take(), wal.header(), self.region);
             ckpt.blocked = Some(Wait {
@@ -719,10 +748,7 @@ impl Recorder {
             ckpt.waiting = Some(Wait {
                 lock,
                 since: now,
-                read_mark: lock
-                    .read_index()
-                    .and_then(|i| wal.read_mark(i))
-                    .unwrap_or(0),
+                read_mark: lock.read_index().map(|i| wal.read_mark(i)).unwrap_or(0),
             });
             ckpt.waited_slot.get_or_insert(lock.offset.min(SLOTS - 1));
         }
@@ -738,19 +764,11 @@ impl Recorder {
     /// header, before it releases the lock). The shim does not watch `-wal` writes.
     #[inline(always)]
     fn write_ends(&mut self, wal: LiveWalIndex) {
-        let (Some(start), Some(end)) = (self.write_start.take(), wal.frames()) else {
-            return;
-        };
+        let start = std::mem::take(&mut self.write_start);
+        let end = wal.frames();
         let appended = start.appended_bytes(end);
-        if appended == 0 {
-            return;
-        }
-        let io = &self.region.io;
-        io.wal_write_bytes.fetch_add(appended, Relaxed);
-        // Frames were appended, so the WAL holds end.mx_frame > 0 of them (= end.file_bytes()).
-        let size = 32 + end.mx_frame as u64 * end.frame_bytes() as u64;
-        if size > io.wal_bytes.load(Relaxed) {
-            io.wal_bytes.fetch_max(size, Relaxed);
+        if appended != 0 {
+            self.region.io.wal_write_bytes.fetch_add(appended, Relaxed);
         }
     }
 
@@ -765,33 +783,41 @@ impl Recorder {
         }
     }
 
-    /// Whether releasing the marked `slot` is plain: not sampled, the tick clock inline, and
-    /// the (stamped) hold short. Then [`Recorder::unlocking_plain`] records it with no call.
+    /// The release of a marked `slot` (the lock still held), recorded if it is plain: not
+    /// sampled, the tick clock inline, the stamped hold short, and for WRITE, frames appended to
+    /// the WAL the transaction started in (no restart). Else returns false having changed
+    /// nothing, and [`Recorder::unlocking_one`] records it. A plain release of a short hold
+    /// leaves its time to the sample; only a write transaction's bytes are recorded.
+    /// Straight-line code with no panic in it.
     #[inline(always)]
-    pub(crate) fn unlock_is_plain(&self, slot: usize) -> bool {
+    pub(crate) fn unlocking_plain(&mut self, slot: usize, wal: LiveWalIndex) -> bool {
         let slot = slot % SLOTS;
-        self.held_since[slot] == 0
-            && self.ticks.is_inline()
-            && self
+        if self.held_since[slot] != 0
+            || !self.ticks.is_inline()
+            || self
                 .ticks
                 .now_inline()
                 .saturating_sub(self.held_ticks[slot])
-                < self.ticks.long_ticks()
-    }
-
-    /// [`Recorder::unlocking_one`] of a hold [`Recorder::unlock_is_plain`] says is plain: a
-    /// short stamped hold, left to the sample; only a write transaction's bytes are recorded.
-    /// Straight-line code with no panic in it.
-    #[inline(always)]
-    pub(crate) fn unlocking_plain(&mut self, slot: usize, wal: LiveWalIndex) {
-        // Only exclusive WRITE, CKPT and RECOVER holds are stamped: no read transaction ends.
-        debug_assert!(slot < SLOT_READ0);
-        let slot = slot % SLOTS;
-        self.marked &= !(1 << slot);
-        let stamped = std::mem::take(&mut self.held_ticks[slot]);
-        if slot == SLOT_WRITE && stamped != 0 {
-            self.write_ends(wal);
+                >= self.ticks.long_ticks()
+        {
+            return false;
         }
+        if slot == SLOT_WRITE {
+            let start = self.write_start;
+            let end = wal.frames();
+            if end.salt != start.salt || start.mx_frame == 0 {
+                return false;
+            }
+            self.write_start = WalFrames::default();
+            let frames = end.mx_frame.saturating_sub(start.mx_frame) as u64;
+            if frames != 0 {
+                let appended = frames * end.frame_bytes() as u64;
+                self.region.io.wal_write_bytes.fetch_add(appended, Relaxed);
+            }
+        }
+        self.marked &= !(1 << slot);
+        self.held_ticks[slot] = 0;
+        true
     }
 
     /// One hold of `slot`, `ns` long, counted `weight` times.
@@ -818,7 +844,6 @@ impl Recorder {
     #[inline(always)]
     pub(crate) fn unlocking_unmarked(&mut self, slot: usize, exclusive: bool) {
         if !exclusive && slot >= SLOT_READ0 {
-            self.reading = false;
             self.clear_reader_entry();
         }
     }
@@ -835,20 +860,28 @@ impl Recorder {
         }
     }
 
+    /// Whether this connection holds a READ slot shared (is in a read transaction), as its
+    /// reader-table row says. Checkpoints never run inside one; `sqlite3_snapshot_recover`
+    /// takes CKPT inside one and is no checkpoint. (Without a row, when the table is full,
+    /// such a call is taken for a checkpoint.)
+    fn in_read_transaction(&self) -> bool {
+        self.reader_entry
+            .is_some_and(|e| e.read_slot.load(Relaxed) != 0)
+    }
+
     /// The end of a read transaction: also the end of a busy-handler round.
     #[inline(always)]
     fn read_ends(&mut self) {
         self.last_busy = None;
-        self.reading = false;
         self.clear_reader_entry();
     }
 
-    /// This connection's reader-table row says it reads nothing.
+    /// This connection's reader-table row says it reads nothing (its other fields mean
+    /// nothing while `read_slot` is 0).
     #[inline(always)]
     fn clear_reader_entry(&self) {
         if let Some(entry) = self.reader_entry {
             entry.read_slot.store(0, Release);
-            entry.since_unix_ns.store(0, Relaxed);
         }
     }
 
@@ -925,7 +958,7 @@ impl Recorder {
             let holder = holder_of(region, b.lock);
             let read_mark = match (b.lock.read_index(), holder.read_index) {
                 (Some(_), _) => b.read_mark,
-                (None, Some(i)) => live.read_mark(i).unwrap_or(0),
+                (None, Some(i)) => live.read_mark(i),
                 (None, None) => 0,
             };
             let slot = match holder.read_index {
@@ -1140,7 +1173,6 @@ mod tests {
         );
         r.unlocking(read(3), LiveWalIndex::NONE);
         assert_eq!(entry.read_slot.load(Relaxed), 0);
-        assert_eq!(entry.since_unix_ns.load(Relaxed), 0);
         r.close();
         assert_eq!(entry.pid.load(Relaxed), 0);
     }

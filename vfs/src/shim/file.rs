@@ -477,10 +477,19 @@ fn live_wal_index(shm0: *const u8) -> LiveWalIndex {
 /// The methods of every transaction, as `extern "C"` functions: the shim's own work runs in
 /// [`crate::unwind::guard`] (before forwarding: a panic returns the method's failure code
 /// without calling the wrapped VFS; after: it is bookkeeping, and the wrapped VFS's result is
-/// returned whatever happens), the forwarded call itself outside it. The guarded work on these
-/// paths has no panic in it (no indexing that can fail, no unwrap, wrapping arithmetic), so the
+/// returned whatever happens), the forwarded call itself outside it. The work on these paths
+/// has no panic in it (no indexing that can fail, no unwrap, wrapping arithmetic), so the
 /// compiler drops the guards and the forwarded call can be a tail call; a test build injects
-/// panics at each guard (`crate::unwind::tests`).
+/// panics at each guard (`crate::unwind::tests`). Two pieces of straight-line bookkeeping run
+/// without one ([`Recorder::lock_granted`], [`Recorder::unlocking_plain`]): a guard there only
+/// kept the compiler from inlining them.
+///
+/// How the hot path stays small, instruction by instruction (`bench/callgrind.sh`): one flag
+/// per file says whether the fast path applies; a lock keeps only the state pointer across the
+/// wrapped call (the lock is remembered in the recorder); every rarer case is a separate
+/// function reached by a tail call, which is why those are `extern "C"` (the compiler makes a
+/// tail call only between functions of the same calling convention) and why two of them return
+/// an opaque value (a constant result would be kept live in the caller instead).
 mod hot {
     use super::*;
     use crate::unwind::guard;
@@ -535,7 +544,7 @@ mod hot {
     /// A lock on one slot whose clock is read by a call (the TSC is not the tick clock, or its
     /// rate is not known yet).
     #[inline(never)]
-    fn shm_lock_one_timed(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
+    extern "C" fn shm_lock_one_timed(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
         // SAFETY: only called from x_shm_lock, on its open file; its borrows have ended.
         let state = unsafe { super::state(f) };
         let real = state.shm_lock;
@@ -617,7 +626,7 @@ mod hot {
     /// The unlock of a sampled or long hold, the end of a write transaction that restarted the
     /// WAL, or an unlock whose clock is read by a call.
     #[inline(never)]
-    fn shm_unlock_timed(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
+    extern "C" fn shm_unlock_timed(f: *mut sqlite3_file, slot: usize, flags: c_int) -> c_int {
         // SAFETY: only called from shm_unlock_marked, on its open file; its borrows have ended.
         let state = unsafe { super::state(f) };
         let real = state.shm_lock;
@@ -635,24 +644,42 @@ mod hot {
         unsafe { real(f, slot as c_int, 1, flags) }
     }
 
-    /// Every `xShmLock` off the fast path: with no stats, forwarded untouched; else
-    /// [`shm_lock_any`] in its guard (a panic returns the failure code).
+    /// Every `xShmLock` off the fast path: with no stats, forwarded untouched (a tail call,
+    /// no frame); else [`shm_lock_followed`].
     #[inline(never)]
-    fn shm_lock_other(f: *mut sqlite3_file, offset: c_int, count: c_int, flags: c_int) -> c_int {
+    extern "C" fn shm_lock_other(
+        f: *mut sqlite3_file,
+        offset: c_int,
+        count: c_int,
+        flags: c_int,
+    ) -> c_int {
         // SAFETY: only called from x_shm_lock, on its open file; its `state` borrow has ended.
         let state = unsafe { state(f) };
-        if state.recorder.is_none() {
-            // No stats: nothing of the shim's runs. The empty guard is where a test build
-            // injects a panic, so every method of ours is tested the same way.
-            if !guard("xShmLock", false, || true) {
-                return failure!(xShmLock);
-            }
-            return forward!(f, state, xShmLock(offset, count, flags));
+        if state.recorder.is_some() {
+            return shm_lock_followed(f, offset, count, flags);
         }
+        // No stats: nothing of the shim's runs. The empty guard is where a test build injects
+        // a panic, so every method of ours is tested the same way.
+        if !guard("xShmLock", false, || true) {
+            return failure!(xShmLock);
+        }
+        // SAFETY: the wrapped file's own method, with its pointer and SQLite's arguments.
+        unsafe { (state.shm_lock)(f, offset, count, flags) }
+    }
+
+    /// [`shm_lock_any`] in its guard (a panic returns the failure code), then the fast flag
+    /// set again.
+    #[inline(never)]
+    extern "C" fn shm_lock_followed(
+        f: *mut sqlite3_file,
+        offset: c_int,
+        count: c_int,
+        flags: c_int,
+    ) -> c_int {
         let rc = guard("xShmLock", failure!(xShmLock), || {
             shm_lock_any(f, offset, count, flags)
         });
-        // SAFETY: as above; shm_lock_any's borrow has ended.
+        // SAFETY: only called on an open file of ours; shm_lock_any's borrow has ended.
         unsafe { super::state(f) }.refresh_fast();
         rc
     }

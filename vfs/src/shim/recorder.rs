@@ -55,36 +55,40 @@
 //! # What a lock costs (the hot path)
 //! A lock granted or released on one slot outside a checkpoint (every lock of a read or write
 //! transaction) costs a few relaxed atomic adds and plain stores: no system call, no
-//! allocation, no lock. [`Recorder::locked_one`] and [`Recorder::unlocking_unmarked`] are
-//! straight-line code with no panic in them (slots are reduced modulo `SLOTS`, arithmetic
-//! wraps, nothing is unwrapped), so the guard around them compiles to nothing; the rarer work
-//! (a sampled hold, a checkpoint starting, a lock granted after a busy one) is left to
-//! [`Recorder::locked_follow_up`] and [`Recorder::unlocking_one`], each in a real guard.
+//! allocation, no lock, and where the CPU's counter is the tick clock (`clock.rs`) no call at
+//! all but the wrapped VFS's. Before a lock is forwarded, [`Recorder::locking_one`] only
+//! remembers it, so that nothing but the file's state pointer lives across the wrapped call;
+//! [`Recorder::lock_granted`] records it after. It and [`Recorder::unlocking_unmarked`] and
+//! [`Recorder::unlocking_plain`] are straight-line code with no panic in them (slots are
+//! reduced modulo `SLOTS`, arithmetic wraps, nothing is unwrapped); the rarer work (a sampled
+//! hold, a checkpoint starting, a long hold, a lock granted after a busy one) is left to
+//! [`Recorder::lock_follow_up`] and [`Recorder::unlocking_one`], each in a guard.
 //! - every `xShmLock` is counted (`acquired`, one add per slot);
 //! - hold times are *sampled*: one hold in [`HOLD_SAMPLE`], picked at random (a per-connection
 //!   xorshift, so no periodic workload can alias with it), is timed with the monotonic clock
-//!   (`CLOCK_MONOTONIC`, read as an integer: no `Instant`/`Duration` arithmetic) at grant and
-//!   release, and recorded with weight `HOLD_SAMPLE` (its bucket gets `HOLD_SAMPLE`, the sum
-//!   `HOLD_SAMPLE × ns`). The histograms' count and sum therefore estimate every hold, without
-//!   bias; quantiles are those of the sample;
+//!   (from the CPU's counter, re-anchored on `CLOCK_MONOTONIC` at least once a second; else read
+//!   as an integer: no `Instant`/`Duration` arithmetic) at grant and release, and recorded with
+//!   weight `HOLD_SAMPLE` (its bucket gets `HOLD_SAMPLE`, the sum `HOLD_SAMPLE × ns`). The
+//!   histograms' count and sum therefore estimate every hold, without bias; quantiles are those
+//!   of the sample;
 //! - exclusive holds of WRITE, CKPT and RECOVER (the holds that make other connections wait;
 //!   exclusive READ locks are a reader updating a read mark, or a checkpoint's steps, whose
-//!   duration the checkpoint record has) are also stamped with the coarse clock
-//!   (`CLOCK_MONOTONIC_COARSE`, vDSO, no system call) at grant and release: every exclusive
-//!   hold of at least `long_hold_ns` (eight kernel ticks, and at least 10 ms) is recorded
-//!   exactly once, with weight 1 (timed precisely if it was sampled, else to within one tick,
-//!   under 1/8 of its length); shorter ones are estimated as above. Each hold's expected weight
-//!   is 1 either way;
-//! - a read transaction stamps its reader-table row with the coarse clock (resolution one
-//!   kernel tick: 1–10 ms), turned into Unix time by an offset taken once: reader ages are
-//!   shown in seconds, and a long read transaction is found there whether or not its hold was
-//!   sampled;
+//!   duration the checkpoint record has) are also stamped with the tick clock at grant and
+//!   checked at release: every exclusive hold of at least `long_hold_ns` (eight kernel ticks,
+//!   and at least 10 ms) is recorded exactly once, with weight 1 (timed precisely if it was
+//!   sampled, else from its ticks: the counter's rate, or to within one kernel tick); shorter
+//!   ones are estimated as above. Each hold's expected weight is 1 either way;
+//! - a read transaction stamps its reader-table row with the tick clock turned into Unix time
+//!   (the counter's rate and an anchor, or the coarse clock and an offset taken once): reader
+//!   ages are shown in seconds, and a long read transaction is found there whether or not its
+//!   hold was sampled. Whether the connection is in a read transaction is the row's
+//!   `read_slot` (no flag of its own);
 //! - what a write transaction appended to `-wal` is read from the wal-index header when it
 //!   releases the write lock (frames since it took the lock, and the WAL header if it started
 //!   the WAL afresh): the shim does not wrap `-wal` writes at all. (In `locking_mode=EXCLUSIVE`
 //!   SQLite keeps the wal-index in heap memory and takes no `-shm` locks; such a database's
 //!   `wal_write_bytes` stays 0, and the sidecar still sees the `-wal` file's size.)
-//!
+
 //! What each part costs, in instructions per transaction, is measured by `bench/callgrind.sh`
 //! (README, "The shim's overhead").
 //!

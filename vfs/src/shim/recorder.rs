@@ -88,7 +88,7 @@
 //!   the WAL afresh): the shim does not wrap `-wal` writes at all. (In `locking_mode=EXCLUSIVE`
 //!   SQLite keeps the wal-index in heap memory and takes no `-shm` locks; such a database's
 //!   `wal_write_bytes` stays 0, and the sidecar still sees the `-wal` file's size.)
-
+//!
 //! What each part costs, in instructions per transaction, is measured by `bench/callgrind.sh`
 //! (README, "The shim's overhead").
 //!

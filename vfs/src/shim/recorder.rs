@@ -813,9 +813,9 @@ impl Recorder {
                 return false;
             }
             self.write_start = WalFrames::default();
-            let frames = end.mx_frame.saturating_sub(start.mx_frame) as u64;
-            if frames != 0 {
-                let appended = frames * end.frame_bytes() as u64;
+            // The WAL continued (checked above): only the frames, no header.
+            let appended = start.appended_bytes(end);
+            if appended != 0 {
                 self.region.io.wal_write_bytes.fetch_add(appended, Relaxed);
             }
         }

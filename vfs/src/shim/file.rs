@@ -597,7 +597,7 @@ mod hot {
         let wal = state.wal_index();
         if let Some(recorder) = &mut state.recorder {
             if rc == SQLITE_BUSY {
-                let lock = recorder.lock_refused();
+                let lock = recorder.pending_lock();
                 shm_lock_busy(recorder, lock, wal);
             }
         }

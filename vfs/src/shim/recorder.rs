@@ -469,7 +469,7 @@ impl Recorder {
 
     /// Before a lock on one slot is forwarded, on the fast path:
     /// remembers it, so that only the file pointer needs to live across the wrapped call (the
-    /// smallest frame); [`Recorder::lock_granted`] or [`Recorder::lock_refused`] follows.
+    /// smallest frame); [`Recorder::lock_granted`] follows if it is granted.
     #[inline(always)]
     pub(crate) fn locking_one(&mut self, slot: usize, exclusive: bool) {
         self.pending = Pending { slot, exclusive };
@@ -521,7 +521,7 @@ impl Recorder {
     #[cold]
     #[inline(never)]
     pub(crate) fn lock_follow_up(&mut self, follow_up: u8, wal: LiveWalIndex) {
-        let lock = self.lock_refused();
+        let lock = self.pending_lock();
         if follow_up & FollowUp::SAMPLE != 0 {
             self.start_sample(lock.offset);
         }
@@ -530,10 +530,10 @@ impl Recorder {
         }
     }
 
-    /// The lock [`Recorder::locking_one`] remembered (not granted: nothing was recorded of it;
-    /// or just granted).
+    /// The lock [`Recorder::locking_one`] remembered (if it was not granted, nothing was
+    /// recorded of it).
     #[inline(always)]
-    pub(crate) fn lock_refused(&self) -> ShmLock {
+    pub(crate) fn pending_lock(&self) -> ShmLock {
         ShmLock {
             offset: self.pending.slot,
             count: 1,
